@@ -1,0 +1,13 @@
+"""kseg: the classic deep-learning segmentation systems for Keras 3 / TensorFlow.
+
+    >>> import kseg
+    >>> model = kseg.SegNet(num_classes=11, input_shape=(360, 480, 3))
+"""
+
+__version__ = "0.1.0"
+
+from kseg import layers, models  # noqa: E402
+from kseg.models import SegNet, SegNetBasic  # noqa: E402
+from kseg.utils import count_params  # noqa: E402
+
+__all__ = ["SegNet", "SegNetBasic", "count_params", "layers", "models"]

@@ -1,0 +1,78 @@
+"""Normalisation layers of the classic nets that Keras does not ship."""
+
+import keras
+from keras import ops
+
+__all__ = ["LocalResponseNormalization", "ImageNormalization"]
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class LocalResponseNormalization(keras.layers.Layer):
+    """Caffe's cross-channel LRN: ``x / (k + alpha / n * sum_{n neighbours} x^2) ** beta``.
+
+    Used on the input of SegNet-Basic (``norm`` in the authors' prototxt: local_size 5,
+    alpha 1e-4, beta 0.75). Note Caffe divides alpha by ``local_size``, unlike
+    ``tf.nn.local_response_normalization``.
+
+    Example:
+        >>> import numpy as np
+        >>> LocalResponseNormalization()(np.ones((1, 2, 2, 3), "float32")).shape
+        (1, 2, 2, 3)
+    """
+
+    def __init__(self, local_size=5, alpha=1e-4, beta=0.75, k=1.0, **kwargs):
+        super().__init__(**kwargs)
+        if local_size < 1 or local_size % 2 == 0:
+            raise ValueError(f"local_size must be a positive odd number, got {local_size}")
+        self.local_size, self.alpha, self.beta, self.k = int(local_size), float(alpha), float(beta), float(k)
+
+    def call(self, x):
+        half = self.local_size // 2
+        sq = ops.pad(ops.square(x), [[0, 0]] * (len(x.shape) - 1) + [[half, half]])
+        channels = x.shape[-1]
+        total = sq[..., 0:channels]
+        for i in range(1, self.local_size):
+            total = total + sq[..., i:i + channels]
+        return x / ops.power(self.k + (self.alpha / self.local_size) * total, self.beta)
+
+    def get_config(self):
+        return {**super().get_config(), "local_size": self.local_size, "alpha": self.alpha,
+                "beta": self.beta, "k": self.k}
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class ImageNormalization(keras.layers.Layer):
+    """Turns RGB images in [0, 255] into what a network's weights expect.
+
+    Every kseg model takes float RGB in [0, 255] and starts with this layer, so data pipelines,
+    export signatures and the CLI never need to know a model's preprocessing.
+
+    Args:
+        mode: ``"caffe"`` (RGB->BGR, subtract the ImageNet BGR mean: VGG16 / FCN / DeepLab /
+            the ported Caffe weights), ``"torch"`` (scale to [0, 1], ImageNet mean/std),
+            ``"unit"`` (scale to [0, 1]) or ``"none"``.
+    """
+
+    MODES = ("caffe", "torch", "unit", "none")
+
+    def __init__(self, mode="caffe", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in self.MODES:
+            raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
+        self.mode = mode
+
+    def call(self, x):
+        x = ops.cast(x, self.compute_dtype)
+        if self.mode == "caffe":
+            x = ops.flip(x, axis=-1)
+            return x - ops.convert_to_tensor([103.939, 116.779, 123.68], dtype=x.dtype)
+        if self.mode == "torch":
+            mean = ops.convert_to_tensor([0.485, 0.456, 0.406], dtype=x.dtype)
+            std = ops.convert_to_tensor([0.229, 0.224, 0.225], dtype=x.dtype)
+            return (x / 255.0 - mean) / std
+        if self.mode == "unit":
+            return x / 255.0
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}

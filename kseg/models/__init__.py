@@ -1,0 +1,16 @@
+"""Model builders, one module per paper, and the registry of their cards.
+
+    >>> import kseg
+    >>> kseg.models.list()[:2]
+    ['segnet', 'segnet_basic']
+    >>> card = kseg.models.get("segnet")
+    >>> model = card.build(num_classes=12)
+"""
+
+from kseg.models import segnet  # noqa: F401  (registers its cards)
+from kseg.models.registry import ModelCard, cards, get, list_models, register
+from kseg.models.segnet import SegNet, SegNetBasic
+
+list = list_models  # noqa: A001  (kseg.models.list(), as in the docs)
+
+__all__ = ["ModelCard", "SegNet", "SegNetBasic", "cards", "get", "list", "list_models", "register"]
