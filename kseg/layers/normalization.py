@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-__all__ = ["LocalResponseNormalization", "ImageNormalization"]
+__all__ = ["LocalResponseNormalization", "ImageNormalization", "L2Normalization"]
 
 
 @keras.saving.register_keras_serializable(package="kseg")
@@ -76,3 +76,53 @@ class ImageNormalization(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class L2Normalization(keras.layers.Layer):
+    """ParseNet's L2 normalisation: ``y = gamma * x / ||x||_2`` at every position, per channel scale.
+
+    Liu, Rabinovich & Berg, "ParseNet: Looking Wider to See Better", ICLR 2016 workshop
+    (arXiv:1506.04579), Sec. 3.3, Eq. 1-2: features of different layers have very different
+    norms, so before fusing them each position's feature vector is divided by its L2 norm across
+    channels and multiplied by a learned per-channel scale ``gamma`` (Caffe's ``Normalize`` layer,
+    ``across_spatial: false``, ``channel_shared: false``). The scale must start large enough for
+    the classifier to learn: the paper initialises it to 10 for conv features (Sec. 3.3); SSD's
+    ``conv4_3_norm`` uses 20.
+
+    Args:
+        scale_init: initial value of every ``gamma`` (10, as ParseNet).
+        epsilon: added under the square root (Caffe's ``Normalize`` uses 1e-10).
+        axis: the channel axis (-1, channels last).
+
+    Example:
+        >>> import numpy as np
+        >>> y = L2Normalization(scale_init=1.0)(np.array([[[[3.0, 4.0]]]], "float32"))
+        >>> np.round(np.asarray(y), 3).tolist()
+        [[[[0.6, 0.8]]]]
+    """
+
+    def __init__(self, scale_init=10.0, epsilon=1e-10, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        if float(scale_init) <= 0:
+            raise ValueError(f"scale_init must be > 0, got {scale_init}")
+        if float(epsilon) < 0:
+            raise ValueError(f"epsilon must be >= 0, got {epsilon}")
+        self.scale_init, self.epsilon, self.axis = float(scale_init), float(epsilon), int(axis)
+
+    def build(self, input_shape):
+        channels = input_shape[self.axis]
+        if channels is None:
+            raise ValueError(f"{self.name}: the channel axis {self.axis} of {tuple(input_shape)} must be known")
+        self.gamma = self.add_weight(
+            name="gamma", shape=(channels,), initializer=keras.initializers.Constant(self.scale_init)
+        )
+
+    def call(self, x):
+        norm = ops.sqrt(ops.sum(ops.square(x), axis=self.axis, keepdims=True) + self.epsilon)
+        shape = [1] * len(x.shape)
+        shape[self.axis] = -1
+        return x / norm * ops.reshape(ops.cast(self.gamma, x.dtype), shape)
+
+    def get_config(self):
+        return {**super().get_config(), "scale_init": self.scale_init, "epsilon": self.epsilon, "axis": self.axis}
