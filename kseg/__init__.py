@@ -10,5 +10,6 @@ from kseg import layers, models  # noqa: E402
 from kseg import losses, metrics  # noqa: E402
 from kseg.models import SegNet, SegNetBasic  # noqa: E402
 from kseg.utils import count_params  # noqa: E402
+from kseg.layers import AtrousSpatialPyramid  # noqa: E402
 
-__all__ = ["SegNet", "SegNetBasic", "count_params", "layers", "models"]
+__all__ = ["AtrousSpatialPyramid", "SegNet", "SegNetBasic", "count_params", "layers", "models"]
