@@ -1,6 +1,5 @@
 """Custom Keras layers of kseg (all registered under the ``kseg`` package for safe loading)."""
 
-from kseg.layers.context import ContextGroupIdentity, ContextIdentity, ContextModule, ReflectionPadding2D
 from kseg.layers.aspp import AtrousSpatialPyramid
 from kseg.layers.interp import Interp
 from kseg.layers.normalization import ImageNormalization, L2Normalization, LocalResponseNormalization
@@ -9,10 +8,6 @@ from kseg.layers.pooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
 __all__ = [
     "AtrousSpatialPyramid",
     "Interp",
-    "ContextGroupIdentity",
-    "ContextIdentity",
-    "ContextModule",
-    "ReflectionPadding2D",
     "ImageNormalization",
     "L2Normalization",
     "LocalResponseNormalization",
