@@ -1,5 +1,6 @@
 """Custom Keras layers of kseg (all registered under the ``kseg`` package for safe loading)."""
 
+from kseg.layers.context import ContextGroupIdentity, ContextIdentity, ContextModule, ReflectionPadding2D
 from kseg.layers.aspp import AtrousSpatialPyramid
 from kseg.layers.interp import Interp
 from kseg.layers.normalization import ImageNormalization, L2Normalization, LocalResponseNormalization
@@ -8,6 +9,10 @@ from kseg.layers.pooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
 __all__ = [
     "AtrousSpatialPyramid",
     "Interp",
+    "ContextGroupIdentity",
+    "ContextIdentity",
+    "ContextModule",
+    "ReflectionPadding2D",
     "ImageNormalization",
     "L2Normalization",
     "LocalResponseNormalization",
