@@ -9,7 +9,8 @@ __version__ = "0.1.0"
 from kseg import layers, models  # noqa: E402
 from kseg import losses, metrics  # noqa: E402
 from kseg.models import SegNet, SegNetBasic  # noqa: E402
+from kseg.models import DeconvNet, FCN8s, FCN8sAtOnce, FCN16s, FCN32s  # noqa: E402
 from kseg.utils import count_params  # noqa: E402
 from kseg.layers import AtrousSpatialPyramid  # noqa: E402
 
-__all__ = ["AtrousSpatialPyramid", "SegNet", "SegNetBasic", "count_params", "layers", "models"]
+__all__ = ["AtrousSpatialPyramid", "DeconvNet", "FCN8s", "FCN8sAtOnce", "FCN16s", "FCN32s", "SegNet", "SegNetBasic", "count_params", "layers", "models"]

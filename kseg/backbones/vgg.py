@@ -11,10 +11,22 @@ import os
 import keras
 import numpy as np
 
-__all__ = ["VGG16_BLOCKS", "vgg16_layer_names", "vgg16_imagenet_weights", "load_vgg16_weights"]
+__all__ = [
+    "VGG16_BLOCKS",
+    "VGG16_FC_UNITS",
+    "vgg16_layer_names",
+    "vgg16_imagenet_weights",
+    "load_vgg16_weights",
+    "scale_width",
+    "vgg16_fcn_trunk",
+    "VGG16FCNBackbone",
+]
 
 #: Output channels of each conv layer, block by block (configuration D of the VGG paper).
 VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+
+#: Units of the classifier's fc6 / fc7 (convolutionalised: 7x7 and 1x1 convs with this many filters).
+VGG16_FC_UNITS = 4096
 
 
 def vgg16_layer_names():
@@ -93,3 +105,132 @@ def load_vgg16_weights(model, weights="imagenet", include_top=False):
     if not loaded:
         raise ValueError(f"model {model.name!r} has no VGG16 layer (conv1_1 ...) to load weights into")
     return loaded
+
+
+def scale_width(channels, width):
+    """``channels * width`` rounded, at least 1: the channel count of a width-scaled (test) model."""
+    return max(1, int(round(channels * float(width))))
+
+
+def _check_width(width):
+    if not float(width) > 0:
+        raise ValueError(f"width must be > 0, got {width}")
+
+
+def vgg16_fcn_trunk(
+    x,
+    width=1.0,
+    pad100=True,
+    fc_padding="valid",
+    dropout=0.5,
+    batch_norm=False,
+    return_masks=False,
+    kernel_initializer="he_normal",
+):
+    """The convolutionalised VGG16 of FCN (Long et al., CVPR 2015, Sec. 3.1), built on tensor `x`.
+
+    conv1_1 ... conv5_3 (3x3, ReLU) with 2x2/s2 max pooling after each block, then ``fc6`` as a
+    7x7 convolution with 4096 filters and ``fc7`` as a 1x1 convolution with 4096 filters, each
+    followed by ReLU (and dropout ``drop6`` / ``drop7`` when ``dropout > 0``). Layer names are
+    the Caffe ones, so :func:`load_vgg16_weights` (``include_top=True``) converts the ImageNet
+    classifier into it: fc6's Dense kernel (25088x4096) becomes the 7x7x512x4096 conv kernel.
+
+    Pooling rounds up as Caffe's does (Keras ``padding="same"``), so odd sizes keep their last
+    row / column: at 500x500 with ``pad100`` the maps are 698 -> 349 -> 175 -> 88 -> 44 -> 22 and
+    fc6 is 16x16, exactly as in the authors' nets.
+
+    Args:
+        x: input tensor, already normalised (``ImageNormalization("caffe")`` for ImageNet weights).
+        width: channel multiplier (1.0 = VGG16; smaller only for fast tests).
+        pad100: ``True``: conv1_1 is preceded by ``ZeroPadding2D(100)`` (``conv1_1_pad``) and
+            has no padding of its own, the authors' ``pad: 100`` (FCN); ``False``: conv1_1 pads
+            1 like every other 3x3 conv (DeconvNet, and the ImageNet classifier itself).
+        fc_padding: padding of fc6 (``"valid"``: the authors' pad 0; ``"same"`` keeps the
+            pool5 grid, for the unpadded FCN variant).
+        dropout: rate of ``drop6`` / ``drop7`` (0.5 in FCN; 0 adds no dropout layers).
+        batch_norm: DeconvNet's variant: a BatchNormalization after every conv, before its ReLU,
+            named like the authors' ``bn1_1`` ... ``bn5_3``, ``bnfc6``, ``bnfc7`` (scale 1,
+            shift 0.001 at initialisation).
+        return_masks: use :class:`kseg.layers.MaxPoolingWithArgmax2D` and return its masks
+            (for unpooling decoders).
+        kernel_initializer: of the convs (MSRA by default, for training without ImageNet weights).
+
+    Returns:
+        ``dict`` of endpoints: ``"conv1_2"``, ..., ``"pool1"`` ... ``"pool5"``, ``"fc6"``,
+        ``"fc7"`` (after ReLU / dropout) and, with ``return_masks``, ``"masks"`` (pool1 ... pool5).
+    """
+    from kseg.layers.pooling import MaxPoolingWithArgmax2D  # a layer module: no import cycle
+
+    _check_width(width)
+    if fc_padding not in ("valid", "same"):
+        raise ValueError(f"fc_padding must be 'valid' or 'same', got {fc_padding!r}")
+    if not 0 <= float(dropout) < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    layers = keras.layers
+
+    def conv(t, name, filters, kernel, padding, relu_name, bn_name):
+        t = layers.Conv2D(
+            scale_width(filters, width), kernel, padding=padding, kernel_initializer=kernel_initializer, name=name
+        )(t)
+        if batch_norm:
+            t = layers.BatchNormalization(beta_initializer=keras.initializers.Constant(0.001), name=bn_name)(t)
+        return layers.ReLU(name=relu_name)(t)
+
+    ends = {"masks": []}
+    for b, block in enumerate(VGG16_BLOCKS, start=1):
+        for i, filters in enumerate(block, start=1):
+            padding = "same"
+            if b == 1 and i == 1 and pad100:
+                x = layers.ZeroPadding2D(100, name="conv1_1_pad")(x)
+                padding = "valid"
+            x = conv(x, f"conv{b}_{i}", filters, 3, padding, f"relu{b}_{i}", f"bn{b}_{i}")
+            ends[f"conv{b}_{i}"] = x
+        if return_masks:
+            x, mask = MaxPoolingWithArgmax2D(2, name=f"pool{b}")(x)
+            ends["masks"].append(mask)
+        else:
+            x = layers.MaxPooling2D(2, 2, padding="same", name=f"pool{b}")(x)
+        ends[f"pool{b}"] = x
+    for n, kernel in ((6, 7), (7, 1)):
+        x = conv(x, f"fc{n}", VGG16_FC_UNITS, kernel, fc_padding if n == 6 else "valid", f"relu{n}", f"bnfc{n}")
+        if dropout:
+            x = layers.Dropout(dropout, name=f"drop{n}")(x)
+        ends[f"fc{n}"] = x
+    if not return_masks:
+        del ends["masks"]
+    return ends
+
+
+def VGG16FCNBackbone(
+    input_shape=(224, 224, 3), input_tensor=None, weights=None, width=1.0, pad100=False, dropout=0.5,
+    name="vgg16_fcn",
+):
+    """The convolutionalised VGG16 as a model: RGB [0, 255] images -> fc7 features.
+
+    With ``pad100=False`` and a 224x224 input, fc7 is 1x1x4096 and, with ImageNet (or any
+    ``keras.applications.VGG16``) weights, equals the classifier's ``fc2`` activations: the
+    convolutionalisation of FCN Sec. 3.1 changes the shapes of the kernels, not the function.
+
+    Args:
+        input_shape: ``(height, width, 3)``; ``(None, None, 3)`` for any size (>= 193 without
+            ``pad100``, so that pool5 has at least 7x7 for fc6).
+        input_tensor: optional Keras tensor to build on.
+        weights: ``None``, ``"imagenet"`` or the path of a ``keras.applications.VGG16`` weights
+            file saved with its classifier (``include_top=True``).
+        width, pad100, dropout: see :func:`vgg16_fcn_trunk`.
+        name: model name.
+
+    Example:
+        >>> model = VGG16FCNBackbone(input_shape=(224, 224, 3))
+        >>> model.output_shape
+        (None, 1, 1, 4096)
+    """
+    from kseg.layers.normalization import ImageNormalization
+
+    inputs = input_tensor if input_tensor is not None else keras.Input(shape=input_shape, name="image")
+    x = ImageNormalization("caffe", name="preprocess")(inputs)
+    ends = vgg16_fcn_trunk(x, width=width, pad100=pad100, dropout=dropout)
+    model = keras.Model(inputs, ends["fc7"], name=name)
+    if weights is not None:
+        load_vgg16_weights(model, weights, include_top=True)
+    return model
