@@ -3,6 +3,7 @@
 from kseg.layers.context import ContextGroupIdentity, ContextIdentity, ContextModule, ReflectionPadding2D
 from kseg.layers.aspp import AtrousSpatialPyramid
 from kseg.layers.crop import CropToReference
+from kseg.layers.crf import CRFRNN, DenseCRF
 from kseg.layers.interp import Interp
 from kseg.layers.normalization import ImageNormalization, L2Normalization, LocalResponseNormalization
 from kseg.layers.pooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
@@ -10,6 +11,8 @@ from kseg.layers.pooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
 __all__ = [
     "AtrousSpatialPyramid",
     "CropToReference",
+    "CRFRNN",
+    "DenseCRF",
     "Interp",
     "ContextGroupIdentity",
     "ContextIdentity",
