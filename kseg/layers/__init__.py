@@ -5,6 +5,7 @@ from kseg.layers.aspp import AtrousSpatialPyramid
 from kseg.layers.crop import CropToReference
 from kseg.layers.crf import CRFRNN, DenseCRF
 from kseg.layers.interp import Interp
+from kseg.layers.domain_transform import DomainTransform
 from kseg.layers.normalization import ImageNormalization, L2Normalization, LocalResponseNormalization
 from kseg.layers.pooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
 
@@ -17,6 +18,7 @@ __all__ = [
     "ContextGroupIdentity",
     "ContextIdentity",
     "ContextModule",
+    "DomainTransform",
     "ReflectionPadding2D",
     "ImageNormalization",
     "L2Normalization",

@@ -1,0 +1,114 @@
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+
+from kseg.layers import DomainTransform
+from kseg.layers.domain_transform import domain_transform, domain_transform_sigmas
+
+
+def reference(x, g, num_iterations=3, sigma_s=130.0, sigma_r=0.1):
+    """Straight loops over pixels, as the authors' Caffe layer (forward_only_layer.cpp)."""
+    y = np.array(x, dtype="float64")
+    g = np.asarray(g, dtype="float64")[..., 0]
+    _, h, w, _ = y.shape
+    for k in range(num_iterations):
+        sigma_k = sigma_s * math.sqrt(3) * 2 ** (num_iterations - (k + 1)) / math.sqrt(4 ** num_iterations - 1)
+        wt = np.exp(-math.sqrt(2) / sigma_k * (1 + g * sigma_s / sigma_r))[..., None]
+        for j in range(1, w):  # left -> right
+            y[:, :, j] += wt[:, :, j] * (y[:, :, j - 1] - y[:, :, j])
+        for j in range(w - 2, -1, -1):  # right -> left
+            y[:, :, j] += wt[:, :, j + 1] * (y[:, :, j + 1] - y[:, :, j])
+        for i in range(1, h):  # top -> bottom
+            y[:, i] += wt[:, i] * (y[:, i - 1] - y[:, i])
+        for i in range(h - 2, -1, -1):  # bottom -> top
+            y[:, i] += wt[:, i + 1] * (y[:, i + 1] - y[:, i])
+    return y
+
+
+def data(shape=(2, 7, 9, 3), seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=shape).astype("float32")
+    g = rng.uniform(0, 0.02, size=shape[:3] + (1,)).astype("float32")
+    g[:, :, shape[2] // 2] = 0.5  # a strong vertical edge
+    return x, g
+
+
+def test_sigma_schedule_matches_gastal_oliveira_and_sums_variances():
+    s = domain_transform_sigmas(130.0, 3)
+    assert s == pytest.approx([130 * math.sqrt(3) * 4 / math.sqrt(63), 130 * math.sqrt(3) * 2 / math.sqrt(63),
+                               130 * math.sqrt(3) / math.sqrt(63)])
+    assert sum(v ** 2 for v in s) == pytest.approx(130.0 ** 2)
+
+
+@pytest.mark.parametrize("method", ["scan", "sequential"])
+def test_matches_sequential_numpy_reference(method):
+    x, g = data()
+    for kwargs in ({}, {"num_iterations": 1, "sigma_s": 5.0, "sigma_r": 0.5}):
+        y = np.asarray(DomainTransform(method=method, **kwargs)([x, g]))
+        np.testing.assert_allclose(y, reference(x, g, **kwargs), rtol=1e-4, atol=1e-5)
+
+
+def test_edges_stop_the_filter_and_flat_regions_smooth():
+    x = np.zeros((1, 4, 10, 1), "float32")
+    x[:, :, 5:] = 1.0  # a step
+    g = np.zeros((1, 4, 10, 1), "float32")
+    smooth = np.asarray(DomainTransform(sigma_s=20.0, sigma_r=1.0)([x, g]))
+    g[:, :, 5] = 10.0  # an edge exactly at the step
+    kept = np.asarray(DomainTransform(sigma_s=20.0, sigma_r=1.0)([x, g]))
+    assert smooth[0, 0, 4, 0] > 0.2 and smooth[0, 0, 5, 0] < 0.8
+    np.testing.assert_allclose(kept, x, atol=1e-6)
+
+
+def _fd_check(f, arg, eps=1e-6, n=12, seed=0):
+    """Directional finite differences of a float64 scalar function vs its autodiff gradient."""
+    var = tf.Variable(arg)
+    with tf.GradientTape() as tape:
+        out = f(var)
+    grad = tape.gradient(out, var).numpy()
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        d = rng.normal(size=arg.shape)
+        numeric = (f(tf.constant(arg + eps * d)).numpy() - f(tf.constant(arg - eps * d)).numpy()) / (2 * eps)
+        assert (grad * d).sum() == pytest.approx(numeric, rel=1e-5, abs=1e-8)
+
+
+@pytest.mark.parametrize("method", ["scan", "sequential"])
+def test_gradients_wrt_input_and_edges_by_finite_differences(method):
+    x, g = (v.astype("float64") for v in data((1, 5, 6, 2), seed=3))
+    probe = np.random.default_rng(9).normal(size=x.shape)
+    kw = dict(num_iterations=3, sigma_s=8.0, sigma_r=0.5, method=method)
+
+    def loss_x(xv):
+        return tf.reduce_sum(domain_transform(xv, tf.constant(g), **kw) * probe)
+
+    def loss_g(gv):
+        return tf.reduce_sum(domain_transform(tf.constant(x), gv, **kw) * probe)
+
+    _fd_check(loss_x, x)
+    _fd_check(loss_g, g)
+
+
+def test_gradient_with_respect_to_edges_is_not_zero():
+    x, g = data((1, 5, 6, 2))
+    gv = tf.Variable(g)
+    with tf.GradientTape() as tape:
+        y = DomainTransform(sigma_s=8.0, sigma_r=0.5)([tf.constant(x), gv])
+        loss = tf.reduce_sum(y ** 2)
+    assert np.abs(tape.gradient(loss, gv).numpy()).max() > 1e-4
+
+
+def test_layer_in_model_serializes_and_checks_shapes():
+    xi, gi = keras.Input((7, 9, 3)), keras.Input((7, 9, 1))
+    model = keras.Model([xi, gi], DomainTransform(num_iterations=2, sigma_s=10.0, name="dt")([xi, gi]))
+    clone = keras.models.model_from_json(model.to_json())
+    x, g = data()
+    np.testing.assert_allclose(np.asarray(clone([x, g])), np.asarray(model([x, g])), atol=1e-6)
+    assert clone.get_layer("dt").get_config()["num_iterations"] == 2
+    with pytest.raises(ValueError, match="same height and width"):
+        DomainTransform()([np.zeros((1, 4, 4, 2), "float32"), np.zeros((1, 4, 5, 1), "float32")])
+    with pytest.raises(ValueError, match="method must be"):
+        DomainTransform(method="loop")
