@@ -7,6 +7,7 @@ from kseg.layers.crf import CRFRNN, DenseCRF
 from kseg.layers.interp import Interp
 from kseg.layers.domain_transform import DomainTransform
 from kseg.layers.normalization import ImageNormalization, L2Normalization, LocalResponseNormalization
+from kseg.layers.renet import ReNet2D
 from kseg.layers.pooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "ContextModule",
     "DomainTransform",
     "ReflectionPadding2D",
+    "ReNet2D",
     "ImageNormalization",
     "L2Normalization",
     "LocalResponseNormalization",
