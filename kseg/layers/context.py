@@ -200,7 +200,8 @@ class ReflectionPadding2D(keras.layers.Layer):
     (Yu & Koltun, Sec. 4; fyu/dilation ``predict.py``: ``label_margin = 186``,
     ``cv2.copyMakeBorder(..., BORDER_REFLECT_101)``). `multiple` adds rows/columns at the bottom
     and right so that ``height - top - bottom`` ... is a multiple of it (the front end's output
-    stride 8 needs height and width divisible by 8).
+    stride 8 needs height and width divisible by 8). Pads wider than the map reflect the padded
+    map again, exactly as ``numpy.pad(mode="reflect")``, so small test images work too.
 
     Args:
         padding: ``((top, bottom), (left, right))`` or one int for all sides.
@@ -232,13 +233,20 @@ class ReflectionPadding2D(keras.layers.Layer):
         height, width = x.shape[1], x.shape[2]
         if height is None or width is None:
             raise ValueError(f"{self.name} needs a static height and width, got {tuple(x.shape)}")
+        if height < 2 or width < 2:
+            raise ValueError(f"{self.name}: reflection needs height and width >= 2, got {height}x{width}")
         pads = self._pads(height, width)
-        if pads[1][0] >= height or pads[1][1] >= height or pads[2][0] >= width or pads[2][1] >= width:
-            raise ValueError(
-                f"{self.name}: reflection padding {pads[1:3]} needs an input larger than the padding, "
-                f"got height {height}, width {width}"
-            )
-        return ops.pad(x, pads, mode="reflect")
+        for axis in (1, 2):
+            # pads wider than the map reflect the already padded map again (numpy's "reflect")
+            before, after = pads[axis]
+            while before or after:
+                n = x.shape[axis]
+                step = [min(before, n - 1), min(after, n - 1)]
+                widths = [[0, 0]] * 4
+                widths[axis] = step
+                x = ops.pad(x, widths, mode="reflect")
+                before, after = before - step[0], after - step[1]
+        return x
 
     def compute_output_shape(self, input_shape):
         pads = self._pads(input_shape[1] or 0, input_shape[2] or 0)

@@ -79,6 +79,10 @@ def test_reflection_padding_matches_numpy_reflect():
     ref = np.pad(x, [(0, 0), (3, 2 + 3), (4, 1 + 2), (0, 0)], mode="reflect")
     np.testing.assert_array_equal(y, ref)
     assert layer.compute_output_shape((None, 9, 10, 2)) == (None, 17, 17, 2)
+    # the front end's 186-pixel margin on an image smaller than the margin: numpy's repeated reflection
+    small = x[:, :5, :6]
+    big = np.asarray(ReflectionPadding2D(186)(small))
+    np.testing.assert_array_equal(big, np.pad(small, [(0, 0), (186, 186), (186, 186), (0, 0)], mode="reflect"))
 
 
 def test_context_module_serialization_round_trip():
