@@ -39,6 +39,8 @@ __all__ = [
     "global_batch_indices",
     "segmentation_loss",
     "train_distributed",
+    "pairs_loader",
+    "train_folder_distributed",
 ]
 
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -240,3 +242,57 @@ def train_distributed(
     if not is_chief:
         shutil.rmtree(write_dir, ignore_errors=True)
     return {"steps_run": num_steps - start, "resumed_from": start, "final_step": num_steps, "loss": loss, "model": model}
+
+
+def pairs_loader(pairs, size):
+    """A ``load_batch`` for :func:`train_distributed` reading image/mask files (``kseg.data.find_pairs``).
+
+    Images are resized bilinearly and masks by nearest neighbour to `size` ``(height, width)``; no
+    random augmentation, so a step's batch is a function of the step alone.
+    """
+    import tensorflow as tf
+
+    images = tf.constant([str(i) for i, _ in pairs])
+    masks = tf.constant([str(m) for _, m in pairs])
+    h, w = int(size[0]), int(size[1])
+
+    def load_one(i):
+        img = tf.io.decode_image(tf.io.read_file(images[i]), channels=3, expand_animations=False)
+        img = tf.image.resize(tf.cast(img, tf.float32), (h, w), method="bilinear")
+        lab = tf.io.decode_png(tf.io.read_file(masks[i]), channels=1)
+        lab = tf.image.resize(lab, (h, w), method="nearest")[..., 0]
+        img.set_shape((h, w, 3))
+        lab.set_shape((h, w))
+        return img, tf.cast(lab, tf.int32)
+
+    def load_batch(indices):
+        return tf.map_fn(load_one, indices, fn_output_signature=(tf.float32, tf.int32))
+
+    return load_batch
+
+
+def train_folder_distributed(model, data_root, out_dir, strategy="multiworker", split="train", size=(360, 480),
+                             global_batch_size=8, num_steps=1000, num_classes=11, ignore_label=11,
+                             class_weights="median_frequency", learning_rate=0.01, **kwargs):
+    """:func:`train_distributed` on an image/mask folder (CamVid layout or ``images/`` + ``masks/``).
+
+    Args:
+        model: a registry name (built with `num_classes` and `size`) or a zero-argument builder.
+        class_weights: ``"median_frequency"`` (SegNet's balancing, computed from the data), an
+            array, or ``None``.
+    """
+    if isinstance(strategy, str):
+        strategy = get_strategy(strategy)  # before any other TF op (collectives are configured here)
+    from kseg import data as kdata
+    from kseg.models import get
+
+    pairs = kdata.find_pairs(data_root, split)
+    if isinstance(class_weights, str):
+        if class_weights != "median_frequency":
+            raise ValueError(f"class_weights must be 'median_frequency', an array or None, got {class_weights!r}")
+        class_weights = kdata.median_frequency_weights(pairs, num_classes=num_classes, ignore_label=ignore_label)
+    build = model if callable(model) else (
+        lambda: get(model).build(num_classes=num_classes, input_shape=(int(size[0]), int(size[1]), 3)))
+    return train_distributed(build, pairs_loader(pairs, size), len(pairs), global_batch_size, num_steps, out_dir,
+                             num_classes, strategy=strategy, learning_rate=learning_rate, ignore_label=ignore_label,
+                             class_weights=class_weights, **kwargs)
