@@ -5,6 +5,7 @@ from kseg.layers.aspp import AtrousSpatialPyramid
 from kseg.layers.crop import CropToReference
 from kseg.layers.crf import CRFRNN, DenseCRF
 from kseg.layers.interp import Interp
+from kseg.layers.logits import ProbabilityLogits
 from kseg.layers.domain_transform import DomainTransform
 from kseg.layers.normalization import ImageNormalization, L2Normalization, LocalResponseNormalization
 from kseg.layers.renet import ReNet2D
@@ -16,6 +17,7 @@ __all__ = [
     "CRFRNN",
     "DenseCRF",
     "Interp",
+    "ProbabilityLogits",
     "ContextGroupIdentity",
     "ContextIdentity",
     "ContextModule",

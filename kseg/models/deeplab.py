@@ -1,0 +1,295 @@
+"""DeepLab-v1 (LargeFOV) and DeepLab-v2 (ASPP on VGG16 and ResNet-101), Chen et al.
+
+- DeepLab-v1: "Semantic Image Segmentation with Deep Convolutional Nets and Fully Connected CRFs",
+  ICLR 2015 (arXiv:1412.7062). DeepLab-LargeFOV: atrous VGG16, ``fc6`` 3x3 with dilation 12
+  (1024), ``fc7`` 1x1 (1024), output stride 8, bilinear upsampling, optional dense CRF.
+  Definition: martinkersner/train-DeepLab@509419a : ``DeepLab-LargeFOV/train.prototxt``.
+- DeepLab-v2: "DeepLab: Semantic Image Segmentation with Deep Convolutional Nets, Atrous
+  Convolution, and Fully Connected CRFs", PAMI 2018 (arXiv:1606.00915). ASPP with rates 6, 12, 18,
+  24 summed; VGG16 (ASPP-L: xmojiao/deeplab_v2@da09c8b :
+  ``voc2012/config/deeplab_largeFOV/train.prototxt``) or ResNet-101 (DrSleep/tensorflow-deeplab-
+  resnet@066023c : ``misc/deploy.prototxt``); multi-scale inputs (1, 0.75, 0.5) fused by max.
+
+Every model maps float RGB in [0, 255] to logits at the input resolution. The stride-8 class
+scores stay reachable by name: ``model.get_layer("fc8")`` (v1, v2-VGG16), ``"fc1_voc12"``
+(v2-ResNet-101) or ``"fc_fusion"`` (multi-scale); ``"fc8_interp"`` is the corner-aligned bilinear
+upsampling to the input size (DeepLab's Caffe ``Interp``).
+
+With ``crf=True`` a :class:`kseg.layers.DenseCRF` (mean field, DeepLab's parameters) refines the
+upsampled scores with the input image and ``crf_logits`` turns its marginals back into logits
+(``log Q``). The CRF is built from stock TensorFlow ops: such a model runs on the TensorFlow
+backend only and converts to TFLite only with SELECT_TF_OPS (Flex), because the permutohedral
+lattice needs ``tf.unique``, ``tf.searchsorted`` and ``unsorted_segment_sum`` with a data-dependent
+number of segments, which have no TFLite builtin kernels.
+"""
+
+import keras
+from keras import layers
+
+from kseg.backbones.deeplab_vgg import deeplab_vgg16_trunk, load_deeplab_vgg16_imagenet
+from kseg.backbones.resnet import load_resnet101_imagenet, resnet101_trunk
+from kseg.layers.aspp import AtrousSpatialPyramid
+from kseg.layers.interp import Interp
+from kseg.layers.logits import ProbabilityLogits
+from kseg.layers.normalization import ImageNormalization
+from kseg.models.registry import ModelCard, register
+
+__all__ = ["DeepLabV1", "DeepLabV2", "DeepLabV2VGG16", "DeepLabV2ResNet101"]
+
+_V1_PAPER = "Semantic Image Segmentation with Deep Convolutional Nets and Fully Connected CRFs"
+_V2_PAPER = ("DeepLab: Semantic Image Segmentation with Deep Convolutional Nets, Atrous Convolution, "
+             "and Fully Connected CRFs")
+_AUTHORS = "Chen, Papandreou, Kokkinos, Murphy & Yuille"
+_ASPP_RATES = (6, 12, 18, 24)
+_CRF_NOTE = (" crf=True appends the dense CRF (TensorFlow backend only; TFLite needs SELECT_TF_OPS for "
+             "the lattice's Unique/SearchSorted/UnsortedSegmentSum).")
+
+
+def _check_args(num_classes, input_shape):
+    if int(num_classes) < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    if input_shape is not None and (len(input_shape) != 3 or input_shape[-1] != 3):
+        raise ValueError(f"input_shape must be (height, width, 3), got {input_shape}")
+
+
+def _input(input_shape, input_tensor):
+    return input_tensor if input_tensor is not None else keras.Input(shape=input_shape, name="image")
+
+
+def _score_conv(num_classes, name):
+    # The authors' fc8 filler: gaussian std 0.01, bias 0.
+    return layers.Conv2D(num_classes, 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+                         name=name)
+
+
+def _finish(inputs, scores, crf, crf_iterations, crf_params, name):
+    logits = Interp(name="fc8_interp")([scores, inputs])
+    if crf:
+        from kseg.layers.crf import DenseCRF  # TF-only; imported where used
+
+        probs = DenseCRF(num_iterations=crf_iterations, name="crf", **(crf_params or {}))([logits, inputs])
+        logits = ProbabilityLogits(name="crf_logits")(probs)
+    return keras.Model(inputs, logits, name=name)
+
+
+@register(
+    ModelCard(
+        name="deeplab_v1",
+        paper=_V1_PAPER,
+        authors=_AUTHORS,
+        year=2015,
+        url="https://arxiv.org/abs/1412.7062",
+        reference_code="martinkersner/train-DeepLab@509419a : DeepLab-LargeFOV/train.prototxt",
+        # 13 VGG16 convs + fc6 3x3x512x1024 + fc7 1x1x1024x1024 + fc8 1x1x1024x21, all with bias:
+        # arithmetic in tests/models/test_deeplab.py.
+        num_params=20_505_429,
+        default_num_classes=21,
+        output_stride=8,
+        notes="DeepLab-LargeFOV (VOC 2012: 21 classes, crop 321). weights='imagenet' copies VGG16's "
+              "convs and decimates fc6/fc7 (every 4th filter, every 3rd tap)." + _CRF_NOTE,
+    )
+)
+def DeepLabV1(num_classes=21, input_shape=(321, 321, 3), input_tensor=None, weights=None, crf=False,
+              crf_iterations=10, crf_params=None, width_multiplier=1.0, fc_width=1024, name="deeplab_v1"):
+    """DeepLab-LargeFOV: atrous VGG16, fc6 dilation 12, output stride 8, bilinear upsampling, optional CRF.
+
+    Reference: Chen et al., ICLR 2015, Sec. 3 and Table 2 ("DeepLab-CRF-LargeFOV"); layer by
+    layer as ``DeepLab-LargeFOV/train.prototxt`` (see :mod:`kseg.backbones.deeplab_vgg`).
+
+    Args:
+        num_classes: classes (21 for PASCAL VOC 2012).
+        input_shape: ``(height, width, 3)``; the authors train on 321x321 crops and test on 513x513
+            (sizes ``8k + 1`` align the stride-8 grid with the corners); any size works.
+        input_tensor: optional Keras tensor to build on.
+        weights: None, ``"imagenet"`` or a ``keras.applications.VGG16`` weights file (with its
+            classifier): convs copied, fc6/fc7 decimated (paper Sec. 4.1).
+        crf: append the fully connected CRF (:class:`kseg.layers.DenseCRF`); TensorFlow only.
+        crf_iterations: mean-field iterations of the CRF (10 in the paper).
+        crf_params: extra keyword arguments of ``DenseCRF`` (kernel widths and weights).
+        width_multiplier: scales the VGG16 widths (1.0 = paper; small for fast tests).
+        fc_width: channels of fc6/fc7 (1024).
+        name: model name.
+
+    Returns:
+        ``keras.Model``: float RGB ``(batch, H, W, 3)`` in [0, 255] -> logits ``(batch, H, W, num_classes)``.
+
+    Example:
+        >>> import kseg
+        >>> model = kseg.DeepLabV1(num_classes=21, input_shape=(321, 321, 3))
+        >>> model.get_layer("fc8").output.shape
+        (None, 41, 41, 21)
+    """
+    _check_args(num_classes, input_shape)
+    inputs = _input(input_shape, input_tensor)
+    x = ImageNormalization("caffe", name="preprocess")(inputs)
+    feats = deeplab_vgg16_trunk(x, width_multiplier=width_multiplier, pool5a=True, include_fc=True,
+                                fc_width=fc_width, fc6_dilation=12)
+    scores = _score_conv(num_classes, "fc8")(feats["fc7"])
+    model = _finish(inputs, scores, crf, crf_iterations, crf_params, name)
+    if weights is not None:
+        load_deeplab_vgg16_imagenet(model, weights, fc_layers=(("fc6", "fc7"),))
+    return model
+
+
+def _vgg16_aspp_scores(x, num_classes, width_multiplier, fc_width):
+    feats = deeplab_vgg16_trunk(x, width_multiplier=width_multiplier, pool5a=False, include_fc=False)
+    aspp = AtrousSpatialPyramid(num_classes, rates=_ASPP_RATES, hidden_units=(fc_width, fc_width),
+                                dropout=0.5, branch_names=["1", "2", "3", "4"], name="fc8")
+    return aspp(feats["pool5"])
+
+
+def _resnet101_aspp_scores(x, num_classes, width_multiplier, depths):
+    feats = resnet101_trunk(x, width_multiplier=width_multiplier, depths=depths)
+    aspp = AtrousSpatialPyramid(num_classes, rates=_ASPP_RATES, hidden_units=(),
+                                branch_names=[f"fc1_voc12_c{k}" for k in range(4)], name="fc1_voc12")
+    return aspp(feats["res5"])
+
+
+def DeepLabV2(num_classes=21, input_shape=(321, 321, 3), input_tensor=None, backbone="resnet101", weights=None,
+              multi_scale=False, scales=(1.0, 0.75, 0.5), crf=False, crf_iterations=10, crf_params=None,
+              width_multiplier=1.0, fc_width=1024, depths=None, name=None):
+    """DeepLab-v2: atrous VGG16 or ResNet-101, ASPP (rates 6, 12, 18, 24, summed), optional MSC and CRF.
+
+    Reference: Chen et al., PAMI 2018, Sec. 3.3 (ASPP, Fig. 4), Sec. 4.1 (multi-scale inputs
+    "MSC": the image at scales 1, 0.75, 0.5 through shared weights, score maps resized to the
+    scale-1 map and fused by max; the authors also supervise each scale, which this
+    single-output model leaves to the user) and Sec. 3.4 (CRF).
+
+    Args:
+        num_classes: classes (21, PASCAL VOC 2012).
+        input_shape: ``(height, width, 3)`` (321 crops in training; any size).
+        input_tensor: optional Keras tensor.
+        backbone: ``"resnet101"`` (ASPP = four 3x3 dilated convs to the classes, ``fc1_voc12_c0..3``)
+            or ``"vgg16"`` (ASPP-L: ``fc6_k`` 3x3 dilated 1024 -> ``fc7_k`` 1x1 1024 -> ``fc8_k``).
+        weights: None, ``"imagenet"`` or a weights file of ``keras.applications.ResNet101`` /
+            ``VGG16`` (VGG16: convs copied and every branch's fc6/fc7 decimated).
+        multi_scale: MSC inputs (``scales``) with shared weights, fused by max (``fc_fusion``).
+        scales: input scales for ``multi_scale``; the first must be 1.
+        crf: append the dense CRF (TensorFlow only).
+        crf_iterations, crf_params: as :func:`DeepLabV1`.
+        width_multiplier: scales the backbone widths (1.0 = paper).
+        fc_width: VGG16 ASPP-L hidden width (1024).
+        depths: ResNet blocks per stage (default ``(3, 4, 23, 3)``).
+        name: model name (default ``"deeplab_v2_<backbone>"``).
+
+    Returns:
+        ``keras.Model``: float RGB in [0, 255] -> logits ``(batch, H, W, num_classes)``.
+
+    Example:
+        >>> import kseg
+        >>> model = kseg.DeepLabV2(backbone="resnet101", num_classes=21, input_shape=(321, 321, 3))
+        >>> model.get_layer("fc1_voc12").output.shape
+        (None, 41, 41, 21)
+    """
+    _check_args(num_classes, input_shape)
+    if backbone not in ("resnet101", "vgg16"):
+        raise ValueError(f"backbone must be 'resnet101' or 'vgg16', got {backbone!r}")
+    scales = tuple(float(s) for s in scales)
+    if multi_scale and (not scales or scales[0] != 1.0 or min(scales) <= 0):
+        raise ValueError(f"scales must start with 1.0 and be > 0, got {scales}")
+    name = name or f"deeplab_v2_{backbone}"
+
+    def scores_of(x):
+        if backbone == "vgg16":
+            return _vgg16_aspp_scores(x, num_classes, width_multiplier, fc_width)
+        return _resnet101_aspp_scores(x, num_classes, width_multiplier, depths)
+
+    inputs = _input(input_shape, input_tensor)
+    x = ImageNormalization("caffe", name="preprocess")(inputs)
+    if not multi_scale:
+        scores = scores_of(x)
+        model = _finish(inputs, scores, crf, crf_iterations, crf_params, name)
+        net = model
+    else:
+        # One network, shared by every scale (Caffe shares the parameters by name).
+        inner = keras.Input(shape=(None, None, 3), name="data")
+        net = keras.Model(inner, scores_of(inner), name=f"{name}_net")
+        outs, suffixes = [], []
+        for s in scales:
+            suffix = "" if s == 1.0 else "_res" + f"{s:g}".replace("0.", "0").replace(".", "")
+            xs = x if s == 1.0 else Interp(scale=s, name=f"data{suffix}")(x)
+            outs.append(net(xs))
+            suffixes.append(suffix)
+        fused = [outs[0]] + [Interp(name=f"scores{sfx}_interp")([o, outs[0]]) for sfx, o in zip(suffixes[1:], outs[1:])]
+        scores = layers.Maximum(name="fc_fusion")(fused)
+        model = _finish(inputs, scores, crf, crf_iterations, crf_params, name)
+    if weights is not None:
+        if backbone == "vgg16":
+            _load_vgg16_aspp(net, weights)
+        else:
+            load_resnet101_imagenet(net, weights)
+    return model
+
+
+def _load_vgg16_aspp(model, weights):
+    """Convs copied; each ASPP branch's fc6_k/fc7_k decimated from VGG16's fc6/fc7 (as the authors)."""
+    from kseg.backbones.deeplab_vgg import decimate_fc6, decimate_fc7, vgg16_imagenet_weights
+
+    loaded = load_deeplab_vgg16_imagenet(model, weights, fc_layers=())
+    src = vgg16_imagenet_weights(weights, include_top=True)
+    aspp = model.get_layer("fc8")
+    for convs, _ in aspp.branches:
+        fc6, fc7 = convs
+        k6, b6 = decimate_fc6(*src["fc6"], taps=fc6.kernel.shape[0], filters=fc6.kernel.shape[-1])
+        k7, b7 = decimate_fc7(*src["fc7"], filters=fc7.kernel.shape[-1])
+        fc6.set_weights([k6, b6])
+        fc7.set_weights([k7, b7])
+        loaded += [fc6.name, fc7.name]
+    return loaded
+
+
+@register(
+    ModelCard(
+        name="deeplab_v2_vgg16",
+        paper=_V2_PAPER,
+        authors=_AUTHORS,
+        year=2018,
+        url="https://arxiv.org/abs/1606.00915",
+        reference_code="xmojiao/deeplab_v2@da09c8b : voc2012/config/deeplab_largeFOV/train.prototxt",
+        # 13 VGG16 convs + 4 x (fc6_k 3x3x512x1024 + fc7_k 1x1 1024x1024 + fc8_k 1x1 1024x21).
+        num_params=37_877_652,
+        default_num_classes=21,
+        output_stride=8,
+        notes="DeepLab-v2 ASPP-L on VGG16 (branches summed). multi_scale=True: MSC 1/0.75/0.5 fused by max."
+              + _CRF_NOTE,
+    )
+)
+def DeepLabV2VGG16(num_classes=21, input_shape=(321, 321, 3), input_tensor=None, **kwargs):
+    """DeepLab-v2 with the VGG16 backbone (ASPP-L): ``DeepLabV2(backbone="vgg16", ...)``.
+
+    Example:
+        >>> import kseg
+        >>> kseg.DeepLabV2VGG16(num_classes=21).output_shape
+        (None, 321, 321, 21)
+    """
+    return DeepLabV2(num_classes=num_classes, input_shape=input_shape, input_tensor=input_tensor,
+                     backbone="vgg16", **kwargs)
+
+
+@register(
+    ModelCard(
+        name="deeplab_v2_resnet101",
+        paper=_V2_PAPER,
+        authors=_AUTHORS,
+        year=2018,
+        url="https://arxiv.org/abs/1606.00915",
+        reference_code="DrSleep/tensorflow-deeplab-resnet@066023c : misc/deploy.prototxt",
+        # ResNet-101 convs without bias + BN scale/shift + 4 ASPP 3x3x2048x21 convs with bias.
+        num_params=44_048_532,
+        default_num_classes=21,
+        output_stride=8,
+        notes="DeepLab-v2 ResNet-101, BN frozen (inference mode), res4 dilation 2, res5 dilation 4. "
+              "weights='imagenet' maps keras.applications.ResNet101 (conv biases folded into BN means). "
+              "multi_scale=True: MSC 1/0.75/0.5 fused by max." + _CRF_NOTE,
+    )
+)
+def DeepLabV2ResNet101(num_classes=21, input_shape=(321, 321, 3), input_tensor=None, **kwargs):
+    """DeepLab-v2 with the ResNet-101 backbone: ``DeepLabV2(backbone="resnet101", ...)``.
+
+    Example:
+        >>> import kseg
+        >>> kseg.DeepLabV2ResNet101(num_classes=21).output_shape
+        (None, 321, 321, 21)
+    """
+    return DeepLabV2(num_classes=num_classes, input_shape=input_shape, input_tensor=input_tensor,
+                     backbone="resnet101", **kwargs)
