@@ -7,7 +7,7 @@
 __version__ = "0.1.0"
 
 from kseg import layers, models  # noqa: E402
-from kseg import losses, metrics  # noqa: E402
+from kseg import losses, metrics, training, viz  # noqa: E402
 from kseg import crf  # noqa: E402
 from kseg.models import SegNet, SegNetBasic  # noqa: E402
 from kseg.models import DeconvNet, FCN8s, FCN8sAtOnce, FCN16s, FCN32s  # noqa: E402

@@ -1,0 +1,219 @@
+"""The ``kseg`` command: ``kseg train | evaluate | predict | export | demo | list``.
+
+Argument parsing only: every subcommand calls :mod:`kseg.training` or :mod:`kseg.export`.
+
+    kseg demo                                   # SegNet-Basic on CamVid, a few minutes on a CPU
+    kseg train --model segnet_basic --data ../shared/data/camvid --crop 180 240 --scale 0.5 0.5 \\
+        --epochs 20 --out runs/segnet_basic
+    kseg evaluate --model-path runs/segnet_basic/best.keras --data ../shared/data/camvid --split test
+    kseg predict --model-path runs/segnet_basic/best.keras img1.png img2.png --out predictions/
+    kseg export runs/segnet_basic/best.keras --format tflite --out segnet_basic.tflite
+    kseg list
+"""
+
+import argparse
+import ast
+import json
+import sys
+
+__all__ = ["main", "build_parser"]
+
+
+def _model_arg(text):
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--model-arg must be KEY=VALUE, got {text!r}")
+    try:
+        value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        pass  # a plain string
+    return key, value
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="kseg", description="Classic segmentation models for Keras 3.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("train", help="train a registered model on a segmentation folder")
+    p.add_argument("--model", required=True, help="registry name (see `kseg list`)")
+    p.add_argument("--data", required=True, help="dataset folder (CamVid or images/ + masks/ layout)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--steps-per-epoch", type=int, default=None, help="default: one pass over the split")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), default=(360, 480),
+                   help="training crop = the model's input size (default 360 480)")
+    p.add_argument("--scale", type=float, nargs=2, metavar=("LOW", "HIGH"), default=(0.75, 1.5),
+                   help="random rescaling before the crop (0.5 0.5: train on half-size images)")
+    p.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    p.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd"))
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--no-class-weights", action="store_true", help="no median-frequency class weights")
+    p.add_argument("--num-classes", type=int, default=11)
+    p.add_argument("--ignore-label", type=int, default=11, help="-1 for none")
+    p.add_argument("--val-split", default="val", help="'none' to train without validation")
+    p.add_argument("--validation-steps", type=int, default=None)
+    p.add_argument("--model-arg", type=_model_arg, action="append", default=[], metavar="KEY=VALUE",
+                   help="extra builder argument, e.g. width=32 (repeatable)")
+    p.add_argument("--budget-seconds", type=float, default=None, help="stop after this much training time")
+    p.add_argument("--backup-every", type=int, default=None, help="also back up every N steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output folder (default runs/MODEL)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
+
+    p = sub.add_parser("evaluate", help="global / class-average accuracy, mIoU and per-class IoU on a split")
+    p.add_argument("--model-path", required=True, help="a .keras file")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="resize images to this for the model (default: the model's input size)")
+    p.add_argument("--ignore-label", type=int, default=11, help="-1 for none")
+    p.add_argument("--json", default=None, help="also write the results to this file")
+
+    p = sub.add_parser("predict", help="write a label PNG and a colour overlay PNG per image")
+    p.add_argument("--model-path", required=True, help="a .keras file")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None)
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+
+    p = sub.add_parser("export", help="export a .keras model to a SavedModel or a TFLite file")
+    p.add_argument("model_path", help="a .keras file")
+    p.add_argument("--format", default="saved_model", choices=("saved_model", "tflite", "keras"))
+    p.add_argument("--out", required=True, help="output path (a folder for saved_model, *.tflite)")
+    p.add_argument("--quantize", default=None, help="tflite only: none, float16, dynamic or int8")
+
+    p = sub.add_parser("demo", help="train SegNet-Basic on CamVid for a few minutes, evaluate, write overlays")
+    p.add_argument("--data", default=None, help="CamVid folder (else $KSEG_DATA, else ~/.keras/datasets/camvid)")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--budget-seconds", type=float, default=None, help="training time (default 240)")
+    p.add_argument("--download", action="store_true", help="download CamVid when it is not found")
+    p.add_argument("--synthetic", action="store_true", help="run on the synthetic scenes even if CamVid is there")
+    p.add_argument("--quiet", action="store_true")
+
+    sub.add_parser("list", help="the registered models")
+    return parser
+
+
+def _ignore(value):
+    return None if value is None or value < 0 else value
+
+
+def _train(args):
+    from kseg import training
+
+    val = None if str(args.val_split).lower() == "none" else args.val_split
+    training.train(
+        args.model,
+        args.data,
+        out_dir=args.out or f"runs/{args.model}",
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size,
+        crop=tuple(args.crop),
+        scale_range=tuple(args.scale),
+        flip=not args.no_flip,
+        learning_rate=args.lr,
+        optimizer=args.optimizer,
+        weight_decay=args.weight_decay,
+        class_weighting=None if args.no_class_weights else "median_frequency",
+        num_classes=args.num_classes,
+        ignore_label=_ignore(args.ignore_label),
+        val_split=val,
+        validation_steps=args.validation_steps,
+        resume=args.resume,
+        backup_every=args.backup_every,
+        budget_seconds=args.budget_seconds,
+        seed=args.seed,
+        verbose=2 if args.quiet else 1,
+        model_kwargs=dict(args.model_arg),
+    )
+    print(f"saved {args.out or f'runs/{args.model}'}/model.keras (best: best.keras, log: log.csv, TensorBoard: logs/)")
+
+
+def _evaluate(args):
+    from kseg import metrics, training
+
+    result = training.evaluate(
+        args.model_path,
+        args.data,
+        split=args.split,
+        batch_size=args.batch_size,
+        input_size=tuple(args.input_size) if args.input_size else "model",
+        ignore_label=_ignore(args.ignore_label),
+    )
+    print(f"{args.split} split, {result['num_images']} images:")
+    print(metrics.format_scores(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+def _predict(args):
+    from kseg import training
+
+    results = training.predict(
+        args.model_path,
+        args.images,
+        args.out,
+        input_size=tuple(args.input_size) if args.input_size else "model",
+        alpha=args.alpha,
+    )
+    for r in results:
+        print(f"{r['image']} -> {r['labels']}, {r['overlay']}")
+
+
+def _export(args):
+    from kseg import export
+
+    model = export.load_keras(args.model_path)
+    kwargs = {}
+    if args.quantize is not None:
+        if args.format != "tflite":
+            raise ValueError(f"--quantize applies to --format tflite only, got --format {args.format}")
+        kwargs["quantize"] = args.quantize
+    print(f"wrote {export.export(model, args.out, format=args.format, **kwargs)}")
+
+
+def _demo(args):
+    from kseg import training
+
+    training.demo(
+        data=args.data,
+        out_dir=args.out,
+        budget_seconds=args.budget_seconds,
+        download=args.download,
+        synthetic=args.synthetic,
+        verbose=2 if args.quiet else 1,
+    )
+
+
+def _list(args):
+    from kseg import models
+
+    rows = [card.summary_row() for card in models.cards()]
+    print(f"{'name':<22} {'paper':<40} {'params':>12} {'stride':>6}  task")
+    for r in rows:
+        print(f"{r['name']:<22} {r['paper'][:40]:<40} {r['params']:>12,} {r['output_stride']:>6}  {r['task']}")
+
+
+_COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export, "demo": _demo,
+             "list": _list}
+
+
+def main(argv=None):
+    """Entry point of the ``kseg`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        _COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError) as err:  # DataError is a ValueError
+        print(f"kseg {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,699 @@
+"""Train, evaluate and predict with any registered kseg model on a segmentation folder.
+
+* :func:`compile_model`: the void-ignoring, class-weighted cross-entropy
+  (:func:`kseg.losses.segmentation_loss`) and the SegNet paper's three metrics
+  (:mod:`kseg.metrics`: global accuracy, class-average accuracy, mean IoU).
+* :func:`train`: ``model.fit`` on the :mod:`kseg.data` ``tf.data`` pipeline (joint scale / crop /
+  flip augmentation, median-frequency class weights as per-pixel sample weights) with
+  checkpoints (``best.keras`` by validation mIoU, ``last.keras`` every epoch), resume after an
+  interruption (``keras.callbacks.BackupAndRestore``), TensorBoard logs, a CSV log and Keras
+  progress bars. ``out_dir`` afterwards holds::
+
+      model.keras  best.keras  last.keras  log.csv  logs/  (backup/ while a run is unfinished)
+
+* :func:`evaluate`: the three metrics and a per-class IoU / accuracy table on a split.
+* :func:`predict`: a label PNG (class ids, the CamVid ``*annot`` format) and a colour overlay PNG
+  per image.
+
+A model whose input size is fixed (e.g. built for 180x240 crops) is evaluated and applied to
+images of any size by resizing the image to the model's size (bilinear) and the logits back to
+the image's size (bilinear) before the argmax, so scores are always measured against the labels
+at their own resolution.
+
+Example:
+    >>> from kseg import training
+    >>> model, history = training.train("segnet_basic", "../shared/data/camvid", epochs=1,
+    ...     steps_per_epoch=10, crop=(180, 240), scale_range=(0.5, 0.5),
+    ...     out_dir="runs/try")  # doctest: +SKIP
+    >>> training.evaluate(model, "../shared/data/camvid", "test")["mean_iou"]  # doctest: +SKIP
+"""
+
+import json
+import pathlib
+import shutil
+import time
+
+import keras
+import numpy as np
+
+from kseg import losses
+from kseg import metrics as kmetrics
+
+__all__ = [
+    "TimeBudget",
+    "build_model",
+    "compile_model",
+    "train",
+    "evaluate",
+    "predict",
+    "demo",
+    "DEMO",
+    "load_model",
+    "model_input_size",
+]
+
+CAMVID_NUM_CLASSES = 11
+CAMVID_IGNORE_LABEL = 11
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+# ----------------------------------------------------------------------------------------------
+# models
+
+
+def build_model(name, num_classes=CAMVID_NUM_CLASSES, input_shape=None, **model_kwargs):
+    """Build a registered model by name (``kseg.models.get(name).build(...)``)."""
+    from kseg import models
+
+    card = models.get(name)  # ValueError listing the available names
+    return card.build(num_classes=int(num_classes), input_shape=input_shape, **model_kwargs)
+
+
+def load_model(path):
+    """Load a ``.keras`` model with ``safe_mode=True`` (kseg's layers, losses and metrics registered)."""
+    import kseg.layers  # noqa: F401  (registers the custom layers)
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ValueError(f"no model file at {str(path)!r}")
+    if path.suffix != ".keras":
+        raise ValueError(f"model file must end in .keras, got {str(path)!r}")
+    return keras.saving.load_model(str(path), safe_mode=True, compile=False)
+
+
+def model_input_size(model):
+    """``(height, width)`` of a model's fixed input size, or ``None`` when either is variable."""
+    shape = model.inputs[0].shape
+    if len(shape) != 4 or shape[1] is None or shape[2] is None:
+        return None
+    return int(shape[1]), int(shape[2])
+
+
+def _num_classes_of(model):
+    return int(model.outputs[0].shape[-1])
+
+
+def _make_optimizer(optimizer, learning_rate, momentum=0.9, weight_decay=None):
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        return optimizer
+    if learning_rate is None or not float(learning_rate) > 0:
+        raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+    name = str(optimizer).lower()
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate)
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay or 1e-4)
+    if name == "sgd":
+        # SegNet-Tutorial solver: SGD, momentum 0.9, weight decay 5e-4 (as L2 on the weights).
+        return keras.optimizers.SGD(learning_rate, momentum=momentum, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS} or a keras optimizer, got {optimizer!r}")
+
+
+def compile_model(
+    model,
+    num_classes=None,
+    ignore_label=CAMVID_IGNORE_LABEL,
+    optimizer="adam",
+    learning_rate=1e-3,
+    momentum=0.9,
+    weight_decay=None,
+    jit_compile="auto",
+):
+    """Compile `model` with the segmentation loss and the paper's three metrics.
+
+    Args:
+        model: a kseg model (logits ``(B, H, W, C)``).
+        num_classes: ``C`` (default: read from the model's output).
+        ignore_label: label no loss or metric counts (CamVid void: 11), or ``None``.
+        optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum `momentum`) or a Keras optimizer.
+        learning_rate: the optimizer's learning rate (a float or a schedule).
+        weight_decay: decoupled weight decay for ``adamw`` / ``sgd``.
+        jit_compile: passed to ``model.compile``.
+
+    Returns:
+        The model (compiled in place).
+    """
+    if num_classes is None:
+        num_classes = _num_classes_of(model)
+    if int(num_classes) != _num_classes_of(model):
+        raise ValueError(f"num_classes={num_classes} but the model outputs {_num_classes_of(model)} classes")
+    model.compile(
+        optimizer=_make_optimizer(optimizer, learning_rate, momentum, weight_decay),
+        loss=losses.segmentation_loss(ignore_label),
+        metrics=kmetrics.segmentation_metrics(int(num_classes), ignore_label),
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+# ----------------------------------------------------------------------------------------------
+# training
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stop training once `seconds` of wall time have passed (checked after every step)."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        if not float(seconds) > 0:
+            raise ValueError(f"seconds must be > 0, got {seconds}")
+        self.seconds = float(seconds)
+        self.start = None
+        self.stopped_at = None
+
+    def on_train_begin(self, logs=None):
+        self.start = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.monotonic() - self.start >= self.seconds:
+            self.model.stop_training = True
+            self.stopped_at = time.monotonic() - self.start
+
+
+def _pair_size(value, name):
+    if value is None:
+        return None
+    if isinstance(value, int):
+        value = (value, value)
+    value = tuple(int(v) for v in value)
+    if len(value) != 2 or min(value) < 1:
+        raise ValueError(f"{name} must be (height, width) with positive sizes, got {value}")
+    return value
+
+
+def _class_weights(pairs, num_classes, ignore_label, class_weighting):
+    from kseg import data
+
+    if class_weighting is None or class_weighting is False or class_weighting == "none":
+        return None
+    if isinstance(class_weighting, str):
+        if class_weighting != "median_frequency":
+            raise ValueError(f"class_weighting must be 'median_frequency', None or an array, got {class_weighting!r}")
+        return np.asarray(data.median_frequency_weights(pairs, num_classes, ignore_label), np.float32)
+    weights = np.asarray(class_weighting, np.float32)
+    if weights.shape != (num_classes,):
+        raise ValueError(f"class_weighting must have {num_classes} values, got shape {weights.shape}")
+    return weights
+
+
+def train(
+    model_or_name,
+    data_root,
+    out_dir="runs/kseg",
+    epochs=10,
+    steps_per_epoch=None,
+    batch_size=4,
+    crop=None,
+    scale_range=(0.75, 1.5),
+    flip=True,
+    learning_rate=1e-3,
+    optimizer="adam",
+    weight_decay=None,
+    class_weighting="median_frequency",
+    num_classes=CAMVID_NUM_CLASSES,
+    ignore_label=CAMVID_IGNORE_LABEL,
+    train_split="train",
+    val_split="val",
+    validation_steps=None,
+    resume=False,
+    backup_every=None,
+    budget_seconds=None,
+    seed=0,
+    verbose=1,
+    callbacks=(),
+    model_kwargs=None,
+    jit_compile="auto",
+):
+    """Train a model with ``model.fit`` on a segmentation folder (CamVid or generic layout).
+
+    Args:
+        model_or_name: a kseg model, or a registry name (built with ``num_classes`` and
+            ``input_shape=(*crop, 3)`` plus `model_kwargs`).
+        data_root: dataset folder readable by :func:`kseg.data.find_pairs`.
+        out_dir: where checkpoints, logs and the final ``model.keras`` go.
+        epochs: number of epochs (the total, also when resuming).
+        steps_per_epoch: steps per epoch (default: one pass over the training split).
+        batch_size: images per step.
+        crop: ``(height, width)`` training crops (default: the model's input size, else the
+            images' size).
+        scale_range: random rescaling of each training image before the crop
+            (:func:`kseg.data.joint_augmentation`); ``(0.5, 0.5)`` trains on half-size images.
+            A model built by name takes `crop`-sized inputs, and :func:`evaluate` /
+            :func:`predict` resize whole images to that size; so pick a scale range around
+            ``crop / image size`` (validation images are resized to `crop` in the same way).
+        flip: random horizontal flips.
+        learning_rate, optimizer, weight_decay: see :func:`compile_model`.
+        class_weighting: ``"median_frequency"`` (SegNet; computed from the training masks),
+            ``None`` or ``num_classes`` weights.
+        num_classes, ignore_label: label set (CamVid: 11 classes, void 11).
+        train_split, val_split: split names; ``val_split=None`` trains without validation.
+        validation_steps: batches per validation (default: the whole split).
+        resume: continue an interrupted run from ``out_dir/backup`` (BackupAndRestore restores the
+            weights, the optimizer state and the epoch). Without it an existing backup is an error.
+        backup_every: also back up every this many steps (default: at the end of each epoch).
+        budget_seconds: stop after this much training wall time (checked every step).
+        seed: seed for shuffling and augmentation.
+        verbose: Keras ``fit`` verbosity (1: progress bars).
+        callbacks: more Keras callbacks (run after kseg's own).
+        model_kwargs: extra builder arguments when `model_or_name` is a name (e.g. ``width``).
+        jit_compile: passed to ``model.compile``.
+
+    Returns:
+        ``(model, history)``; the trained model is also saved as ``out_dir/model.keras``.
+    """
+    from kseg import data
+
+    out = pathlib.Path(out_dir)
+    crop = _pair_size(crop, "crop")
+    num_classes = int(num_classes)
+    if int(epochs) < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    backup_dir = out / "backup"
+    if backup_dir.exists() and not resume:
+        raise ValueError(
+            f"{backup_dir} holds an interrupted run: pass resume=True (--resume) to continue it, "
+            "or choose another output folder"
+        )
+
+    train_pairs = data.find_pairs(data_root, train_split)
+    if isinstance(model_or_name, str):
+        if crop is None:
+            raise ValueError("crop=(height, width) is needed to build a model by name")
+        model = build_model(model_or_name, num_classes, (*crop, 3), **(model_kwargs or {}))
+    else:
+        if model_kwargs:
+            raise ValueError("model_kwargs only apply when the model is given by name")
+        model = model_or_name
+        crop = crop or model_input_size(model)
+    if _num_classes_of(model) != num_classes:
+        raise ValueError(f"num_classes={num_classes} but the model outputs {_num_classes_of(model)} classes")
+
+    weights = _class_weights(train_pairs, num_classes, ignore_label, class_weighting)
+    low, high = (float(v) for v in scale_range)
+    augment = data.joint_augmentation(
+        crop_size=crop, scale_range=(low, high), flip=flip, seed=seed, ignore_label=ignore_label
+    )
+    train_ds = data.segmentation_dataset(
+        train_pairs,
+        batch_size=batch_size,
+        shuffle=True,
+        augment=augment,
+        num_classes=num_classes,
+        ignore_label=ignore_label,
+        class_weights=weights,
+        repeat=steps_per_epoch is not None,
+        seed=seed,
+        drop_remainder=True,
+    )
+    val_ds = None
+    if val_split is not None:
+        val_ds = data.segmentation_dataset(
+            data.find_pairs(data_root, val_split),
+            batch_size=batch_size,
+            num_classes=num_classes,
+            ignore_label=ignore_label,
+        )
+        if crop is not None:
+            val_ds = val_ds.map(lambda images, masks: _resize_batch(images, masks, crop))
+
+    if not getattr(model, "compiled", False):
+        compile_model(
+            model,
+            num_classes,
+            ignore_label,
+            optimizer=optimizer,
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            jit_compile=jit_compile,
+        )
+
+    out.mkdir(parents=True, exist_ok=True)
+    monitor = "val_mean_iou" if val_ds is not None else "mean_iou"
+    own = [
+        keras.callbacks.BackupAndRestore(str(backup_dir), save_freq=int(backup_every) if backup_every else "epoch"),
+        keras.callbacks.ModelCheckpoint(str(out / "best.keras"), monitor=monitor, mode="max", save_best_only=True),
+        keras.callbacks.ModelCheckpoint(str(out / "last.keras")),
+        keras.callbacks.CSVLogger(str(out / "log.csv"), append=bool(resume)),
+        keras.callbacks.TensorBoard(str(out / "logs"), update_freq="epoch"),
+    ]
+    if budget_seconds is not None:
+        own.append(TimeBudget(budget_seconds))
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        validation_steps=validation_steps,
+        epochs=int(epochs),
+        steps_per_epoch=steps_per_epoch,
+        callbacks=own + list(callbacks),
+        verbose=verbose,
+        shuffle=False,  # the pipeline shuffles
+    )
+    model.save(str(out / "model.keras"))
+    with open(out / "train_config.json", "w") as f:
+        json.dump(
+            {
+                "model": model.name,
+                "data_root": str(data_root),
+                "epochs": int(epochs),
+                "epochs_run": len(history.epoch),
+                "steps_per_epoch": steps_per_epoch,
+                "batch_size": int(batch_size),
+                "crop": crop,
+                "scale_range": [low, high],
+                "learning_rate": float(learning_rate) if not callable(learning_rate) else "schedule",
+                "optimizer": str(optimizer),
+                "class_weights": None if weights is None else [float(w) for w in weights],
+                "num_classes": num_classes,
+                "ignore_label": ignore_label,
+            },
+            f,
+            indent=2,
+        )
+    return model, history
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation and prediction
+
+
+def _resize_batch(images, masks, size):
+    """Images bilinear, masks nearest neighbour, to ``size`` (validation at the model's size)."""
+    import tensorflow as tf
+
+    images = tf.image.resize(images, size, method="bilinear")
+    masks = tf.cast(tf.image.resize(masks[..., None], size, method="nearest")[..., 0], tf.int32)
+    return images, masks
+
+
+def _predict_logits(model, images, input_size):
+    """Logits at the images' own size: resize in, predict, resize the logits back (bilinear)."""
+    import tensorflow as tf
+
+    size = tuple(int(v) for v in images.shape[1:3])
+    x = images if input_size is None or tuple(input_size) == size else tf.image.resize(images, input_size)
+    logits = model.predict_on_batch(x)
+    if tuple(logits.shape[1:3]) != size:
+        logits = tf.image.resize(logits, size, method="bilinear")
+    return logits
+
+
+def evaluate(
+    model,
+    data_root_or_dataset,
+    split="test",
+    batch_size=4,
+    input_size="model",
+    num_classes=None,
+    ignore_label=CAMVID_IGNORE_LABEL,
+    class_names=None,
+    steps=None,
+    verbose=1,
+):
+    """The SegNet paper's three metrics and a per-class table on one split.
+
+    Args:
+        model: a kseg model (or a path to a ``.keras`` file).
+        data_root_or_dataset: a dataset folder (:func:`kseg.data.find_pairs` layout) or a
+            ``tf.data.Dataset`` of ``(images, masks[, weights])`` batches.
+        split: the split to read from a folder.
+        batch_size: images per batch (folders only).
+        input_size: ``"model"`` (the model's fixed input size, if any), ``None`` (the images' own
+            size) or ``(height, width)``: images are resized to it and the logits resized back to
+            the labels' size, so the scores are always against full-resolution labels.
+        num_classes: default: the model's output classes.
+        ignore_label: the label not scored (CamVid void: 11), or ``None``.
+        class_names: names for the table (default: CamVid's when there are 11 classes).
+        steps: evaluate only this many batches.
+        verbose: print a progress line per batch (1) or nothing (0).
+
+    Returns:
+        ``{"global_accuracy", "class_average_accuracy", "mean_iou"}`` floats, ``"per_class"``
+        (a list of ``{"class", "name", "iou", "accuracy", "pixels"}``), ``"confusion_matrix"``
+        (nested lists, ``[true][predicted]``), ``"num_images"``, ``"input_size"``.
+    """
+    from kseg import data
+
+    if isinstance(model, (str, pathlib.Path)):
+        model = load_model(model)
+    num_classes = int(num_classes or _num_classes_of(model))
+    if input_size == "model":
+        input_size = model_input_size(model)
+    input_size = _pair_size(input_size, "input_size")
+    if isinstance(data_root_or_dataset, (str, pathlib.Path)):
+        dataset = data.segmentation_dataset(
+            data.find_pairs(data_root_or_dataset, split),
+            batch_size=batch_size,
+            num_classes=num_classes,
+            ignore_label=ignore_label,
+        )
+    else:
+        dataset = data_root_or_dataset
+    if class_names is None:
+        class_names = _default_class_names(num_classes)
+    g = kmetrics.GlobalAccuracy(num_classes, ignore_label)
+    c = kmetrics.ClassAverageAccuracy(num_classes, ignore_label)
+    miou = kmetrics.MeanIoU(num_classes, ignore_label)
+    seen = 0
+    start = time.monotonic()
+    for step, batch in enumerate(dataset):
+        if steps is not None and step >= steps:
+            break
+        images, masks = batch[0], batch[1]
+        logits = _predict_logits(model, images, input_size)
+        for m in (g, c, miou):
+            m.update_state(masks, logits)
+        seen += int(images.shape[0])
+        if verbose:
+            print(f"\revaluate {split}: {seen} images, {time.monotonic() - start:.1f}s", end="", flush=True)
+    if verbose:
+        print()
+    if seen == 0:
+        raise ValueError(f"no images to evaluate in split {split!r}")
+    cm = np.asarray(g.total_cm)
+    table = kmetrics.scores_from_confusion_matrix(cm, class_names)
+    return {
+        "global_accuracy": float(g.result()),
+        "class_average_accuracy": float(c.result()),
+        "mean_iou": float(miou.result()),
+        "per_class": table["per_class"],
+        "confusion_matrix": cm.astype(int).tolist(),
+        "num_images": seen,
+        "input_size": None if input_size is None else list(input_size),
+    }
+
+
+def _default_class_names(num_classes):
+    try:
+        from kseg.datasets import camvid
+
+        if len(camvid.CLASSES) >= num_classes:
+            return list(camvid.CLASSES)[:num_classes]
+    except ImportError:
+        pass
+    return [str(i) for i in range(num_classes)]
+
+
+def predict(model, image_paths, out_dir, input_size="model", palette=None, ignore_label=None, alpha=0.5):
+    """Segment images; write ``<stem>_labels.png`` (class ids) and ``<stem>_overlay.png`` per image.
+
+    Args:
+        model: a kseg model (or a path to a ``.keras`` file).
+        image_paths: image files (PNG / JPEG).
+        out_dir: output folder (created).
+        input_size: as in :func:`evaluate`; the labels are at each image's own size.
+        palette: ``(num_classes, 3)`` colours (default :func:`kseg.viz.palette`: CamVid's).
+        ignore_label: not used for predictions (a model never predicts void); kept for symmetry.
+        alpha: overlay opacity.
+
+    Returns:
+        A list of ``{"image", "labels", "overlay"}`` paths, one per image.
+    """
+    from kseg import viz
+
+    del ignore_label
+    if isinstance(model, (str, pathlib.Path)):
+        model = load_model(model)
+    if isinstance(image_paths, (str, pathlib.Path)):
+        image_paths = [image_paths]
+    if not image_paths:
+        raise ValueError("no images given to predict")
+    num_classes = _num_classes_of(model)
+    colours = viz.palette(num_classes) if palette is None else np.asarray(palette, np.uint8)
+    if input_size == "model":
+        input_size = model_input_size(model)
+    input_size = _pair_size(input_size, "input_size")
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for path in image_paths:
+        path = pathlib.Path(path)
+        image = viz.read_rgb(path)
+        logits = _predict_logits(model, image[None].astype(np.float32), input_size)
+        labels = np.asarray(logits)[0].argmax(-1).astype(np.uint8)
+        results.append(
+            {
+                "image": str(path),
+                "labels": viz.save_label_png(out / f"{path.stem}_labels.png", labels),
+                "overlay": viz.save_rgb_png(out / f"{path.stem}_overlay.png", viz.overlay(image, labels, colours, alpha)),
+            }
+        )
+    return results
+
+
+def clear_backup(out_dir):
+    """Remove ``out_dir/backup`` (an interrupted run's state), e.g. to restart from scratch."""
+    shutil.rmtree(pathlib.Path(out_dir) / "backup", ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# the demo
+
+#: The demo's settings: SegNet-Basic trained on CamVid downscaled to 180x240 (half of 360x480)
+#: with a little scale jitter, median-frequency class weights, Adam; evaluated on the test split
+#: by predicting at 180x240 and scoring the upsampled logits against the 360x480 labels.
+DEMO = {
+    "model": "segnet_basic",
+    "model_kwargs": {},
+    "crop": (180, 240),
+    "scale_range": (0.5, 0.5),
+    "batch_size": 8,
+    "steps_per_epoch": 20,
+    "learning_rate": 1e-3,
+    "optimizer": "adam",
+    "budget_seconds": 240,
+    "num_overlays": 4,
+}
+SYNTHETIC_LABEL = "[SYNTHETIC scenes, not CamVid] "
+
+
+class _EpochLines(keras.callbacks.Callback):
+    def __init__(self, prefix, print_fn):
+        super().__init__()
+        self.prefix, self.print_fn = prefix, print_fn
+
+    def on_epoch_end(self, epoch, logs=None):
+        values = " - ".join(f"{k}: {v:.4f}" for k, v in sorted((logs or {}).items()))
+        self.print_fn(f"{self.prefix}epoch {epoch + 1}: {values}")
+
+
+def find_demo_data(data=None, download=False):
+    """The CamVid folder (``data``, ``$KSEG_DATA``, ``~/.keras/datasets/camvid``; optionally
+    downloaded) and a note; ``(None, reason)`` when there is none."""
+    from kseg.datasets import camvid
+
+    root = camvid.find(data)
+    if root is not None:
+        return root, f"CamVid found at {root}"
+    if download:
+        try:
+            return camvid.load(download=True), "CamVid downloaded and verified"
+        except Exception as err:  # no network, bad checksum: fall back, saying why
+            return None, f"CamVid could not be downloaded ({err})"
+    return None, "no CamVid found (looked at --data, $KSEG_DATA and ~/.keras/datasets/camvid)"
+
+
+def demo(data=None, out_dir="runs/demo", budget_seconds=None, download=False, synthetic=False, verbose=1,
+         print_fn=print, **overrides):
+    """Train SegNet-Basic on CamVid for a fixed time budget, evaluate on the test split, write overlays.
+
+    When no CamVid can be found (or `synthetic` is set) it runs on
+    :func:`kseg.data.write_synthetic_dataset` scenes instead, and every line it prints says so.
+
+    Args:
+        data: CamVid folder (else ``$KSEG_DATA``, else ``~/.keras/datasets/camvid``).
+        out_dir: where the model (``model.keras``), logs, overlays and ``demo_results.json`` go.
+        budget_seconds: training wall time (default ``DEMO["budget_seconds"]``).
+        download: try ``kseg.datasets.camvid.load(download=True)`` when nothing is found.
+        synthetic: use the synthetic scenes even if CamVid is there.
+        verbose: ``fit`` verbosity.
+        print_fn: where the report lines go.
+        overrides: replace :data:`DEMO` settings (e.g. ``steps_per_epoch``, ``crop``,
+            ``model_kwargs``, ``eval_steps`` to score only a few test batches).
+
+    Returns:
+        The :func:`evaluate` dict, plus ``"data"``, ``"synthetic"``, ``"train_seconds"``,
+        ``"overlays"``, ``"model_path"``.
+    """
+    from kseg import data as kdata
+    from kseg import metrics as km
+
+    cfg = dict(DEMO)
+    eval_steps = overrides.pop("eval_steps", None)
+    unknown = set(overrides) - set(cfg)
+    if unknown:
+        raise ValueError(f"unknown demo settings {sorted(unknown)}; known: {sorted(cfg)}")
+    cfg.update(overrides)
+    if budget_seconds is not None:
+        cfg["budget_seconds"] = float(budget_seconds)
+    out = pathlib.Path(out_dir)
+    if synthetic:
+        root, note = None, "synthetic data requested"
+    else:
+        root, note = find_demo_data(data, download)
+    prefix = ""
+    if root is None:
+        prefix = SYNTHETIC_LABEL
+        print_fn(f"{prefix}{note}: running on the built-in synthetic street scenes instead.")
+        print_fn(f"{prefix}Numbers below are for synthetic pictures and say nothing about CamVid.")
+        root = kdata.write_synthetic_dataset(
+            out / "synthetic_data", {"train": 48, "test": 12}, height=360, width=480, ignore_label=11
+        )
+    else:
+        print_fn(note)
+    print_fn(
+        f"{prefix}training {cfg['model']} on {root} at {cfg['crop'][0]}x{cfg['crop'][1]} "
+        f"(scale {cfg['scale_range']}), batch {cfg['batch_size']}, {cfg['optimizer']} lr {cfg['learning_rate']}, "
+        f"median-frequency class weights, for {cfg['budget_seconds']:.0f} s"
+    )
+    clear_backup(out)
+    start = time.monotonic()
+    model, history = train(
+        cfg["model"],
+        root,
+        out_dir=out,
+        epochs=100_000,
+        steps_per_epoch=cfg["steps_per_epoch"],
+        batch_size=cfg["batch_size"],
+        crop=cfg["crop"],
+        scale_range=cfg["scale_range"],
+        learning_rate=cfg["learning_rate"],
+        optimizer=cfg["optimizer"],
+        val_split=None,
+        budget_seconds=cfg["budget_seconds"],
+        model_kwargs=cfg["model_kwargs"],
+        # Keras' progress bars cannot carry the synthetic label, so then epochs are logged here.
+        verbose=0 if prefix else verbose,
+        callbacks=[_EpochLines(prefix, print_fn)] if prefix and verbose else [],
+    )
+    train_seconds = time.monotonic() - start
+    steps = int(model.optimizer.iterations.numpy())
+    print_fn(f"{prefix}trained {steps} steps ({steps * cfg['batch_size']} crops) in {train_seconds:.0f} s")
+    size = model_input_size(model)
+    print_fn(
+        f"{prefix}evaluating on the test split: predicting at {size[0]}x{size[1]}, "
+        "scoring against the full-resolution labels (void ignored)"
+    )
+    result = evaluate(
+        model, root, "test", batch_size=cfg["batch_size"], steps=eval_steps, verbose=0 if prefix else verbose
+    )
+    scores = {k: result[k] for k in ("global_accuracy", "class_average_accuracy", "mean_iou", "per_class")}
+    print_fn(f"{prefix}test split, {result['num_images']} images:")
+    print_fn(km.format_scores(scores, prefix=prefix))
+    test_images = [p for p, _ in kdata.find_pairs(root, "test")][: cfg["num_overlays"]]
+    overlays = predict(model, test_images, out / "overlays")
+    model_path = out / "model.keras"
+    print_fn(f"{prefix}wrote {len(overlays)} overlays to {out / 'overlays'} and the model to {model_path}")
+    result.update(
+        data=str(root),
+        synthetic=bool(prefix),
+        train_seconds=train_seconds,
+        train_steps=steps,
+        overlays=overlays,
+        model_path=str(model_path),
+        settings={k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
+    )
+    with open(out / "demo_results.json", "w") as f:
+        json.dump(result, f, indent=2)
+    return result
