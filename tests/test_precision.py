@@ -1,0 +1,59 @@
+"""Mixed precision: every registered model builds and trains one step under each dtype policy.
+
+mixed_bfloat16 runs for every model by default; mixed_float16 (loss scaling, slower on CPU) for
+SegNet-Basic by default and for every model in the slow run.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+import kseg
+from kseg.precision import PRECISIONS, precision_scope, set_precision
+from test_registry_models import tiny_kwargs
+
+
+def _params():
+    out = []
+    for name in kseg.models.list():
+        if kseg.models.get(name).task != "semantic":
+            continue
+        out.append(pytest.param(name, "mixed_bfloat16"))
+        marks = [] if name == "segnet_basic" else [pytest.mark.slow]
+        out.append(pytest.param(name, "mixed_float16", marks=marks))
+    return out
+
+
+@pytest.mark.parametrize("name,policy", _params())
+def test_model_trains_one_step_under_policy(name, policy):
+    kwargs = tiny_kwargs(name)
+    with precision_scope(policy):
+        model = kseg.models.get(name).build(**kwargs)
+        compute = policy.split("_")[1]
+        convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+        assert convs and all(l.compute_dtype == compute for l in convs)
+        assert all(w.dtype == "float32" for w in model.trainable_weights)  # master weights stay fp32
+        model.compile(keras.optimizers.SGD(1e-3),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=kwargs["num_classes"]))
+        if policy == "mixed_float16":
+            assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        h, w, _ = kwargs["input_shape"]
+        rng = np.random.default_rng(0)
+        x = rng.uniform(0, 255, (2, h, w, 3)).astype("float32")
+        y = rng.integers(0, kwargs["num_classes"] + 1, (2, h, w)).astype("int32")
+        before = [v.numpy().copy() for v in model.trainable_weights]
+        loss = float(model.train_on_batch(x, y))
+    assert np.isfinite(loss)
+    assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_weights))
+    assert keras.config.dtype_policy().name == "float32"  # the scope restored the default
+
+
+def test_set_precision_rejects_unknown_policy_and_restores():
+    assert PRECISIONS == ("float32", "mixed_bfloat16", "mixed_float16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        set_precision("bfloat8")
+    previous = set_precision("mixed_bfloat16")
+    try:
+        assert keras.config.dtype_policy().name == "mixed_bfloat16"
+    finally:
+        keras.config.set_dtype_policy(previous)
