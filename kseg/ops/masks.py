@@ -23,7 +23,11 @@ def paste_masks(masks, boxes, image_shape, threshold=0.5):
     """
     masks = tf.convert_to_tensor(masks, tf.float32)
     boxes = tf.convert_to_tensor(boxes, tf.float32)
-    h, w = int(image_shape[0]), int(image_shape[1])
+    if isinstance(image_shape[0], int) and isinstance(image_shape[1], int) and min(image_shape[:2]) < 2:
+        raise ValueError(f"image_shape must be at least 2x2, got {tuple(image_shape)}")
+    h = tf.cast(image_shape[0], tf.int32)
+    w = tf.cast(image_shape[1], tf.int32)
+    hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
     mh = tf.cast(tf.shape(masks)[1], tf.float32)
     mw = tf.cast(tf.shape(masks)[2], tf.float32)
     y1, x1, y2, x2 = [boxes[:, k] for k in range(4)]
@@ -31,16 +35,14 @@ def paste_masks(masks, boxes, image_shape, threshold=0.5):
     bw = tf.maximum(x2 - x1, 1e-6)
     # image pixel centre p + .5 lands at mask coordinate (p + .5 - y1) * mh / bh - .5
     ay = (0.5 - y1) * mh / bh - 0.5
-    by = (h - 0.5 - y1) * mh / bh - 0.5
+    by = (hf - 0.5 - y1) * mh / bh - 0.5
     ax = (0.5 - x1) * mw / bw - 0.5
-    bx = (w - 0.5 - x1) * mw / bw - 0.5
+    bx = (wf - 0.5 - x1) * mw / bw - 0.5
     # one replicated border pixel: taps in the box's outer half pixel take the edge value
     padded = tf.pad(masks, [[0, 0], [1, 1], [1, 1]], mode="SYMMETRIC")
     norm = tf.stack([(ay + 1) / (mh + 1), (ax + 1) / (mw + 1), (by + 1) / (mh + 1), (bx + 1) / (mw + 1)], axis=1)
-    if h < 2 or w < 2:
-        raise ValueError(f"image_shape must be at least 2x2, got {image_shape}")
     n = tf.shape(masks)[0]
-    out = tf.image.crop_and_resize(padded[..., None], norm, tf.range(n), (h, w), extrapolation_value=0.0)[..., 0]
+    out = tf.image.crop_and_resize(padded[..., None], norm, tf.range(n), tf.stack([h, w]), extrapolation_value=0.0)[..., 0]
     # zero outside the box itself (bilinear taps near the border reach past it)
     ys = tf.range(h, dtype=tf.float32)[None, :, None] + 0.5
     xs = tf.range(w, dtype=tf.float32)[None, None, :] + 0.5
