@@ -1,0 +1,1 @@
+"""Evaluation of proposal and detection models with the COCO API (``kseg.evaluation.coco_eval``)."""
