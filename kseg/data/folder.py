@@ -360,7 +360,8 @@ def segmentation_dataset(
             :func:`median_frequency_weights`); then a third element, per-pixel weights, is added,
             ``class_weights[mask]`` and 0 at ``ignore_label``: pass it as Keras ``sample_weight``.
         repeat: repeat forever (use ``steps_per_epoch``).
-        seed: seed for shuffling.
+        seed: seed for shuffling; with a seed, ``augment`` also runs in order (not in parallel), so
+            that a seeded augmentation (``joint_augmentation(seed=...)``) is reproducible.
         validate: check every file up front (see the module docstring) and assert sizes/labels
             while decoding; ``False`` skips both.
         crop_size: ``(height, width)``: centre-crop / pad each example (after ``augment``) to this size
@@ -475,7 +476,9 @@ def segmentation_dataset(
         ds = ds.repeat()
     ds = ds.map(load, num_parallel_calls=parallel)
     if augment is not None:
-        ds = ds.map(apply_augment, num_parallel_calls=parallel)
+        # Random augmentations draw from stateful generators; run in order when seeded so that a
+        # seeded augment gives the same examples every time (decoding stays parallel).
+        ds = ds.map(apply_augment, num_parallel_calls=None if seed is not None else parallel)
     if crop_size is not None:
         ds = ds.map(centre_crop_or_pad, num_parallel_calls=parallel)
     ds = ds.map(lambda image, mask: (image, mask[..., 0]))

@@ -264,3 +264,11 @@ def test_real_camvid_train_batches(camvid_dir):
     first = np.asarray(Image.open(pairs[0][1]))
     np.testing.assert_array_equal(next(iter(segmentation_dataset(pairs[:1], batch_size=1)))[1].numpy()[0], first)
     assert {3, 11} <= seen  # road and void occur in the first frames
+
+
+def test_validate_false_skips_the_checks(tmp_path):
+    pairs = _one_pair(tmp_path, mask=np.full((12, 16), 40, np.uint8))
+    ds = segmentation_dataset(pairs, batch_size=1, validate=False)
+    assert ds.element_spec[0].shape.as_list() == [None, None, None, 3]  # sizes not read up front
+    x, y = next(iter(ds))
+    assert x.shape == (1, 12, 16, 3) and int(y.numpy().max()) == 40
