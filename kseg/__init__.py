@@ -9,15 +9,17 @@ __version__ = "0.1.0"
 from kseg import layers, models  # noqa: E402
 from kseg import losses, metrics, training, viz  # noqa: E402
 from kseg import crf  # noqa: E402
+from kseg import data, datasets  # noqa: E402
 from kseg.models import SegNet, SegNetBasic  # noqa: E402
 from kseg.models import DeconvNet, FCN8s, FCN8sAtOnce, FCN16s, FCN32s  # noqa: E402
 from kseg.utils import count_params  # noqa: E402
 from kseg.models.dilation import DilatedFrontEnd, Dilation8  # noqa: E402
 from kseg.models.parsenet import ParseNet  # noqa: E402
+from kseg.models.dt_edgenet import DTEdgeNet  # noqa: E402
 from kseg.layers import AtrousSpatialPyramid  # noqa: E402
 from kseg.models.deeplab import DeepLabV1, DeepLabV2, DeepLabV2ResNet101, DeepLabV2VGG16  # noqa: E402
 
-__all__ = ["AtrousSpatialPyramid", "DilatedFrontEnd", "ParseNet", "Dilation8", "DeepLabV1", "DeepLabV2", "DeepLabV2ResNet101", "DeepLabV2VGG16", "DeconvNet", "FCN8s", "FCN8sAtOnce", "FCN16s", "FCN32s", "SegNet", "SegNetBasic", "count_params", "layers", "models"]
+__all__ = ["AtrousSpatialPyramid", "DilatedFrontEnd", "DTEdgeNet", "ParseNet", "Dilation8", "DeepLabV1", "DeepLabV2", "DeepLabV2ResNet101", "DeepLabV2VGG16", "DeconvNet", "FCN8s", "FCN8sAtOnce", "FCN16s", "FCN32s", "SegNet", "SegNetBasic", "count_params", "layers", "models"]
 from kseg.models.deepmask import DeepMask, DeepMaskResNet50, SharpMask  # noqa: E402
 from kseg.inference.proposals import proposals  # noqa: E402
 __all__ += ["DeepMask", "DeepMaskResNet50", "SharpMask", "proposals"]

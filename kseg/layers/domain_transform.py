@@ -26,8 +26,11 @@ import math
 import keras
 from keras import ops
 
-__all__ = ["DomainTransform", "domain_transform", "domain_transform_sigmas", "domain_transform_weights"]
+__all__ = ["METHODS", "DomainTransform", "domain_transform", "domain_transform_sigmas", "domain_transform_weights"]
 
+#: ``"scan"``: keras.ops.associative_scan (Blelloch-style, O(n) work); ``"doubling"``: Hillis-Steele
+#: (O(n log n) work, log2 n dense steps, no control flow); ``"sequential"``: keras.ops.scan, one step per pixel.
+METHODS = ("scan", "doubling", "sequential")
 #: The passes of one iteration, in the authors' order: (axis, reverse).
 _PASSES = ((2, False), (2, True), (1, False), (1, True))
 
@@ -63,13 +66,39 @@ def _combine(earlier, later):
     return a1 * a2, a2 * b1 + b2
 
 
+def _shift(t, offset, axis, fill):
+    """``t`` moved ``offset`` steps forward along `axis`, the first `offset` entries set to `fill`."""
+    index = [slice(None)] * len(t.shape)
+    index[axis] = slice(0, t.shape[axis] - offset)
+    head_shape = list(t.shape)
+    head_shape[axis] = offset
+    head_shape[0] = ops.shape(t)[0] if head_shape[0] is None else head_shape[0]
+    head = ops.full(head_shape, fill, dtype=t.dtype)
+    return ops.concatenate([head, t[tuple(index)]], axis=axis)
+
+
+def _doubling_scan(a, b, axis):
+    """Hillis-Steele prefix scan of ``(a, b)``: ceil(log2 n) vectorised steps, static shapes throughout."""
+    n, offset = a.shape[axis], 1
+    while offset < n:
+        a_prev, b_prev = _shift(a, offset, axis, 1.0), _shift(b, offset, axis, 0.0)
+        a, b = _combine((a_prev, b_prev), (a, b))
+        offset *= 2
+    return b
+
+
 def _pass(x, w, axis, reverse, method):
+    shape = tuple(x.shape)
     a = ops.broadcast_to(_coefficients(w, axis, reverse), ops.shape(x))
     b = (1.0 - a) * x
     if reverse:
         a, b = ops.flip(a, axis=axis), ops.flip(b, axis=axis)
-    if method == "scan":
+    if method == "doubling":
+        y = _doubling_scan(a, b, axis)
+    elif method == "scan":
         _, y = ops.associative_scan(_combine, (a, b), axis=axis)
+        # keras' TF associative_scan interleaves through tf.cond, which loses the static rank
+        y = ops.reshape(y, (-1,) + shape[1:])
     else:
         a_t, b_t = ops.moveaxis(a, axis, 0), ops.moveaxis(b, axis, 0)
 
@@ -85,10 +114,10 @@ def _pass(x, w, axis, reverse, method):
 def domain_transform(x, edges, num_iterations=3, sigma_s=130.0, sigma_r=0.1, method="scan"):
     """Filter ``x`` (batch, H, W, C) guided by ``edges`` (batch, H, W, 1): K iterations of 4 recursive passes.
 
-    See :class:`DomainTransform`. ``method`` is ``"scan"`` (associative scan) or ``"sequential"``.
+    See :class:`DomainTransform`. ``method`` is one of :data:`METHODS`.
     """
-    if method not in ("scan", "sequential"):
-        raise ValueError(f"method must be 'scan' or 'sequential', got {method!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     edges = ops.cast(edges, x.dtype)
     for sigma_k in domain_transform_sigmas(sigma_s, num_iterations):
         w = domain_transform_weights(edges, sigma_s, sigma_r, sigma_k)
@@ -115,8 +144,9 @@ class DomainTransform(keras.layers.Layer):
         num_iterations: K (3 in the paper).
         sigma_s: spatial standard deviation in pixels of the filtered map.
         sigma_r: range standard deviation (edge strength scale).
-        method: ``"scan"`` (parallel prefix scan, default) or ``"sequential"`` (one step per pixel,
-            ``keras.ops.scan``; the reference).
+        method: ``"scan"`` (``keras.ops.associative_scan``, default), ``"doubling"`` (a
+            Hillis-Steele prefix scan: log2 n dense steps without control flow) or
+            ``"sequential"`` (``keras.ops.scan``, one step per pixel; the reference).
 
     The defaults (K = 3, sigma_s = 130, sigma_r = 0.1) are the values the DT-EdgeNet paper reports
     for its final model; they are arguments so a grid search can change them.
@@ -136,8 +166,8 @@ class DomainTransform(keras.layers.Layer):
             raise ValueError(f"num_iterations must be >= 1, got {num_iterations}")
         if float(sigma_s) <= 0 or float(sigma_r) <= 0:
             raise ValueError(f"sigma_s and sigma_r must be > 0, got {sigma_s} and {sigma_r}")
-        if method not in ("scan", "sequential"):
-            raise ValueError(f"method must be 'scan' or 'sequential', got {method!r}")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         self.num_iterations, self.sigma_s, self.sigma_r = int(num_iterations), float(sigma_s), float(sigma_r)
         self.method = method
 

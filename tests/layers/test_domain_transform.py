@@ -44,7 +44,7 @@ def test_sigma_schedule_matches_gastal_oliveira_and_sums_variances():
     assert sum(v ** 2 for v in s) == pytest.approx(130.0 ** 2)
 
 
-@pytest.mark.parametrize("method", ["scan", "sequential"])
+@pytest.mark.parametrize("method", ["scan", "doubling", "sequential"])
 def test_matches_sequential_numpy_reference(method):
     x, g = data()
     for kwargs in ({}, {"num_iterations": 1, "sigma_s": 5.0, "sigma_r": 0.5}):
@@ -76,7 +76,7 @@ def _fd_check(f, arg, eps=1e-6, n=12, seed=0):
         assert (grad * d).sum() == pytest.approx(numeric, rel=1e-5, abs=1e-8)
 
 
-@pytest.mark.parametrize("method", ["scan", "sequential"])
+@pytest.mark.parametrize("method", ["scan", "doubling", "sequential"])
 def test_gradients_wrt_input_and_edges_by_finite_differences(method):
     x, g = (v.astype("float64") for v in data((1, 5, 6, 2), seed=3))
     probe = np.random.default_rng(9).normal(size=x.shape)
@@ -101,6 +101,16 @@ def test_gradient_with_respect_to_edges_is_not_zero():
     assert np.abs(tape.gradient(loss, gv).numpy()).max() > 1e-4
 
 
+@pytest.mark.parametrize("method", ["scan", "doubling", "sequential"])
+def test_traced_graph_keeps_static_shapes(method):
+    x, g = data()
+    f = tf.function(lambda a, b: DomainTransform(method=method)([a, b]),
+                    input_signature=[tf.TensorSpec((None, 7, 9, 3)), tf.TensorSpec((None, 7, 9, 1))])
+    concrete = f.get_concrete_function()
+    assert concrete.structured_outputs.shape.as_list() == [None, 7, 9, 3]
+    np.testing.assert_allclose(f(x, g).numpy(), reference(x, g), rtol=1e-4, atol=1e-5)
+
+
 def test_layer_in_model_serializes_and_checks_shapes():
     xi, gi = keras.Input((7, 9, 3)), keras.Input((7, 9, 1))
     model = keras.Model([xi, gi], DomainTransform(num_iterations=2, sigma_s=10.0, name="dt")([xi, gi]))
@@ -110,5 +120,5 @@ def test_layer_in_model_serializes_and_checks_shapes():
     assert clone.get_layer("dt").get_config()["num_iterations"] == 2
     with pytest.raises(ValueError, match="same height and width"):
         DomainTransform()([np.zeros((1, 4, 4, 2), "float32"), np.zeros((1, 4, 5, 1), "float32")])
-    with pytest.raises(ValueError, match="method must be"):
+    with pytest.raises(ValueError, match="method must be one of"):
         DomainTransform(method="loop")
