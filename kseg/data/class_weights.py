@@ -104,7 +104,7 @@ def median_frequency_weights(pairs_or_masks, num_classes=11, ignore_label=11, in
     Example:
         >>> import numpy as np
         >>> masks = np.array([[[0, 0, 0, 1]], [[0, 0, 2, 2]]], "uint8")  # two 1x4 masks
-        >>> median_frequency_weights(masks, num_classes=3, ignore_label=None).round(3).tolist()
+        >>> [round(float(w), 3) for w in median_frequency_weights(masks, num_classes=3, ignore_label=None)]
         [0.8, 2.0, 1.0]
     """
     if int(num_classes) < 2:

@@ -103,9 +103,11 @@ def find_pairs(root, split="train"):
         if split is not None and (root / split).is_dir():
             raise DataError(f"{root / split} exists but its mask folder {root / (split + 'annot')} does not")
         what = f"'{split}/' + '{split}annot/'" if split is not None else "(no split)"
+        inner = [root / n for n in ("camvid", "CamVid") if (root / n).is_dir()]
+        hint = f" (did you mean {inner[0]}?)" if inner else ""
         raise DataError(
             f"no segmentation data found in {root}: expected the CamVid layout {what} "
-            "or the generic layout 'images/[split/]' + 'masks/[split/]'"
+            f"or the generic layout 'images/[split/]' + 'masks/[split/]'{hint}"
         )
 
     images = _listdir(image_dir, IMAGE_SUFFIXES)
