@@ -175,3 +175,16 @@ def test_download_of_a_non_zip_fails_clearly(tmp_path, monkeypatch):
     _patch_download(monkeypatch, tmp_path, bad, tmp_path / "unused.tsv")
     with pytest.raises(DataError, match="not a readable zip archive"):
         camvid.load(download=True)
+
+
+def test_download_through_real_get_file(tmp_path, monkeypatch):
+    """The real keras.utils.get_file call (its arguments, its cache folder), fed from a file:// URL."""
+    archive, table = _fake_archive(tmp_path)
+    monkeypatch.setattr(camvid, "URL", archive.as_uri())
+    monkeypatch.setattr(camvid, "CHECKSUMS", table)
+    monkeypatch.delenv("KSEG_DATA", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    root = camvid.load(tmp_path / "dest", download=True)
+    assert root == tmp_path / "dest" / "camvid"
+    assert camvid.verify(root, checksums=table) == 9
+    assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == ["camvid"]  # archive removed
