@@ -23,3 +23,5 @@ __all__ = ["AtrousSpatialPyramid", "DilatedFrontEnd", "DTEdgeNet", "ParseNet", "
 from kseg.models.deepmask import DeepMask, DeepMaskResNet50, SharpMask  # noqa: E402
 from kseg.inference.proposals import proposals  # noqa: E402
 __all__ += ["DeepMask", "DeepMaskResNet50", "SharpMask", "proposals"]
+from kseg.models.multipathnet import FastRCNN, MultiPathNet  # noqa: E402
+__all__ += ["FastRCNN", "MultiPathNet"]

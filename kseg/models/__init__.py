@@ -22,9 +22,12 @@ from kseg.models.dt_edgenet import DTEdgeNet
 from kseg.models.registry import ModelCard, cards, get, list_models, register
 from kseg.models import deepmask  # noqa: F401, E402  (registers its cards)
 from kseg.models.deepmask import DeepMask, DeepMaskResNet50, SharpMask  # noqa: E402
+from kseg.models import multipathnet  # noqa: F401, E402  (registers its card)
+from kseg.models.multipathnet import FastRCNN, MultiPathNet  # noqa: E402
 from kseg.models.segnet import SegNet, SegNetBasic
 
 list = list_models  # noqa: A001  (kseg.models.list(), as in the docs)
 
 __all__ = ["DTEdgeNet", "ParseNet", "DilatedFrontEnd", "Dilation8", "DeepLabV1", "DeepLabV2", "DeepLabV2ResNet101", "DeepLabV2VGG16", "DeconvNet", "FCN8s", "FCN8sAtOnce", "FCN16s", "FCN32s", "ModelCard", "SegNet", "SegNetBasic", "cards", "get", "list", "list_models", "register"]
 __all__ += ["DeepMask", "DeepMaskResNet50", "SharpMask"]
+__all__ += ["FastRCNN", "MultiPathNet"]
