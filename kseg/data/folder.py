@@ -412,7 +412,7 @@ def segmentation_dataset(
         sizes = validate_pairs(pairs, num_classes, ignore_label)
         if len(set(sizes)) == 1:
             static_hw = sizes[0]
-        elif crop_size is None and augment is None and batch_size > 1:
+        elif crop_size is None and getattr(augment, "crop_size", None) is None and batch_size > 1:
             (h0, w0), (i, (h1, w1)) = sizes[0], next((i, s) for i, s in enumerate(sizes) if s != sizes[0])
             raise DataError(
                 f"images differ in size ({pairs[0][0]} is {w0}x{h0}, {pairs[i][0]} is {w1}x{h1}) and cannot "

@@ -272,3 +272,24 @@ def test_validate_false_skips_the_checks(tmp_path):
     assert ds.element_spec[0].shape.as_list() == [None, None, None, 3]  # sizes not read up front
     x, y = next(iter(ds))
     assert x.shape == (1, 12, 16, 3) and int(y.numpy().max()) == 40
+
+
+def test_truncated_mask_is_named(tmp_path):
+    pairs = _one_pair(tmp_path, mask=np.random.default_rng(0).integers(0, 11, (12, 16), dtype=np.uint8))
+    data = pairs[0][1].read_bytes()
+    pairs[0][1].write_bytes(data[:-30])
+    with pytest.raises(DataError, match=r"trainannot/x\.png: truncated PNG"):
+        segmentation_dataset(pairs)
+
+
+def test_gray_and_rgba_images_read_as_rgb(tmp_path):
+    gray = _write(tmp_path / "images" / "g.png", np.full((6, 8), 77, np.uint8))
+    rgba = np.zeros((6, 8, 4), np.uint8)
+    rgba[..., :3] = (10, 20, 30)
+    rgba[..., 3] = 128
+    rgba_path = _write(tmp_path / "images" / "a.png", rgba, "RGBA")
+    mask = _write(tmp_path / "masks" / "m.png", np.zeros((6, 8), np.uint8))
+    x, _ = next(iter(segmentation_dataset([(gray, mask), (rgba_path, mask)], batch_size=2)))
+    assert x.shape == (2, 6, 8, 3)
+    assert (x.numpy()[0] == 77).all()
+    assert (x.numpy()[1] == [10, 20, 30]).all()
