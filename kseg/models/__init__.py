@@ -13,6 +13,8 @@ from kseg.models.deconvnet import DeconvNet
 from kseg.models.fcn import FCN8s, FCN8sAtOnce, FCN16s, FCN32s
 from kseg.models import deeplab  # noqa: F401  (registers its cards)
 from kseg.models.deeplab import DeepLabV1, DeepLabV2, DeepLabV2ResNet101, DeepLabV2VGG16
+from kseg.models import crf_as_rnn  # noqa: F401  (registers its card; TF-only)
+from kseg.models.crf_as_rnn import CRFasRNN
 from kseg.models import dilation  # noqa: F401  (registers its cards)
 from kseg.models.dilation import DilatedFrontEnd, Dilation8
 from kseg.models import parsenet  # noqa: F401  (registers its card)
@@ -28,6 +30,6 @@ from kseg.models.segnet import SegNet, SegNetBasic
 
 list = list_models  # noqa: A001  (kseg.models.list(), as in the docs)
 
-__all__ = ["DTEdgeNet", "ParseNet", "DilatedFrontEnd", "Dilation8", "DeepLabV1", "DeepLabV2", "DeepLabV2ResNet101", "DeepLabV2VGG16", "DeconvNet", "FCN8s", "FCN8sAtOnce", "FCN16s", "FCN32s", "ModelCard", "SegNet", "SegNetBasic", "cards", "get", "list", "list_models", "register"]
+__all__ = ["DTEdgeNet", "ParseNet", "DilatedFrontEnd", "Dilation8", "CRFasRNN", "DeepLabV1", "DeepLabV2", "DeepLabV2ResNet101", "DeepLabV2VGG16", "DeconvNet", "FCN8s", "FCN8sAtOnce", "FCN16s", "FCN32s", "ModelCard", "SegNet", "SegNetBasic", "cards", "get", "list", "list_models", "register"]
 __all__ += ["DeepMask", "DeepMaskResNet50", "SharpMask"]
 __all__ += ["FastRCNN", "MultiPathNet"]
