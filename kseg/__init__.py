@@ -16,11 +16,12 @@ from kseg.utils import count_params  # noqa: E402
 from kseg.models.dilation import DilatedFrontEnd, Dilation8  # noqa: E402
 from kseg.models.parsenet import ParseNet  # noqa: E402
 from kseg.models.dt_edgenet import DTEdgeNet  # noqa: E402
+from kseg.models.renet import ReNetClassifier, ReSeg  # noqa: E402
 from kseg.layers import AtrousSpatialPyramid  # noqa: E402
 from kseg.models.deeplab import DeepLabV1, DeepLabV2, DeepLabV2ResNet101, DeepLabV2VGG16  # noqa: E402
 from kseg.models.crf_as_rnn import CRFasRNN  # noqa: E402
 
-__all__ = ["AtrousSpatialPyramid", "CRFasRNN", "DilatedFrontEnd", "DTEdgeNet", "ParseNet", "Dilation8", "DeepLabV1", "DeepLabV2", "DeepLabV2ResNet101", "DeepLabV2VGG16", "DeconvNet", "FCN8s", "FCN8sAtOnce", "FCN16s", "FCN32s", "SegNet", "SegNetBasic", "count_params", "layers", "models"]
+__all__ = ["AtrousSpatialPyramid", "CRFasRNN", "DilatedFrontEnd", "DTEdgeNet", "ParseNet", "ReNetClassifier", "ReSeg", "Dilation8", "DeepLabV1", "DeepLabV2", "DeepLabV2ResNet101", "DeepLabV2VGG16", "DeconvNet", "FCN8s", "FCN8sAtOnce", "FCN16s", "FCN32s", "SegNet", "SegNetBasic", "count_params", "layers", "models"]
 from kseg.models.deepmask import DeepMask, DeepMaskResNet50, SharpMask  # noqa: E402
 from kseg.inference.proposals import proposals  # noqa: E402
 __all__ += ["DeepMask", "DeepMaskResNet50", "SharpMask", "proposals"]

@@ -21,6 +21,8 @@ from kseg.models import parsenet  # noqa: F401  (registers its card)
 from kseg.models.parsenet import ParseNet
 from kseg.models import dt_edgenet  # noqa: F401  (registers its card)
 from kseg.models.dt_edgenet import DTEdgeNet
+from kseg.models import renet  # noqa: F401  (registers its cards)
+from kseg.models.renet import ReNetClassifier, ReSeg
 from kseg.models.registry import ModelCard, cards, get, list_models, register
 from kseg.models import deepmask  # noqa: F401, E402  (registers its cards)
 from kseg.models.deepmask import DeepMask, DeepMaskResNet50, SharpMask  # noqa: E402
@@ -30,6 +32,6 @@ from kseg.models.segnet import SegNet, SegNetBasic
 
 list = list_models  # noqa: A001  (kseg.models.list(), as in the docs)
 
-__all__ = ["DTEdgeNet", "ParseNet", "DilatedFrontEnd", "Dilation8", "CRFasRNN", "DeepLabV1", "DeepLabV2", "DeepLabV2ResNet101", "DeepLabV2VGG16", "DeconvNet", "FCN8s", "FCN8sAtOnce", "FCN16s", "FCN32s", "ModelCard", "SegNet", "SegNetBasic", "cards", "get", "list", "list_models", "register"]
+__all__ = ["ReNetClassifier", "ReSeg", "DTEdgeNet", "ParseNet", "DilatedFrontEnd", "Dilation8", "CRFasRNN", "DeepLabV1", "DeepLabV2", "DeepLabV2ResNet101", "DeepLabV2VGG16", "DeconvNet", "FCN8s", "FCN8sAtOnce", "FCN16s", "FCN32s", "ModelCard", "SegNet", "SegNetBasic", "cards", "get", "list", "list_models", "register"]
 __all__ += ["DeepMask", "DeepMaskResNet50", "SharpMask"]
 __all__ += ["FastRCNN", "MultiPathNet"]
