@@ -13,32 +13,32 @@ import pathlib
 import numpy as np
 
 from kseg.data.errors import DataError
+from kseg.data.folder import mask_label_counts
 
 __all__ = ["class_pixel_counts", "median_frequency_weights"]
 
 
-def _iter_masks(pairs_or_masks):
-    from PIL import Image
-
+def _label_histograms(pairs_or_masks):
+    """Yield ``(name, 256-bin label counts, pixels)`` per mask (paths decoded once, cached)."""
     if isinstance(pairs_or_masks, np.ndarray) and pairs_or_masks.ndim in (2, 3) and pairs_or_masks.dtype != object:
-        masks = pairs_or_masks[None] if pairs_or_masks.ndim == 2 else pairs_or_masks
-        yield from ((None, m) for m in masks)
-        return
+        pairs_or_masks = pairs_or_masks[None] if pairs_or_masks.ndim == 2 else pairs_or_masks
     for item in pairs_or_masks:
-        if isinstance(item, np.ndarray):
-            yield None, item
+        if isinstance(item, (str, pathlib.Path, tuple, list)):
+            path = pathlib.Path(item[1] if isinstance(item, (tuple, list)) else item)
+            counts, pixels = mask_label_counts(path)
+            yield path, counts, pixels
             continue
-        path = item[1] if isinstance(item, (tuple, list)) else item
-        path = pathlib.Path(path)
-        try:
-            with Image.open(path) as im:
-                if im.mode not in ("L", "P"):
-                    raise DataError(f"{path}: mask has mode {im.mode!r}, expected a single-channel 8-bit PNG")
-                yield path, np.asarray(im)
-        except DataError:
-            raise
-        except Exception as err:
-            raise DataError(f"{path}: cannot decode mask ({err})") from None
+        mask = np.asarray(item)
+        if mask.ndim == 3 and mask.shape[-1] == 1:
+            mask = mask[..., 0]
+        if mask.ndim != 2:
+            raise DataError(f"mask array: expected a (H, W) mask, got shape {mask.shape}")
+        flat = mask.ravel()
+        if flat.dtype != np.uint8:
+            if flat.size and flat.min() < 0:
+                raise DataError(f"mask array: negative label {int(flat.min())}")
+            flat = flat.astype(np.int64)
+        yield "mask array", np.bincount(flat), flat.size
 
 
 def class_pixel_counts(pairs_or_masks, num_classes=11, ignore_label=11):
@@ -55,27 +55,16 @@ def class_pixel_counts(pairs_or_masks, num_classes=11, ignore_label=11):
     n = max(int(num_classes), 0 if ignore_label is None else int(ignore_label) + 1)
     label_pixels = np.zeros(n, np.int64)
     present_pixels = np.zeros(n, np.int64)
-    for path, mask in _iter_masks(pairs_or_masks):
-        mask = np.asarray(mask)
-        if mask.ndim == 3 and mask.shape[-1] == 1:
-            mask = mask[..., 0]
-        if mask.ndim != 2:
-            raise DataError(f"{path or 'mask array'}: expected a (H, W) mask, got shape {mask.shape}")
-        flat = mask.ravel()
-        if flat.dtype != np.uint8:
-            if flat.size and flat.min() < 0:
-                raise DataError(f"{path or 'mask array'}: negative label {int(flat.min())}")
-            flat = flat.astype(np.int64)
-        counts = np.bincount(flat, minlength=n)
+    for name, counts, pixels in _label_histograms(pairs_or_masks):
         bad = [int(v) for v in np.flatnonzero(counts) if v >= num_classes and v != ignore_label]
         if bad:
             raise DataError(
-                f"{path or 'mask array'}: label values {bad} are outside the {num_classes} classes "
+                f"{name}: label values {bad} are outside the {num_classes} classes "
                 f"0..{num_classes - 1} and are not the ignore label {ignore_label}"
             )
-        counts = counts[:n]
+        counts = np.pad(counts, (0, max(0, n - len(counts))))[:n]
         label_pixels += counts
-        present_pixels += np.where(counts > 0, flat.size, 0)
+        present_pixels += np.where(counts > 0, pixels, 0)
     return label_pixels, present_pixels
 
 

@@ -236,17 +236,43 @@ def _file_key(path):
     return (str(path), st.st_size, st.st_mtime_ns)
 
 
-def _check_mask_values(path, num_classes, ignore_label):
+# Label histograms of decoded masks, keyed like _CACHE: validation and class weighting decode
+# each mask once between them.
+_MASK_COUNTS = {}
+
+
+def mask_label_counts(path):
+    """``(counts, pixels)`` of an 8-bit single-channel mask PNG: a 256-bin label histogram (cached).
+
+    Raises:
+        DataError: naming the file when it cannot be decoded or is not 8-bit single-channel.
+    """
     from PIL import Image
 
+    path = pathlib.Path(path)
+    try:
+        key = _file_key(path)
+    except OSError as err:
+        raise DataError(f"{path}: cannot read file ({err.strerror})") from None
+    if key in _MASK_COUNTS:
+        return _MASK_COUNTS[key]
     try:
         with Image.open(path) as im:
-            values = np.asarray(im)
+            mode = im.mode
+            values = np.asarray(im) if mode == "L" else None
     except Exception as err:  # PIL raises many types for corrupt data
         raise DataError(f"{path}: cannot decode mask ({err})") from None
-    counts = np.bincount(values.ravel(), minlength=256)
-    present = np.flatnonzero(counts)
-    bad = [int(v) for v in present if v >= num_classes and v != ignore_label]
+    if values is None:
+        what = "palette ('P')" if mode == "P" else repr(mode)
+        raise DataError(f"{path}: mask has mode {what}, expected a single-channel 8-bit PNG of class ids")
+    result = (np.bincount(values.ravel(), minlength=256), int(values.size))
+    _MASK_COUNTS[key] = result
+    return result
+
+
+def _check_mask_values(path, num_classes, ignore_label):
+    counts, _ = mask_label_counts(path)
+    bad = [int(v) for v in np.flatnonzero(counts) if v >= num_classes and v != ignore_label]
     if bad:
         raise DataError(
             f"{path}: label values {bad} (in {int(counts[bad].sum())} pixels) are outside the "
