@@ -27,3 +27,5 @@ from kseg.inference.proposals import proposals  # noqa: E402
 __all__ += ["DeepMask", "DeepMaskResNet50", "SharpMask", "proposals"]
 from kseg.models.multipathnet import FastRCNN, MultiPathNet  # noqa: E402
 __all__ += ["FastRCNN", "MultiPathNet"]
+from kseg.models.ion import ION  # noqa: E402
+__all__ += ["ION"]

@@ -30,3 +30,5 @@ __all__ = [
     "MaxPoolingWithArgmax2D",
     "MaxUnpooling2D",
 ]
+from kseg.layers.irnn import IRNN2D  # noqa: E402
+__all__ += ["IRNN2D"]

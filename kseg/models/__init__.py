@@ -35,3 +35,6 @@ list = list_models  # noqa: A001  (kseg.models.list(), as in the docs)
 __all__ = ["ReNetClassifier", "ReSeg", "DTEdgeNet", "ParseNet", "DilatedFrontEnd", "Dilation8", "CRFasRNN", "DeepLabV1", "DeepLabV2", "DeepLabV2ResNet101", "DeepLabV2VGG16", "DeconvNet", "FCN8s", "FCN8sAtOnce", "FCN16s", "FCN32s", "ModelCard", "SegNet", "SegNetBasic", "cards", "get", "list", "list_models", "register"]
 __all__ += ["DeepMask", "DeepMaskResNet50", "SharpMask"]
 __all__ += ["FastRCNN", "MultiPathNet"]
+from kseg.models import ion  # noqa: F401, E402  (registers its card)
+from kseg.models.ion import ION  # noqa: E402
+__all__ += ["ION"]
