@@ -6,6 +6,7 @@ One command per measurement (run heavy ones under the shared lock)::
     flock /tmp/kseg-heavy.lock python benchmarks/proposals.py train --steps 60 --width 0.25
     flock /tmp/kseg-heavy.lock python benchmarks/proposals.py time
     python benchmarks/proposals.py params
+    flock /tmp/kseg-heavy.lock python benchmarks/proposals.py detect --steps 100
 
 ``train``: DeepMask (ResNet-50 trunk, released geometry: 192 window, 160 patch, 112 labels) for
 ``steps``; then, from that DeepMask, (a) SharpMask's refinement for ``steps`` more with the
@@ -108,6 +109,84 @@ def timing(args):
         print(f"| {name} | {kseg.count_params(model):,} | {(time.time() - t0) / len(images):.2f} |", flush=True)
 
 
+def _jittered_boxes(inst, img_id, rng, n=100):
+    """Oracle-free stand-in proposals: ground-truth boxes jittered (IoU spread 0..1) plus random boxes."""
+    info = inst.image_info(img_id)
+    h, w = info["height"], info["width"]
+    gt = inst.instances(img_id)["boxes"]
+    out = []
+    for _ in range(n):
+        if len(gt) and rng.uniform() < 0.5:
+            y1, x1, y2, x2 = gt[rng.integers(len(gt))]
+            bh, bw = y2 - y1, x2 - x1
+            d = rng.normal(scale=0.2, size=4) * [bh, bw, bh, bw]
+            out.append([y1 + d[0], x1 + d[1], y2 + d[2], x2 + d[3]])
+        else:
+            cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+            s = rng.uniform(16, max(h, w))
+            out.append([cy - s / 2, cx - s / 2, cy + s / 2, cx + s / 2])
+    b = np.clip(np.array(out, np.float32), 0, [h, w, h, w])
+    ok = (b[:, 2] - b[:, 0] > 2) & (b[:, 3] - b[:, 1] > 2)
+    return b[ok]
+
+
+def detection(args):
+    """MultiPathNet vs ION vs plain Fast R-CNN, same steps, over the same proposals."""
+    from kseg.evaluation.coco_eval import detection_ap
+    from kseg.inference.detection import detect, detection_dataset, train_detector
+    from kseg.models.ion import ION
+    from kseg.models.multipathnet import FastRCNN, MultiPathNet
+
+    train_set = load_coco(DATA / "annotations" / "instances_train2017.json")
+    val = load_coco(DATA / "annotations" / "instances_val2017.json")
+    val_ids = val.image_ids[:args.limit] if args.limit else val.image_ids
+    rng = np.random.default_rng(0)
+    t0 = time.time()
+    if args.proposals == "jittered":
+        props_train = {i: _jittered_boxes(train_set, i, rng) for i in train_set.image_ids}
+        props_val = {i: {"boxes": _jittered_boxes(val, i, rng)} for i in val_ids}
+    else:
+        pm = keras.models.load_model(args.proposals, safe_mode=True)
+        fc = FullyConvolutionalDeepMask(pm)
+
+        def run(inst, ids):
+            return {i: proposals(pm, inst.load_image(i), scales=DEFAULT_SCALES[::2], max_proposals=100,
+                                 fully_convolutional=fc) for i in ids}
+
+        props_train = {i: p["boxes"] for i, p in run(train_set, train_set.image_ids).items()}
+        props_val = run(val, val_ids)
+    print(f"proposals ready ({time.time() - t0:.0f}s)", flush=True)
+    small = dict(num_classes=train_set.num_classes, num_rois=args.rois, fc_units=args.fc, width_multiplier=args.width)
+    builders = [("Fast R-CNN (conv5 ROI pool, 1 loss)", lambda: FastRCNN(**small)),
+                ("MultiPathNet (foveal + skips + integral)", lambda: MultiPathNet(**small)),
+                ("ION (skip pooling + 2 IRNN)", lambda: ION(**small))]
+    rows = []
+    for name, build in builders:
+        keras.utils.set_random_seed(0)
+        model = build()
+        ds = detection_dataset(train_set, props_train, num_rois=args.rois, short_side=args.short_side,
+                               max_side=int(args.short_side * 5 / 3), seed=0)
+        h = train_detector(model, ds, args.steps, learning_rate=args.lr, log_every=25)
+        res = {}
+        for i in val_ids:
+            p = props_val[i]
+            res[i] = detect(model, val.load_image(i), p["boxes"], p.get("masks"), short_side=args.short_side,
+                            max_side=int(args.short_side * 5 / 3))
+        box = detection_ap(val, res, "bbox")
+        row = {"box AP": box["AP"], "box AP50": box["AP50"], "train s": h[-1]["seconds"], "last loss": h[-1]["loss"]}
+        if args.proposals != "jittered":
+            row["mask AP"] = detection_ap(val, res, "segm")["AP"]
+        rows.append((f"{name} [{kseg.count_params(model):,} params]", row))
+        print(name, row, flush=True)
+    keys = list(rows[0][1])
+    print(f"\ncoco_tiny: train2017 {args.steps} steps x 1 image x {args.rois} ROIs, short side {args.short_side}, "
+          f"width x{args.width}, fc {args.fc}; val2017 {len(val_ids)} images; proposals: {args.proposals}")
+    print("| model | " + " | ".join(keys) + " |")
+    print("|---|" + "---|" * len(keys))
+    for name, r in rows:
+        print(f"| {name} | " + " | ".join(f"{r[k]:.4f}" for k in keys) + " |")
+
+
 def params(_):
     print("| model | kseg count_params | authors' arithmetic |")
     print("|---|---|---|")
@@ -134,8 +213,17 @@ def main(argv=None):
     tm.add_argument("--images", type=int, default=3)
     tm.add_argument("--max-proposals", type=int, default=100)
     sub.add_parser("params")
+    d = sub.add_parser("detect")
+    d.add_argument("--proposals", default="jittered", help="'jittered' or a DeepMask/SharpMask .keras file")
+    d.add_argument("--steps", type=int, default=100)
+    d.add_argument("--rois", type=int, default=32)
+    d.add_argument("--short-side", type=int, default=320)
+    d.add_argument("--width", type=float, default=0.25)
+    d.add_argument("--fc", type=int, default=512)
+    d.add_argument("--lr", type=float, default=1e-3)
+    d.add_argument("--limit", type=int, default=None)
     args = p.parse_args(argv)
-    {"train": train, "time": timing, "params": params}[args.cmd](args)
+    {"train": train, "time": timing, "params": params, "detect": detection}[args.cmd](args)
 
 
 if __name__ == "__main__":
