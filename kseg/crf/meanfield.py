@@ -92,15 +92,14 @@ class CRFFilters:
         return self._apply(1, q)
 
 
-def build_filters(image, theta_alpha, theta_beta, theta_gamma, normalization="after"):
+def build_filters(image, theta_alpha, theta_beta, theta_gamma, normalization="after", jit_compile=False):
     """Builds both lattices of a (B, H, W, 3) image batch once; returns a :class:`CRFFilters`."""
     for name, val in (("theta_alpha", theta_alpha), ("theta_beta", theta_beta), ("theta_gamma", theta_gamma)):
         if not float(val) > 0:
             raise ValueError(f"{name} must be > 0, got {val}")
     image = tf.stop_gradient(tf.cast(image, tf.float32))
     bil, spa, group = pixel_features(image, theta_alpha, theta_beta, theta_gamma)
-    num = tf.shape(image)[0]
-    return CRFFilters(build_lattice(bil, group, num), build_lattice(spa, group, num), normalization)
+    return CRFFilters(build_lattice(bil, group, jit_compile), build_lattice(spa, group, jit_compile), normalization)
 
 
 def mean_field(unary_logits, messages, num_iterations, compatibility=None):
@@ -143,6 +142,7 @@ def dense_crf(
     compatibility=None,
     unary_is="logits",
     normalization="after",
+    jit_compile=False,
 ):
     """Fully connected CRF mean-field inference (Krähenbühl & Koltun 2011) from stock TF ops.
 
@@ -175,6 +175,8 @@ def dense_crf(
             (energy = -log p, clipped at 1e-8).
         normalization: ``"after"`` (per-pixel ``1 / sum_j k``, Krähenbühl's 2011 code as used by
             DeepLab and CRF-as-RNN), ``"symmetric"`` (pydensecrf's default) or ``"none"``.
+        jit_compile: compile the point-wise part of lattice construction with XLA (faster on CPU;
+            the graph then needs XLA's JIT kernels wherever it is served).
 
     Returns:
         Q: marginals, float32, same shape as ``unary``.
@@ -209,7 +211,7 @@ def dense_crf(
     logits = tf.reshape(unary, [-1, shape[-1]])
     if unary_is == "probabilities":
         logits = tf.math.log(tf.maximum(logits, 1e-8))
-    filters = build_filters(image, theta_alpha, theta_beta, theta_gamma, normalization)
+    filters = build_filters(image, theta_alpha, theta_beta, theta_gamma, normalization, jit_compile)
     compat = None if compatibility is None else tf.convert_to_tensor(compatibility, tf.float32)
     messages = [(filters.bilateral, float(bilateral_weight)), (filters.spatial, float(spatial_weight))]
     q = mean_field(logits, messages, num_iterations, compat)
