@@ -59,7 +59,8 @@ def _pairs(patch_sizes, n):
     )
 )
 def ReNetClassifier(num_classes=10, input_shape=(32, 32, 3), input_tensor=None, renet_units=(320, 320, 320),
-                    patch_sizes=(2, 2, 2), fc_units=(4096,), cell="gru", dropout=0.0, name="renet_classifier"):
+                    patch_sizes=(2, 2, 2), fc_units=(4096,), cell="gru", dropout=0.0, width=1.0,
+                    name="renet_classifier"):
     """The ReNet image classifier (Visin et al. 2015, Sec. 3, Table 1).
 
     Args:
@@ -72,6 +73,7 @@ def ReNetClassifier(num_classes=10, input_shape=(32, 32, 3), input_tensor=None, 
         fc_units: widths of the ReLU fully connected layers (CIFAR-10/SVHN: 4096; MNIST: 4096, 4096).
         cell: ``"gru"`` (the paper), ``"lstm"`` or ``"rnn"``.
         dropout: dropout rate before each fully connected layer (0 = none).
+        width: multiplier of every ReNet and fully connected width (1.0 = the paper; small for tests).
         name: model name.
 
     Returns:
@@ -86,16 +88,18 @@ def ReNetClassifier(num_classes=10, input_shape=(32, 32, 3), input_tensor=None, 
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     if input_tensor is None and (input_shape is None or len(input_shape) != 3 or input_shape[-1] != 3):
         raise ValueError(f"input_shape must be (height, width, 3), got {input_shape}")
+    if not float(width) > 0:
+        raise ValueError(f"width must be > 0, got {width}")
     patches = _pairs(patch_sizes, len(renet_units))
     inputs = input_tensor if input_tensor is not None else keras.Input(shape=input_shape, name="image")
     x = ImageNormalization("unit", name="preprocess")(inputs)
     for i, (units, patch) in enumerate(zip(renet_units, patches), start=1):
-        x = ReNet2D(patch, units, cell=cell, name=f"renet{i}")(x)
+        x = ReNet2D(patch, scale_width(units, width), cell=cell, name=f"renet{i}")(x)
     x = layers.Flatten(name="flatten")(x)
     for i, units in enumerate(fc_units, start=1):
         if dropout:
             x = layers.Dropout(dropout, name=f"drop{i}")(x)
-        x = layers.Dense(units, activation="relu", name=f"fc{i}")(x)
+        x = layers.Dense(scale_width(units, width), activation="relu", name=f"fc{i}")(x)
     outputs = layers.Dense(num_classes, name="score")(x)
     return keras.Model(inputs, outputs, name=name)
 
@@ -140,7 +144,8 @@ def ReSeg(num_classes=11, input_shape=(360, 480, 3), input_tensor=None, encoder_
             undo the total stride (VGG pooling x ReNet patches).
         upsample_kernel: kernel size of the transposed convolutions.
         cell: ``"gru"`` (the paper), ``"lstm"`` or ``"rnn"``.
-        width: channel multiplier of the VGG16 layers (1.0 = VGG16; small for fast tests).
+        width: multiplier of every width (VGG16 convs, ReNet units, upsampling filters; 1.0 = the
+            paper; small for fast tests).
         name: model name.
 
     Returns:
@@ -177,9 +182,9 @@ def ReSeg(num_classes=11, input_shape=(360, 480, 3), input_tensor=None, encoder_
         if b < int(vgg_blocks):
             x = layers.MaxPooling2D(2, 2, name=f"pool{b}")(x)
     for i, (units, patch) in enumerate(zip(renet_units, patches), start=1):
-        x = ReNet2D(patch, units, cell=cell, name=f"renet{i}")(x)
+        x = ReNet2D(patch, scale_width(units, width), cell=cell, name=f"renet{i}")(x)
     for i, filters in enumerate(upsample_filters, start=1):
-        x = layers.Conv2DTranspose(filters, upsample_kernel, strides=2, padding="same", activation="relu",
+        x = layers.Conv2DTranspose(scale_width(filters, width), upsample_kernel, strides=2, padding="same", activation="relu",
                                    name=f"upsample{i}")(x)
     outputs = layers.Conv2D(num_classes, 1, name="score")(x)
     model = keras.Model(inputs, outputs, name=name)

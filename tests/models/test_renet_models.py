@@ -37,6 +37,9 @@ def test_renet_classifier_parameters_against_table1():
     assert kseg.models.get("renet_classifier").num_params == renet_cifar10(gru_keras)
     # the papers' GRUs have one bias per gate: 12 GRUs x 3 x 320 fewer parameters
     assert renet_cifar10(gru_keras) - renet_cifar10(gru_paper) == 12 * 3 * 320
+    small = kseg.ReNetClassifier(width=1 / 16)
+    assert small.get_layer("renet1").output.shape == (None, 16, 16, 40)
+    assert small.get_layer("fc1").units == 256
 
 
 def reseg_params(c=11, gru=gru_keras):
@@ -57,7 +60,7 @@ def test_reseg_shapes_and_global_context():
     model = kseg.ReSeg(num_classes=3, input_shape=(16, 24, 3), renet_units=(4, 4), patch_sizes=((2, 2), (1, 1)),
                        upsample_filters=(4, 4, 4), width=1 / 16)
     assert model.output_shape == (None, 16, 24, 3)
-    assert model.get_layer("renet1").output.shape == (None, 2, 3, 8)
+    assert model.get_layer("renet1").output.shape == (None, 2, 3, 2)  # width 1/16 of 4 units, rounded
     x = np.random.default_rng(0).uniform(0, 255, (1, 16, 24, 3)).astype("float32")
     x2 = x.copy()
     x2[:, :2, :2] = 0.0
