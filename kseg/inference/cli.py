@@ -1,0 +1,300 @@
+"""``kseg train | evaluate | predict`` for the proposal and detection models (COCO-format data).
+
+:func:`dispatch` is called by ``kseg.cli.main`` first; it handles the command when the model is a
+``task="proposals"`` / ``"detection"`` card (``--model NAME``) or a ``.keras`` file holding one
+(``--model-path``), and returns ``None`` otherwise (the semantic CLI then runs)::
+
+    kseg train --model deepmask_resnet50 --data coco_tiny --steps 200 --out runs/deepmask
+    kseg train --model sharpmask --deepmask runs/deepmask/model.keras --data coco_tiny --steps 200
+    kseg evaluate --model-path runs/deepmask/model.keras --data coco_tiny        # AR@10/100/1000
+    kseg train --model multipathnet --data coco_tiny --proposal-model runs/deepmask/model.keras
+    kseg evaluate --model-path runs/multipathnet/model.keras --data coco_tiny --proposal-model ...
+    kseg predict --model-path runs/deepmask/model.keras img.jpg --out pred/      # masks drawn on the image
+"""
+
+import argparse
+import json
+import pathlib
+import sys
+import zipfile
+
+import numpy as np
+
+__all__ = ["dispatch", "instance_task", "build_parser"]
+
+_TASKS = ("proposals", "detection")
+
+
+def _model_arg(text):
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def instance_task(model=None, model_path=None):
+    """``"proposals"`` / ``"detection"`` for a registry name or a ``.keras`` file, else ``None``."""
+    if model is not None:
+        from kseg import models
+
+        try:
+            task = models.get(model).task
+        except ValueError:
+            return None
+        return task if task in _TASKS else None
+    if model_path is not None and str(model_path).endswith(".keras") and pathlib.Path(model_path).is_file():
+        try:
+            with zipfile.ZipFile(model_path) as z:
+                cfg = z.read("config.json").decode()
+        except (zipfile.BadZipFile, KeyError):
+            return None
+        if '"rois"' in cfg and '"bbox_pred"' in cfg:
+            return "detection"
+        if '"score"' in cfg and ('"mask_fc"' in cfg or '"refine0"' in cfg):
+            return "proposals"
+    return None
+
+
+def _split_paths(root, split):
+    root = pathlib.Path(root)
+    ann = root / "annotations" / f"instances_{split}.json"
+    if not ann.is_file():
+        raise FileNotFoundError(f"no COCO annotations at {ann} (expected COCO's layout: annotations/, {split}/)")
+    return ann, root / split
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="kseg", description="proposal / detection tasks on COCO-format data")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--model", required=True)
+    t.add_argument("--data", required=True, help="COCO-layout folder (annotations/instances_SPLIT.json, SPLIT/)")
+    t.add_argument("--split", default="train2017")
+    t.add_argument("--steps", type=int, default=200)
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--model-arg", type=_model_arg, action="append", default=[], metavar="KEY=VALUE")
+    t.add_argument("--deepmask", default=None, help="SharpMask stage two: the trained DeepMask .keras")
+    t.add_argument("--proposal-model", default=None, help="detection: DeepMask/SharpMask .keras for proposals "
+                                                             "(default: jittered ground truth + random boxes)")
+    t.add_argument("--num-rois", type=int, default=64)
+    t.add_argument("--short-side", type=int, default=600)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", default=None)
+    e = sub.add_parser("evaluate")
+    e.add_argument("--model-path", required=True)
+    e.add_argument("--data", required=True)
+    e.add_argument("--split", default="val2017")
+    e.add_argument("--max-proposals", type=int, default=1000)
+    e.add_argument("--proposal-model", default=None)
+    e.add_argument("--short-side", type=int, default=600)
+    e.add_argument("--limit", type=int, default=None, help="first N images only")
+    e.add_argument("--json", default=None)
+    pr = sub.add_parser("predict")
+    pr.add_argument("--model-path", required=True)
+    pr.add_argument("images", nargs="+")
+    pr.add_argument("--out", required=True)
+    pr.add_argument("--top", type=int, default=10, help="proposals/detections drawn")
+    pr.add_argument("--proposal-model", default=None)
+    pr.add_argument("--short-side", type=int, default=600)
+    return p
+
+
+def _jittered(inst, rng, n=200):
+    out = {}
+    for img_id in inst.image_ids:
+        info = inst.image_info(img_id)
+        h, w = info["height"], info["width"]
+        gt = inst.instances(img_id)["boxes"]
+        boxes = []
+        for _ in range(n):
+            if len(gt) and rng.uniform() < 0.5:
+                y1, x1, y2, x2 = gt[rng.integers(len(gt))]
+                d = rng.normal(scale=0.2, size=4) * [y2 - y1, x2 - x1, y2 - y1, x2 - x1]
+                boxes.append([y1 + d[0], x1 + d[1], y2 + d[2], x2 + d[3]])
+            else:
+                cy, cx, s = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(16, max(h, w))
+                boxes.append([cy - s / 2, cx - s / 2, cy + s / 2, cx + s / 2])
+        b = np.clip(np.array(boxes, np.float32), 0, [h, w, h, w])
+        out[img_id] = b[(b[:, 2] - b[:, 0] > 2) & (b[:, 3] - b[:, 1] > 2)]
+    return out
+
+
+def _proposals_for(inst, path, ids, max_proposals=100):
+    import keras
+
+    from kseg.inference.proposals import FullyConvolutionalDeepMask, proposals
+
+    pm = keras.models.load_model(path, safe_mode=True)
+    fc = FullyConvolutionalDeepMask(pm)
+    return {i: proposals(pm, inst.load_image(i), max_proposals=max_proposals, fully_convolutional=fc) for i in ids}
+
+
+def _train(args):
+    import keras
+
+    from kseg import models
+    from kseg.data.coco import load_coco
+
+    ann, img_dir = _split_paths(args.data, args.split)
+    inst = load_coco(ann, img_dir)
+    card = models.get(args.model)
+    kwargs = dict(args.model_arg)
+    out = pathlib.Path(args.out or f"runs/{card.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(args.seed)
+    if card.task == "proposals":
+        from kseg.data.instances import DEEPMASK_PAPER, DEEPMASK_RELEASED, SHARPMASK_RELEASED, PatchConfig, \
+            deepmask_dataset
+        from kseg.inference.proposals import proposal_config, train_proposal_model
+
+        if args.deepmask:
+            kwargs["deepmask"] = keras.models.load_model(args.deepmask, safe_mode=True)
+        model = card.build(**kwargs)
+        cfg = proposal_config(model)
+        base = SHARPMASK_RELEASED if cfg["refine"] else (DEEPMASK_RELEASED if cfg["context"] else DEEPMASK_PAPER)
+        patch = PatchConfig(input_size=cfg["input_size"], context=cfg["context"],
+                            object_size=-(-cfg["input_size"] * 128 // 224), label_size=cfg["output_size"],
+                            shift=base.shift, scale=base.scale)
+        ds = deepmask_dataset(inst, patch, args.batch_size, mask_freq=1.0 if cfg["refine"] else 0.5, seed=args.seed)
+        hist = train_proposal_model(model, ds, args.steps, learning_rate=args.lr, log_every=max(1, args.steps // 10))
+    else:
+        from kseg.inference.detection import detection_dataset, train_detector
+
+        kwargs.setdefault("num_classes", inst.num_classes)
+        kwargs.setdefault("num_rois", args.num_rois)
+        model = card.build(**kwargs)
+        if args.proposal_model:
+            props = {i: p["boxes"] for i, p in _proposals_for(inst, args.proposal_model, inst.image_ids).items()}
+        else:
+            props = _jittered(inst, np.random.default_rng(args.seed))
+        ds = detection_dataset(inst, props, num_rois=kwargs["num_rois"], short_side=args.short_side,
+                               max_side=int(args.short_side * 5 / 3), seed=args.seed,
+                               segmentation="seg" in {layer.name for layer in model.layers})
+        hist = train_detector(model, ds, args.steps, learning_rate=args.lr, log_every=max(1, args.steps // 10))
+    model.save(out / "model.keras")
+    (out / "history.json").write_text(json.dumps(hist))
+    print(f"saved {out / 'model.keras'} (last loss {hist[-1]['loss']:.4f})")
+
+
+def _evaluate(args, task):
+    import keras
+
+    from kseg.data.coco import load_coco
+    from kseg.evaluation.coco_eval import detection_ap, proposal_recall
+
+    ann, img_dir = _split_paths(args.data, args.split)
+    inst = load_coco(ann, img_dir)
+    ids = inst.image_ids[: args.limit] if args.limit else inst.image_ids
+    if task == "proposals":
+        res = _proposals_for(inst, args.model_path, ids, args.max_proposals)
+        ks = tuple(k for k in (10, 100, 1000) if k <= args.max_proposals) or (args.max_proposals,)
+        out = {f"mask {k}": v for k, v in proposal_recall(inst, res, ks, "segm").items()}
+        out.update({f"box {k}": v for k, v in proposal_recall(inst, res, ks, "bbox").items()})
+    else:
+        from kseg.inference.detection import detect
+
+        if not args.proposal_model:
+            raise ValueError("evaluating a detector needs --proposal-model (a DeepMask/SharpMask .keras)")
+        model = keras.models.load_model(args.model_path, safe_mode=True)
+        props = _proposals_for(inst, args.proposal_model, ids)
+        res = {i: detect(model, inst.load_image(i), props[i]["boxes"], props[i]["masks"], short_side=args.short_side)
+               for i in ids}
+        out = {f"box {k}": v for k, v in detection_ap(inst, res, "bbox").items()}
+        out.update({f"mask {k}": v for k, v in detection_ap(inst, res, "segm").items()})
+    for k, v in out.items():
+        print(f"{k:<24} {v:.4f}")
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(out, indent=1))
+
+
+def draw(image, masks, boxes, labels=None, scores=None, alpha=0.45):
+    """RGB uint8 image with each mask tinted and its box outlined (PIL)."""
+    from PIL import Image, ImageDraw
+
+    from kseg.viz import generic_palette
+
+    img = np.asarray(image, np.float32).copy()
+    colors = np.asarray(generic_palette(max(len(boxes), 1) + 1), np.float32)[1:]
+    for k, m in enumerate(masks):
+        sel = np.asarray(m) > 0
+        img[sel] = (1 - alpha) * img[sel] + alpha * colors[k % len(colors)]
+    pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+    d = ImageDraw.Draw(pil)
+    for k, (y1, x1, y2, x2) in enumerate(np.asarray(boxes)):
+        c = tuple(int(v) for v in colors[k % len(colors)])
+        d.rectangle([float(x1), float(y1), float(x2), float(y2)], outline=c, width=2)
+        text = "" if labels is None else str(int(labels[k]))
+        if scores is not None:
+            text = f"{text} {float(scores[k]):.2f}".strip()
+        if text:
+            d.text((float(x1) + 2, float(y1) + 1), text, fill=c)
+    return pil
+
+
+def _predict(args, task):
+    import keras
+    from PIL import Image
+
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from kseg.inference.proposals import FullyConvolutionalDeepMask, proposals
+
+    model = keras.models.load_model(args.model_path, safe_mode=True)
+    if task == "detection":
+        if not args.proposal_model:
+            raise ValueError("predicting with a detector needs --proposal-model (a DeepMask/SharpMask .keras)")
+        pm = keras.models.load_model(args.proposal_model, safe_mode=True)
+    else:
+        pm = model
+    fc = FullyConvolutionalDeepMask(pm)
+    for path in args.images:
+        with Image.open(path) as im:
+            image = np.asarray(im.convert("RGB"), np.float32)
+        props = proposals(pm, image, max_proposals=max(args.top, 100), fully_convolutional=fc)
+        if task == "detection":
+            from kseg.inference.detection import detect
+
+            res = detect(model, image, props["boxes"], props["masks"], short_side=args.short_side)
+            labels = res["labels"][: args.top]
+        else:
+            res, labels = props, None
+        pil = draw(image, res["masks"][: args.top], res["boxes"][: args.top], labels, res["scores"][: args.top])
+        target = out / (pathlib.Path(path).stem + f"_{task}.png")
+        pil.save(target)
+        print(f"wrote {target}")
+
+
+def dispatch(argv=None):
+    """Run ``train|evaluate|predict`` for proposal/detection models; ``None`` for anything else."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("train", "evaluate", "predict"):
+        return None
+
+    def value(flag):
+        for i, a in enumerate(argv):
+            if a == flag and i + 1 < len(argv):
+                return argv[i + 1]
+            if a.startswith(flag + "="):
+                return a.split("=", 1)[1]
+        return None
+
+    task = instance_task(model=value("--model")) if argv[0] == "train" else instance_task(
+        model_path=value("--model-path"))
+    if task is None:
+        return None
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            _train(args)
+        elif args.command == "evaluate":
+            _evaluate(args, task)
+        else:
+            _predict(args, task)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"kseg {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
