@@ -20,7 +20,7 @@ import tensorflow as tf
 from kseg.data.instances import detector_samples
 from kseg.ops.boxes import decode_boxes, encode_boxes
 
-__all__ = ["detection_dataset", "detection_loss", "train_detector", "detect", "resize_for_detection",
+__all__ = ["detection_dataset", "detection_loss", "train_detector", "detect", "resize_for_detection", "export_detector",
            "heads_of"]
 
 
@@ -202,3 +202,53 @@ def detect(model, image, boxes, masks=None, short_side=600, max_side=1000, score
     if masks is not None:
         res["masks"] = np.asarray(masks)[i[top]]
     return res
+
+
+def export_detector(detector, proposal_model, path, short_side=600, max_side=1000, scales=None,
+                    nms_threshold=0.3, max_detections=100):
+    """SavedModel of the whole pipeline: ``serving_default(image (H, W, 3)) -> boxes, scores, labels, masks``.
+
+    Proposals come from `proposal_model` (DeepMask/SharpMask, the detector's ``num_rois`` best),
+    the detector scores and refines them; in the exported graph each proposal keeps its best
+    class and one class-agnostic NMS (`nms_threshold`) ranks them (``detect`` runs per-class NMS).
+    """
+    from kseg.inference.proposals import DEFAULT_SCALES, FullyConvolutionalDeepMask, _proposals_tf
+
+    scales = tuple(scales or DEFAULT_SCALES)
+    fc = FullyConvolutionalDeepMask(proposal_model)
+    for attr in ("mask_conv", "lowrank", "trunk_conv", "trunk_fc", "score", "mask_fc"):
+        if getattr(fc, attr, None) is not None:
+            setattr(fc, attr, tuple(tf.Variable(a, trainable=False) for a in getattr(fc, attr)))
+    fc.score_fcs = [tuple(tf.Variable(a, trainable=False) for a in wb) for wb in fc.score_fcs]
+    num_rois = int(detector.inputs[1].shape[1]) if isinstance(detector.inputs, list) else int(
+        detector.input["rois"].shape[1])
+    module = tf.Module()
+    module.detector, module.proposal_model, module.trunk = detector, proposal_model, fc.trunk
+    module.heads = [fc.score_fcs] + [getattr(fc, a) for a in ("mask_conv", "lowrank", "trunk_conv", "trunk_fc",
+                                                               "score", "mask_fc") if getattr(fc, a, None) is not None]
+
+    @tf.function(input_signature=[tf.TensorSpec((None, None, 3), tf.float32, name="image")])
+    def serve(image):
+        boxes, _, masks = _proposals_tf(fc, proposal_model, image, scales, num_rois, 0.2, None, 50)
+        h = tf.cast(tf.shape(image)[0], tf.float32)
+        w = tf.cast(tf.shape(image)[1], tf.float32)
+        f = tf.minimum(short_side / tf.minimum(h, w), max_side / tf.maximum(h, w))
+        size = tf.cast(tf.round(tf.stack([h, w]) * f), tf.int32)
+        img = tf.image.resize(image[None], size)
+        n = tf.shape(boxes)[0]
+        rois = tf.pad(boxes * f, [[0, num_rois - n], [0, 0]])[None]
+        out = detector({"image": img, "rois": rois}, training=False)
+        probs = tf.reduce_mean(tf.nn.softmax(out["cls"][0], axis=-1), axis=1)[:n]  # (n, K)
+        fg = probs[:, 1:]
+        labels = tf.argmax(fg, axis=1, output_type=tf.int32) + 1
+        scores = tf.reduce_max(fg, axis=1)
+        deltas = tf.gather(out["bbox"][0][:n], labels, batch_dims=1)
+        dec = decode_boxes(deltas, boxes * f) / f
+        dec = tf.minimum(tf.maximum(dec, 0.0), tf.stack([h, w, h, w]))
+        keep = tf.image.non_max_suppression(dec, scores, max_detections, nms_threshold)
+        return {"boxes": tf.gather(dec, keep), "scores": tf.gather(scores, keep), "labels": tf.gather(labels, keep),
+                "masks": tf.gather(masks, keep)}
+
+    module.serve = serve
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+    return path

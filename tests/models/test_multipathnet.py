@@ -132,3 +132,20 @@ def test_detect():
     assert 0 < n <= 100 and res["boxes"].shape == (n, 4) and res["masks"].shape == (n, 40, 50)
     assert np.all(np.diff(res["scores"]) <= 0) and np.all(res["labels"] >= 1)
     assert np.all(res["boxes"] >= 0) and np.all(res["boxes"][:, 2] <= 40) and np.all(res["boxes"][:, 3] <= 50)
+
+
+def test_export_pipeline_serving_signature(tmp_path):
+    from kseg.inference.detection import export_detector
+    from kseg.models.deepmask import DeepMask
+
+    keras.utils.set_random_seed(0)
+    dm = DeepMask(trunk="resnet50", input_size=32, context=16, width_multiplier=0.125, depths=(1, 1, 1), mask_size=8,
+                  output_size=8, feature_dim=16, score_hidden=(8,))
+    det = FastRCNN(**TINY)
+    path = export_detector(det, dm, tmp_path / "saved", short_side=64, scales=(0.5, 1.0))
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    image = np.random.default_rng(5).uniform(0, 255, (40, 50, 3)).astype("float32")
+    res = serve(image=tf.constant(image))
+    n = res["scores"].shape[0]
+    assert 0 < n <= 4 and res["boxes"].shape == (n, 4) and res["masks"].shape == (n, 40, 50)
+    assert res["labels"].numpy().min() >= 1
