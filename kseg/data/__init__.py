@@ -26,3 +26,8 @@ __all__ = [
     "validate_pairs",
     "write_synthetic_dataset",
 ]
+from kseg.data.coco import CocoInstances, InstanceDataError, load_coco, load_mask_folder, validate_coco  # noqa: E402
+from kseg.data.instances import DeepMaskSampler, PatchConfig, deepmask_dataset, detector_samples  # noqa: E402
+
+__all__ += ["CocoInstances", "InstanceDataError", "load_coco", "load_mask_folder", "validate_coco",
+            "DeepMaskSampler", "PatchConfig", "deepmask_dataset", "detector_samples"]

@@ -11,7 +11,7 @@ sampling, detector samples, evaluation) reads one structure.
     >>> mask = ds.ann_to_mask(anns[0])            # (H, W) uint8 in {0, 1}
 
 Malformed annotations raise :class:`InstanceDataError` (a ``ValueError``) naming the annotation
-id and the bad value: an empty or degenerate polygon, a box outside its image, an unknown
+id and the bad value (a :class:`kseg.data.DataError`, so a ``ValueError``): an empty or degenerate polygon, a box outside its image, an unknown
 category or image.
 """
 
@@ -22,6 +22,8 @@ import pathlib
 
 import numpy as np
 from PIL import Image
+
+from kseg.data.errors import DataError
 
 __all__ = [
     "InstanceDataError",
@@ -35,8 +37,8 @@ __all__ = [
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-class InstanceDataError(ValueError):
-    """A malformed instance annotation (names the annotation and the bad value)."""
+class InstanceDataError(DataError):
+    """A malformed instance annotation (names the annotation and the bad value); a ``DataError``."""
 
 
 def _bad(ann, msg):
