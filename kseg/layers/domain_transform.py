@@ -89,7 +89,7 @@ def _doubling_scan(a, b, axis):
 
 def _pass(x, w, axis, reverse, method):
     shape = tuple(x.shape)
-    a = ops.broadcast_to(_coefficients(w, axis, reverse), ops.shape(x))
+    a = _coefficients(w, axis, reverse)  # (batch, H, W, 1): one weight for all channels
     b = (1.0 - a) * x
     if reverse:
         a, b = ops.flip(a, axis=axis), ops.flip(b, axis=axis)
