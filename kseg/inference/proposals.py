@@ -31,6 +31,7 @@ __all__ = ["proposals", "proposal_config", "FullyConvolutionalDeepMask", "train_
            "export_proposals", "DEFAULT_SCALES"]
 
 #: computeProposals.lua: -si -2.5 -sf .5 -ss .5
+_PASTE_CHUNK = 100
 DEFAULT_SCALES = tuple(2.0 ** e for e in np.arange(-2.5, 0.51, 0.5))
 
 
@@ -189,14 +190,21 @@ def _proposals_tf(fc, model, image, scales, max_proposals, mask_threshold, nms_t
     else:
         m = cfg["mask_size"]
         probs = tf.sigmoid(tf.reshape(tf.gather(tf.concat(all_masks, 0), idx), (-1, m, m)))
-    masks = paste_masks(probs, top_windows, (h, w), threshold=mask_threshold)
     clipped = tf.minimum(tf.maximum(top_windows, 0.0), tf.stack([hf, wf, hf, wf]))
-    boxes = _mask_boxes(masks, clipped)
+    # paste in chunks: 1000 float masks of a 640x480 image would need 1.2 GB at once
+    chunks, chunk_boxes = [], []
+    for start in range(0, max_proposals, _PASTE_CHUNK):
+        m = paste_masks(probs[start:start + _PASTE_CHUNK], top_windows[start:start + _PASTE_CHUNK], (h, w),
+                        threshold=mask_threshold)
+        chunk_boxes.append(_mask_boxes(m, clipped[start:start + _PASTE_CHUNK]))
+        chunks.append(tf.cast(m, tf.uint8))
+    masks = tf.concat(chunks, 0)
+    boxes = tf.concat(chunk_boxes, 0)
     top_scores = tf.sigmoid(top_scores)
     if nms_threshold is not None:
         keep = tf.image.non_max_suppression(boxes, top_scores, max_proposals, iou_threshold=nms_threshold)
         boxes, top_scores, masks = tf.gather(boxes, keep), tf.gather(top_scores, keep), tf.gather(masks, keep)
-    return boxes, top_scores, tf.cast(masks, tf.uint8)
+    return boxes, top_scores, masks
 
 
 def proposals(model, image, scales=DEFAULT_SCALES, max_proposals=100, mask_threshold=0.2, nms_threshold=None,
