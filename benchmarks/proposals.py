@@ -57,7 +57,7 @@ def train(args):
     train_set = load_coco(DATA / "annotations" / "instances_train2017.json")
     val = load_coco(DATA / "annotations" / "instances_val2017.json")
     keras.utils.set_random_seed(0)
-    small = dict(width_multiplier=args.width)
+    small = dict(width_multiplier=args.width, freeze_bn=args.fixed_bn)
     dm = DeepMaskResNet50(**small)
     ds_dm = deepmask_dataset(train_set, DEEPMASK_RELEASED, batch_size=args.batch, seed=0)
     rows = []
@@ -80,7 +80,7 @@ def train(args):
                  evaluate(dm2, val, args.max_proposals, DEFAULT_SCALES, args.limit)))
     keys = list(rows[0][1])
     print(f"\ncoco_tiny val2017 ({args.limit or len(val)} images), ResNet-50 trunk width x{args.width}, batch "
-          f"{args.batch}, lr {args.lr}, {args.max_proposals} proposals, scales 2^-2.5..2^0.5")
+          f"{args.batch}, lr {args.lr}, BN {'fixed' if args.fixed_bn else 'trained'}, {args.max_proposals} proposals, scales 2^-2.5..2^0.5")
     print("| model | " + " | ".join(keys) + " |")
     print("|---|" + "---|" * len(keys))
     for name, r in rows:
@@ -209,6 +209,7 @@ def main(argv=None):
     t.add_argument("--max-proposals", type=int, default=100)
     t.add_argument("--limit", type=int, default=None, help="evaluate on the first N val images")
     t.add_argument("--out", default="/tmp/kseg-proposals")
+    t.add_argument("--fixed-bn", action="store_true", help="the authors' fixed BN (meant for a pretrained trunk)")
     tm = sub.add_parser("time")
     tm.add_argument("--images", type=int, default=3)
     tm.add_argument("--max-proposals", type=int, default=100)

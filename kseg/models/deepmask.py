@@ -92,17 +92,17 @@ def _vgg_trunk(x, m, skips):
     return x
 
 
-def _conv_bn(x, filters, k, stride, name, relu=True):
+def _conv_bn(x, filters, k, stride, name, relu=True, freeze_bn=True):
     if k > 1:
         x = layers.ZeroPadding2D(k // 2, name=f"{name}_pad")(x)
     x = layers.Conv2D(filters, k, strides=stride, use_bias=False, name=name)(x)
     # the authors fix batch norm (utils.BNtoFixed): frozen affine, inference statistics
-    x = layers.BatchNormalization(epsilon=1e-5, trainable=False, name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(epsilon=1e-5, trainable=not freeze_bn, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x) if relu else x
 
 
-def _resnet_trunk(x, m, depths, skips):
-    x = _conv_bn(x, _w(64, m), 7, 2, "conv1")
+def _resnet_trunk(x, m, depths, skips, freeze_bn=True):
+    x = _conv_bn(x, _w(64, m), 7, 2, "conv1", freeze_bn=freeze_bn)
     skips["conv1_relu"] = x
     x = layers.ZeroPadding2D(1, name="pool1_pad")(x)  # after ReLU, zero padding == -inf padding
     x = layers.MaxPooling2D(3, 2, name="pool1")(x)
@@ -112,11 +112,11 @@ def _resnet_trunk(x, m, depths, skips):
         for i in range(n):
             s = stride if i == 0 else 1
             pre = f"{stage}_{i}"
-            y = _conv_bn(x, mid, 1, 1, f"{pre}_conv1")
-            y = _conv_bn(y, mid, 3, s, f"{pre}_conv2")
-            y = _conv_bn(y, out, 1, 1, f"{pre}_conv3", relu=False)
+            y = _conv_bn(x, mid, 1, 1, f"{pre}_conv1", freeze_bn=freeze_bn)
+            y = _conv_bn(y, mid, 3, s, f"{pre}_conv2", freeze_bn=freeze_bn)
+            y = _conv_bn(y, out, 1, 1, f"{pre}_conv3", relu=False, freeze_bn=freeze_bn)
             if i == 0 and (s != 1 or cin != out):
-                x = _conv_bn(x, out, 1, s, f"{pre}_downsample", relu=False)
+                x = _conv_bn(x, out, 1, s, f"{pre}_downsample", relu=False, freeze_bn=freeze_bn)
             x = layers.ReLU(name=f"{pre}_relu")(layers.Add(name=f"{pre}_add")([x, y]))
             cin = out
         skips[stage] = x
@@ -124,7 +124,7 @@ def _resnet_trunk(x, m, depths, skips):
 
 
 def _build(trunk, input_size, context, mask_size, output_size, feature_dim, score_hidden, width_multiplier,
-           depths, dropout, refine, km, ks, name):
+           depths, dropout, refine, km, ks, name, freeze_bn=True):
     input_size, context, output_size = _defaults(trunk, input_size, context, output_size)
     window = input_size + 2 * context
     f_size, crop = input_size // 16, context // 16
@@ -138,7 +138,7 @@ def _build(trunk, input_size, context, mask_size, output_size, feature_dim, scor
         depths = tuple(depths or (3, 4, 6))
         if len(depths) != 3 or min(depths) < 1:
             raise ValueError(f"depths must be 3 positive block counts (layer1..layer3), got {depths}")
-        feat = _resnet_trunk(x, m, depths, skips)
+        feat = _resnet_trunk(x, m, depths, skips, freeze_bn)
     if crop:
         feat = layers.Cropping2D(crop, name="context_crop")(feat)
         skips[SHARPMASK_SKIPS[trunk][0][0]] = feat
@@ -213,7 +213,7 @@ def _build(trunk, input_size, context, mask_size, output_size, feature_dim, scor
           "kseg.proposals(model, image) runs it fully convolutionally over a scale pyramid.",
 ))
 def DeepMask(trunk="vgg", input_size=None, context=None, mask_size=56, output_size=None, feature_dim=512,
-             score_hidden=None, width_multiplier=1.0, depths=None, dropout=0.5, name="deepmask"):
+             score_hidden=None, width_multiplier=1.0, depths=None, dropout=0.5, freeze_bn=True, name="deepmask"):
     """DeepMask (Pinheiro et al., NIPS 2015) on a VGG-A (paper) or ResNet-50 (released code) trunk.
 
     Args:
@@ -226,13 +226,15 @@ def DeepMask(trunk="vgg", input_size=None, context=None, mask_size=56, output_si
         score_hidden: hidden units of the score branch: ``(512, 1024)`` (vgg) / ``(1024,)`` (resnet50).
         width_multiplier, depths: shrink the trunk (tests); ``depths`` = ResNet blocks of layer1..3.
         dropout: the score branch's dropout (0.5).
+        freeze_bn: ResNet batch norm fixed (the authors' ``BNtoFixed``, right for a pretrained
+            trunk); ``False`` trains it (from-scratch runs, where fixed unit statistics stall).
 
     Returns a ``keras.Model``: window image -> ``{"masks": (B, out, out), "scores": (B, 1)}`` logits.
     """
     if score_hidden is None:
         score_hidden = (512, 1024) if trunk == "vgg" else (1024,)
     return _build(trunk, input_size, context, mask_size, output_size, feature_dim, tuple(score_hidden),
-                  width_multiplier, depths, dropout, False, 32, 32, name)
+                  width_multiplier, depths, dropout, False, 32, 32, name, freeze_bn)
 
 
 @register(ModelCard(
@@ -273,7 +275,7 @@ def DeepMaskResNet50(**kwargs):
 ))
 def SharpMask(trunk="resnet50", deepmask=None, freeze=True, input_size=None, context=None, km=32, ks=32,
               feature_dim=512, score_hidden=None, width_multiplier=1.0, depths=None, dropout=0.5,
-              name="sharpmask"):
+              freeze_bn=True, name="sharpmask"):
     """SharpMask (Pinheiro et al., ECCV 2016): DeepMask's trunk + score branch + refinement modules.
 
     Args:
@@ -298,7 +300,7 @@ def SharpMask(trunk="resnet50", deepmask=None, freeze=True, input_size=None, con
         score_hidden = (512, 1024) if trunk == "vgg" else (1024,)
     input_size, context, _ = _defaults(trunk, input_size, context, None)
     model = _build(trunk, input_size, context, 56, input_size, feature_dim, tuple(score_hidden), width_multiplier,
-                   depths, dropout, True, km, ks, name)
+                   depths, dropout, True, km, ks, name, freeze_bn)
     if deepmask is not None:
         copied = transfer_weights(deepmask, model)
         if freeze:
