@@ -333,17 +333,20 @@ def soft_margin(labels, logits):
 
 
 def deepmask_loss(targets, outputs, score_weight=1.0 / 32):
-    """The paper's joint loss (Eq. 1), averaged over the batch.
+    """The paper's joint loss (Eq. 1), summed over the batch as in the paper.
 
-    ``mean_k [ mask_weight_k * mean_ij log(1 + exp(-m_ij f_ij)) + score_weight * log(1 + exp(-y_k s_k)) ]``;
+    ``sum_k [ mask_weight_k * mean_ij log(1 + exp(-m_ij f_ij)) + score_weight * log(1 + exp(-y_k s_k)) ]``;
     ``mask_weight`` is 1 only for positives with a mask label (the mask loss is on positives
-    only); ``score_weight`` is the paper's lambda = 1/32.
+    only); ``score_weight`` is the paper's lambda = 1/32. The released trainer matches this scale:
+    Torch's averaged ``SoftMarginCriterion`` with the mask gradient multiplied by the batch size
+    (32), i.e. mask losses summed and score losses averaged. Returns ``(total, mean mask loss of
+    the masked samples, mean score loss)``.
     """
     ops = keras.ops
     mask = ops.mean(soft_margin(targets["masks"], outputs["masks"]), axis=(1, 2))
     w = ops.reshape(targets["mask_weight"], (-1,)) * ops.cast(ops.reshape(targets["scores"], (-1,)) > 0, "float32")
     score = ops.reshape(soft_margin(targets["scores"], outputs["scores"]), (-1,))
-    total = ops.mean(w * mask + score_weight * score)
+    total = ops.sum(w * mask + score_weight * score)
     return total, ops.sum(w * mask) / ops.maximum(ops.sum(w), 1.0), ops.mean(score)
 
 

@@ -136,7 +136,7 @@ def test_joint_loss_weighting():
     ln2 = np.log(2.0)
     # the negative's mask is ignored even with mask_weight 1; score weighted by 1/32
     assert float(mask) == pytest.approx(ln2)
-    assert float(total) == pytest.approx((ln2 + ln2 / 32 * 2) / 2, rel=1e-5)
+    assert float(total) == pytest.approx(ln2 + ln2 / 32 * 2, rel=1e-5)  # summed over the batch (Eq. 1)
 
 
 def test_sharpmask_two_stage(tmp_path):
