@@ -89,7 +89,7 @@ def build_parser():
     p = sub.add_parser("demo", help="train SegNet-Basic on CamVid for a few minutes, evaluate, write overlays")
     p.add_argument("--data", default=None, help="CamVid folder (else $KSEG_DATA, else ~/.keras/datasets/camvid)")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--budget-seconds", type=float, default=None, help="training time (default 240)")
+    p.add_argument("--budget-seconds", type=float, default=None, help="the most training time; the budget is a fixed number of steps (kseg.training.DEMO)")
     p.add_argument("--download", action="store_true", help="download CamVid when it is not found")
     p.add_argument("--synthetic", action="store_true", help="run on the synthetic scenes even if CamVid is there")
     p.add_argument("--quiet", action="store_true")
