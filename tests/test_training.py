@@ -187,3 +187,18 @@ def test_demo_pipeline_on_camvid(camvid_dir, tmp_path):
     assert 0.8 * 2 * 360 * 480 < labelled < 2 * 360 * 480
     overlay = Image.open(result["overlays"][0]["overlay"])
     assert overlay.size == (480, 360)
+
+
+def test_compute_bn_statistics_is_the_average_over_batches():
+    import tensorflow as tf
+
+    inputs = keras.Input((4, 4, 3))
+    model = keras.Model(inputs, keras.layers.BatchNormalization(momentum=0.99)(inputs))
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(loc=i, scale=1 + i, size=(2, 4, 4, 3)).astype("float32") for i in range(3)]
+    ds = tf.data.Dataset.from_tensor_slices((np.stack(batches), np.zeros((3, 2, 4, 4), "int32")))
+    assert training.compute_bn_statistics(model, ds, steps=5) == 3
+    bn = model.layers[-1]
+    np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean([b.mean((0, 1, 2)) for b in batches], 0), rtol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), np.mean([b.var((0, 1, 2)) for b in batches], 0), rtol=1e-4)
+    assert bn.momentum == 0.99  # restored
