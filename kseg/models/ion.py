@@ -44,6 +44,7 @@ __all__ = ["ION"]
     default_num_classes=81,
     output_stride=16,
     task="detection",
+    backends=("tensorflow",),  # ROI pooling is tf.map_fn + tf.image
     tflite_builtins=False,
     notes="Inputs {'image', 'rois'}; outputs {'cls': (B,R,1,81), 'bbox': (B,R,81,4)} (+ 'seg' with "
           "segmentation_loss=True). L2-norm scales start at `norm_scale` (1000, the order of conv5_3's "

@@ -155,6 +155,7 @@ def _head(inputs, towers_cls, tower_box, num_classes, heads):
     default_num_classes=81,
     output_stride=16,
     task="detection",
+    backends=("tensorflow",),  # ROI pooling is tf.map_fn + tf.image
     tflite_builtins=False,
     notes="Inputs {'image', 'rois' (B,R,4) pixels}; outputs {'cls': (B,R,6,81), 'bbox': (B,R,81,4)}. 4 foveal "
           "towers + the box tower each hold their own fc6/fc7 (5 x 119.5M parameters), as released.",
