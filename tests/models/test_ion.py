@@ -2,6 +2,7 @@
 regulariser) reaching every trainable weight, .keras round trip."""
 
 import keras
+import pytest
 import numpy as np
 import tensorflow as tf
 
@@ -61,3 +62,8 @@ def test_training_step_and_round_trip(tmp_path):
     back = keras.models.load_model(path, safe_mode=True)
     for k in ("cls", "bbox", "seg"):
         np.testing.assert_allclose(back(inputs)[k], model(inputs)[k], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_full_size_count():
+    assert kseg.count_params(ION()) == 141_036_501
