@@ -58,6 +58,8 @@ def build_parser():
                    help="extra builder argument, e.g. width=32 (repeatable)")
     p.add_argument("--budget-seconds", type=float, default=None, help="stop after this much training time")
     p.add_argument("--backup-every", type=int, default=None, help="also back up every N steps")
+    p.add_argument("--bn-stats-steps", type=int, default=0,
+                   help="after training, recompute BatchNorm statistics over N training batches (SegNet)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output folder (default runs/MODEL)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
@@ -127,6 +129,7 @@ def _train(args):
         resume=args.resume,
         backup_every=args.backup_every,
         budget_seconds=args.budget_seconds,
+        bn_statistics_steps=args.bn_stats_steps,
         seed=args.seed,
         verbose=2 if args.quiet else 1,
         model_kwargs=dict(args.model_arg),
