@@ -305,7 +305,7 @@ def validate_pairs(pairs, num_classes=11, ignore_label=11):
             sizes.append(_CACHE[key])
             continue
         info = read_image_info(image)
-        if info["channels"] not in (1, 2, 3, 4):
+        if info["channels"] not in ((1, 3) if info["format"] == "jpeg" else (1, 2, 3, 4)):
             raise DataError(f"{image}: {info['channels']}-channel {info['format'].upper()}, expected gray or RGB")
         minfo = read_image_info(mask)
         if minfo["format"] != "png":
