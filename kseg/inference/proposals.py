@@ -68,11 +68,11 @@ class FullyConvolutionalDeepMask:
         self.cfg = cfg = proposal_config(model)
         self.model = model
         f = cfg["input_size"] // 16
-        last = "layer3" if cfg["trunk"] == "resnet50" else "conv5_2"
-        last_layer = [layer for layer in model.layers if layer.name.startswith(last)][-1]
-        if cfg["trunk"] == "resnet50":
-            last_layer = [layer for layer in model.layers if layer.name.startswith("layer3") and
+        if cfg["trunk"] == "resnet50":  # the last block's output, layer3_{n-1}_relu
+            last_layer = [layer for layer in model.layers if layer.name.startswith("layer3_") and
                           layer.name.endswith("_relu") and "conv" not in layer.name][-1]
+        else:
+            last_layer = model.get_layer("conv5_2")
         sub = keras.Model(model.inputs[0], last_layer.output)
         self.trunk = keras.models.clone_model(sub, input_tensors=keras.Input((None, None, 3)))
         self.trunk.set_weights(sub.get_weights())
