@@ -115,3 +115,15 @@ def test_bad_arguments_raise_clear_errors():
         CRFasRNN(num_classes=1)
     with pytest.raises(ValueError, match="input_shape"):
         CRFasRNN(input_shape=(64, 64))
+
+
+@pytest.mark.slow  # ~20 s: tracing the mean-field loop for the serving signature
+def test_saved_model_with_the_crf_rnn_inside(tmp_path):
+    from kseg.export import export_saved_model
+
+    model = _small()
+    images, _ = _data(3)
+    path = export_saved_model(model, tmp_path / "crfasrnn")
+    served = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(images.astype("uint8")))
+    expected = model.predict(images.astype("uint8").astype("float32"), verbose=0).argmax(-1)
+    assert (served["labels"].numpy() == expected).mean() > 0.999

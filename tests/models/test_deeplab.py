@@ -263,3 +263,19 @@ def test_largefov_imagenet_init_from_a_vgg16_file(tmp_path):
     np.testing.assert_array_equal(model.get_layer("fc6").get_weights()[0], fc6[::3, ::3, :, ::4])
     fc7 = ref.get_layer("fc2").get_weights()[0]
     np.testing.assert_array_equal(model.get_layer("fc7").get_weights()[0][0, 0], fc7[::4, ::4])
+
+
+def test_saved_model_with_the_crf_inside_runs_without_keras(tmp_path):
+    crf_layers = pytest.importorskip("kseg.layers.crf")
+    if not hasattr(crf_layers, "DenseCRF"):
+        pytest.skip("kseg.layers.DenseCRF not available yet")
+    tf = pytest.importorskip("tensorflow")
+    from kseg.export import export_saved_model
+
+    model = DeepLabV1(num_classes=3, input_shape=(33, 41, 3), width_multiplier=1 / 32, fc_width=4,
+                      crf=True, crf_iterations=2)
+    x = np.random.default_rng(6).integers(0, 256, (1, 33, 41, 3)).astype("uint8")
+    path = export_saved_model(model, tmp_path / "deeplab_crf")
+    served = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(x))
+    expected = np.exp(model.predict(x.astype("float32"), verbose=0))
+    np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-4)
