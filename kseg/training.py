@@ -554,7 +554,7 @@ def _default_class_names(num_classes):
     return [str(i) for i in range(num_classes)]
 
 
-def predict(model, image_paths, out_dir, input_size="model", palette=None, ignore_label=None, alpha=0.5):
+def predict(model, image_paths, out_dir, input_size="model", palette=None, alpha=0.5):
     """Segment images; write ``<stem>_labels.png`` (class ids) and ``<stem>_overlay.png`` per image.
 
     Args:
@@ -563,7 +563,6 @@ def predict(model, image_paths, out_dir, input_size="model", palette=None, ignor
         out_dir: output folder (created).
         input_size: as in :func:`evaluate`; the labels are at each image's own size.
         palette: ``(num_classes, 3)`` colours (default :func:`kseg.viz.palette`: CamVid's).
-        ignore_label: not used for predictions (a model never predicts void); kept for symmetry.
         alpha: overlay opacity.
 
     Returns:
@@ -571,7 +570,6 @@ def predict(model, image_paths, out_dir, input_size="model", palette=None, ignor
     """
     from kseg import viz
 
-    del ignore_label
     if isinstance(model, (str, pathlib.Path)):
         model = load_model(model)
     if isinstance(image_paths, (str, pathlib.Path)):
