@@ -1,0 +1,417 @@
+"""Export a kseg model for serving: SavedModel, TFLite (LiteRT) and ``.keras``.
+
+Every kseg model maps float RGB images in [0, 255] to per-pixel logits ``(B, H, W, C)``
+(docs/DEVELOPING.md). Export adds what a deployment needs around that contract:
+
+* :func:`export_saved_model`: a plain ``tf.Module`` SavedModel (no Keras needed to load it) whose
+  ``serving_default`` signature takes ``images`` uint8 ``(None, H, W, 3)`` (any batch size) and
+  returns ``labels`` int32 ``(B, H, W)`` and ``probabilities`` float32 ``(B, H, W, C)``.
+* :func:`export_tflite`: a ``.tflite`` file built from a concrete function at a fixed input size,
+  with **builtin TFLite ops only** (``model.export(format="litert")`` may silently enable Flex ops,
+  which no plain LiteRT interpreter can run, so the converter is driven directly and the result is
+  checked for Flex/custom operators). Optional post-training quantisation:
+  ``"float16"``, ``"dynamic"`` (int8 weights) or ``"int8"`` (full-integer, calibrated on
+  representative images, with uint8 / int8 / float32 input and output).
+* :func:`run_tflite` / :func:`verify_tflite`: run the file in the LiteRT interpreter (XNNPACK,
+  ``num_threads``) and compare it with the Keras model.
+* :func:`save_keras` / :func:`load_keras`: ``.keras`` files loaded with ``safe_mode=True``.
+
+Example:
+    >>> import numpy as np, kseg
+    >>> from kseg import export
+    >>> model = kseg.SegNetBasic(num_classes=4, input_shape=(32, 32, 3), width=8)
+    >>> path = export.export_tflite(model, "/tmp/segnet_basic.tflite")
+    >>> images = np.random.randint(0, 256, (2, 32, 32, 3)).astype("float32")
+    >>> export.verify_tflite(model, path, images) < 1e-4
+    True
+"""
+
+import pathlib
+
+import numpy as np
+
+__all__ = [
+    "FORMATS",
+    "QUANTIZE_MODES",
+    "export",
+    "export_saved_model",
+    "export_tflite",
+    "load_keras",
+    "run_tflite",
+    "save_keras",
+    "tflite_operators",
+    "verify_tflite",
+]
+
+FORMATS = ("saved_model", "tflite", "keras")
+QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
+_IO_TYPES = ("float32", "uint8", "int8")
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def _spatial_shape(model, input_shape):
+    """(H, W) to export at: `input_shape` when given, else the model's static input size."""
+    if input_shape is not None:
+        shape = tuple(input_shape)
+        if len(shape) == 2:
+            shape = shape + (3,)
+        if len(shape) != 3 or shape[-1] != 3 or any(d is not None and int(d) < 1 for d in shape[:2]):
+            raise ValueError(f"input_shape must be (height, width, 3) or (height, width), got {input_shape}")
+        return shape[0], shape[1]
+    model_shape = model.input_shape
+    if isinstance(model_shape, list):
+        if len(model_shape) != 1:
+            raise ValueError(f"export supports single-input models, got inputs {model_shape}")
+        model_shape = model_shape[0]
+    if len(model_shape) != 4 or model_shape[-1] != 3:
+        raise ValueError(f"expected a model taking (batch, H, W, 3) images, got input shape {model_shape}")
+    return model_shape[1], model_shape[2]
+
+
+def _check_path(path, suffix=None):
+    if path is None or str(path) == "":
+        raise ValueError(f"path must be a file or directory name, got {path!r}")
+    path = pathlib.Path(path)
+    parent = path.parent if str(path.parent) else pathlib.Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise ValueError(f"cannot write {path}: {parent} is not a directory")
+    if suffix is not None and path.suffix != suffix:
+        raise ValueError(f"path must end with {suffix!r}, got {str(path)!r}")
+    parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+# ----------------------------------------------------------------------------------------------
+# SavedModel
+
+
+class _SegmentationServing:
+    """Builds the tf.Module whose `serving_default` wraps the Keras model."""
+
+    @staticmethod
+    def build(model, height, width):
+        tf = _tf()
+
+        class SegmentationModule(tf.Module):
+            def __init__(self, keras_model):
+                super().__init__(name="kseg_serving")
+                # Track the backend tf.Variables themselves (as keras.export does): tracking only the
+                # Keras model leaves TF1-style loaders (saved_model_cli, TF Serving) unable to find them.
+                self.variables_ = [getattr(v, "value", v) for v in keras_model.variables]
+                self._keras_model = keras_model
+
+            @tf.function(
+                input_signature=[tf.TensorSpec([None, height, width, 3], tf.uint8, name="images")]
+            )
+            def serve(self, images):
+                logits = self._keras_model(tf.cast(images, tf.float32), training=False)
+                logits = tf.cast(logits, tf.float32)
+                return {
+                    "labels": tf.argmax(logits, axis=-1, output_type=tf.int32),
+                    "probabilities": tf.nn.softmax(logits, axis=-1),
+                }
+
+        return SegmentationModule(model)
+
+
+def export_saved_model(model, path, input_shape=None):
+    """Write a SavedModel with a uint8-in, labels/probabilities-out ``serving_default`` signature.
+
+    The SavedModel is a plain ``tf.Module``: load it with ``tf.saved_model.load(path)`` (no Keras,
+    no kseg import needed), TF Serving, or ``saved_model_cli run``.
+
+    Signature ``serving_default``:
+        inputs: ``images`` uint8 ``(None, H, W, 3)``, RGB in [0, 255], any batch size.
+        outputs: ``labels`` int32 ``(B, H, W)`` (argmax of the logits) and ``probabilities``
+        float32 ``(B, H, W, C)`` (softmax of the logits).
+
+    Args:
+        model: a kseg (Keras) model taking float RGB in [0, 255] and returning logits.
+        path: output directory.
+        input_shape: ``(H, W, 3)`` to fix the signature's size; default: the model's input size
+            (``None`` dimensions stay variable).
+
+    Returns:
+        The path, as a string.
+    """
+    tf = _tf()
+    path = _check_path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"SavedModel path {str(path)!r} exists and is not a directory")
+    height, width = _spatial_shape(model, input_shape)
+    module = _SegmentationServing.build(model, height, width)
+    serve = module.serve.get_concrete_function()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+    return str(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# TFLite
+
+
+def tflite_operators(path_or_bytes):
+    """Operator codes of a ``.tflite`` flatbuffer: a list of ``(name, is_builtin)``.
+
+    Custom operators (Flex ops are custom operators named ``Flex...``) come back with their
+    custom code and ``is_builtin=False``.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    if isinstance(path_or_bytes, (bytes, bytearray)):
+        buf = bytes(path_or_bytes)
+    else:
+        buf = pathlib.Path(path_or_bytes).read_bytes()
+    tfl = schema.Model.GetRootAsModel(buf, 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    ops = []
+    for i in range(tfl.OperatorCodesLength()):
+        oc = tfl.OperatorCodes(i)
+        code = max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode()))
+        if code == schema.BuiltinOperator.CUSTOM:
+            custom = oc.CustomCode()
+            ops.append((custom.decode() if custom else "CUSTOM", False))
+        else:
+            ops.append((names.get(code, str(code)), True))
+    return ops
+
+
+def _representative(images, height, width, limit=200):
+    """A representative_dataset generator over float32 (1, H, W, 3) images in [0, 255]."""
+    tf = _tf()
+    if images is None:
+        raise ValueError(
+            'quantize="int8" needs representative_images: a few dozen training images '
+            "(array (N, H, W, 3), an iterable of images, or a tf.data.Dataset of images)"
+        )
+
+    def gen():
+        count = 0
+        for item in _iterate_images(images):
+            x = np.asarray(item, dtype=np.float32)
+            if x.ndim == 3:
+                x = x[None]
+            for one in x:
+                if one.shape[:2] != (height, width):
+                    one = tf.image.resize(one, (height, width)).numpy()
+                yield [one[None].astype(np.float32)]
+                count += 1
+                if count >= limit:
+                    return
+
+    return gen
+
+
+def _iterate_images(images):
+    tf = _tf()
+    if isinstance(images, tf.data.Dataset):
+        for item in images.as_numpy_iterator():
+            yield item[0] if isinstance(item, (tuple, list)) else item
+    elif isinstance(images, np.ndarray):
+        yield from (images if images.ndim == 4 else images[None])
+    else:
+        for item in images:
+            yield item[0] if isinstance(item, (tuple, list)) else item
+
+
+def export_tflite(
+    model,
+    path,
+    quantize="none",
+    representative_images=None,
+    input_shape=None,
+    io_type=None,
+    num_calibration=100,
+):
+    """Convert a model to a builtins-only ``.tflite`` file (never Flex ops).
+
+    The model is traced at batch 1 and a fixed ``(H, W)``. The file's input is the model's:
+    RGB images in [0, 255] ``(1, H, W, 3)``; its output the logits ``(1, H, W, C)``.
+
+    Args:
+        model: a kseg (Keras) model.
+        path: output file, ending in ``.tflite``.
+        quantize: ``"none"`` (float32), ``"float16"`` (float16 weights), ``"dynamic"``
+            (int8 weights, float activations) or ``"int8"`` (full-integer weights and
+            activations, calibrated on `representative_images`).
+        representative_images: for ``"int8"``: images in [0, 255] drawn from the training data
+            (array ``(N, H, W, 3)``, an iterable of images / ``(image, mask)`` pairs, or a
+            ``tf.data.Dataset``); resized to the export size when needed.
+        input_shape: ``(H, W, 3)`` to export at; required when the model's size is variable.
+        io_type: input/output tensor type for ``"int8"``: ``"uint8"`` (default: images go in
+            as they come from a camera), ``"int8"`` or ``"float32"``. Other modes keep float32.
+        num_calibration: at most this many representative images are used.
+
+    Returns:
+        The path, as a string.
+
+    Raises:
+        ValueError: unknown `quantize` / `io_type`, a bad path, a variable input size, or a file
+            that came out with non-builtin (Flex / custom) operators.
+    """
+    tf = _tf()
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
+    if io_type is None:
+        io_type = "uint8" if quantize == "int8" else "float32"
+    if io_type not in _IO_TYPES:
+        raise ValueError(f"io_type must be one of {_IO_TYPES}, got {io_type!r}")
+    if io_type != "float32" and quantize != "int8":
+        raise ValueError(f'io_type={io_type!r} needs quantize="int8", got quantize={quantize!r}')
+    path = _check_path(path, suffix=".tflite")
+    height, width = _spatial_shape(model, input_shape)
+    if height is None or width is None:
+        raise ValueError(
+            f"TFLite export needs a fixed input size; the model's is {(height, width)}: pass input_shape=(H, W, 3)"
+        )
+
+    @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32, name="images")])
+    def serve(images):
+        return {"logits": tf.cast(model(images, training=False), tf.float32)}
+
+    # Freeze the variables into constants first: handing the converter the trackable model keeps
+    # them as resource variables (VAR_HANDLE / READ_VARIABLE), which LiteRT leaves uninitialised.
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.allow_custom_ops = False
+    if quantize == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantize == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = _representative(
+            representative_images, height, width, limit=num_calibration
+        )
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = getattr(tf, io_type)
+        converter.inference_output_type = getattr(tf, io_type)
+    try:
+        content = converter.convert()
+    except Exception as err:  # ConverterError: an op without a builtin kernel, most often
+        raise ValueError(
+            f"TFLite conversion of {getattr(model, 'name', model)!r} with builtin ops only failed "
+            f"(kseg never falls back to Flex ops): {str(err).strip()[:2000]}"
+        ) from err
+    bad = [name for name, builtin in tflite_operators(content) if not builtin]
+    if bad:
+        raise ValueError(f"TFLite conversion produced non-builtin operators {bad}; kseg exports builtins only")
+    path.write_bytes(content)
+    return str(path)
+
+
+def _interpreter(path, num_threads=None):
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ValueError(f"no TFLite file at {str(path)!r}")
+    interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def _quantize_input(x, detail):
+    dtype = detail["dtype"]
+    if np.issubdtype(dtype, np.floating):
+        return x.astype(dtype)
+    scale, zero = detail["quantization"]
+    if scale == 0:
+        return np.clip(np.round(x), np.iinfo(dtype).min, np.iinfo(dtype).max).astype(dtype)
+    q = np.round(x / scale + zero)
+    return np.clip(q, np.iinfo(dtype).min, np.iinfo(dtype).max).astype(dtype)
+
+
+def _dequantize_output(y, detail):
+    if np.issubdtype(y.dtype, np.floating):
+        return y.astype(np.float32)
+    scale, zero = detail["quantization"]
+    return ((y.astype(np.float32) - zero) * (scale if scale else 1.0)).astype(np.float32)
+
+
+def run_tflite(path, images, num_threads=None, interpreter=None):
+    """Run a kseg ``.tflite`` file in the LiteRT interpreter (XNNPACK) on a batch of images.
+
+    Args:
+        path: the ``.tflite`` file.
+        images: ``(N, H, W, 3)`` (or one ``(H, W, 3)``) RGB in [0, 255] at the file's size.
+            Quantised inputs are quantised with the file's scale and zero point.
+        num_threads: interpreter threads (``None``: LiteRT's default).
+        interpreter: reuse an already allocated interpreter (for timing loops).
+
+    Returns:
+        float32 logits ``(N, H, W, C)`` (dequantised for integer outputs).
+    """
+    interp = interpreter if interpreter is not None else _interpreter(path, num_threads)
+    inp = interp.get_input_details()[0]
+    out = interp.get_output_details()[0]
+    x = np.asarray(images)
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(inp["shape"][1:]):
+        raise ValueError(f"images must be (N, {', '.join(map(str, inp['shape'][1:]))}), got {x.shape}")
+    results = []
+    for one in x:
+        interp.set_tensor(inp["index"], _quantize_input(one[None].astype(np.float32), inp))
+        interp.invoke()
+        results.append(_dequantize_output(interp.get_tensor(out["index"]), out))
+    return np.concatenate(results, axis=0)
+
+
+def verify_tflite(model, path, images, num_threads=None):
+    """Max absolute difference between the Keras model's logits and the ``.tflite`` file's."""
+    x = np.asarray(images, dtype=np.float32)
+    if x.ndim == 3:
+        x = x[None]
+    expected = np.asarray(model.predict(x, batch_size=1, verbose=0), dtype=np.float32)
+    got = run_tflite(path, x, num_threads=num_threads)
+    return float(np.max(np.abs(expected - got)))
+
+
+# ----------------------------------------------------------------------------------------------
+# .keras
+
+
+def save_keras(model, path):
+    """Save to a ``.keras`` file (the path must end in ``.keras``)."""
+    path = _check_path(path, suffix=".keras")
+    model.save(str(path))
+    return str(path)
+
+
+def load_keras(path, compile=False):
+    """Load a ``.keras`` file with ``safe_mode=True`` (kseg's custom layers are registered)."""
+    import keras
+
+    import kseg.layers  # noqa: F401  (registers the custom layers)
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ValueError(f"no .keras file at {str(path)!r}")
+    return keras.saving.load_model(str(path), safe_mode=True, compile=compile)
+
+
+def export(model, path, format="saved_model", **kwargs):  # noqa: A002  (CLI's --format)
+    """Dispatch to :func:`export_saved_model`, :func:`export_tflite` or :func:`save_keras`."""
+    if format == "saved_model":
+        return export_saved_model(model, path, **kwargs)
+    if format == "tflite":
+        return export_tflite(model, path, **kwargs)
+    if format == "keras":
+        if kwargs:
+            raise ValueError(f"format='keras' takes no options, got {sorted(kwargs)}")
+        return save_keras(model, path)
+    raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+

@@ -1,0 +1,213 @@
+"""kseg.export: SavedModel signature, builtins-only TFLite in LiteRT, `.keras` round trips."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import kseg
+from kseg import export
+
+tf = pytest.importorskip("tensorflow")
+
+H, W = 32, 48  # divisible by 16 (four poolings) and small
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _set_bn_statistics(model, seed=0):
+    """Non-trivial BN moving statistics, so export must carry them (not just the conv weights)."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if not hasattr(layer, "moving_mean"):
+            continue
+        c = layer.moving_mean.shape[0]
+        layer.moving_mean.assign(rng.normal(0.0, 0.5, c).astype("float32"))
+        layer.moving_variance.assign(rng.uniform(0.5, 2.0, c).astype("float32"))
+    return model
+
+
+def _build(name):
+    if name == "segnet_basic":
+        model = kseg.SegNetBasic(num_classes=5, input_shape=(H, W, 3), width=8)
+    else:
+        model = kseg.SegNet(num_classes=5, input_shape=(H, W, 3))
+    return _set_bn_statistics(model)
+
+
+_MODELS = {}
+_SAVED = {}
+
+
+def _model(name):
+    if name not in _MODELS:
+        _MODELS[name] = _build(name)
+    return _MODELS[name]
+
+
+def _saved_model(name, tmp_path_factory):
+    if name not in _SAVED:
+        _SAVED[name] = export.export_saved_model(_model(name), tmp_path_factory.mktemp(name) / "saved_model")
+    return _SAVED[name]
+
+
+# Full SegNet keeps its 29.4 M parameters at any input size: freezing + converting them takes ~20 s,
+# so its TFLite / saved_model_cli / .keras checks run in the slow set (SegNet-Basic covers the same
+# layers by default; tests/test_registry_models.py round-trips SegNet's .keras by default).
+BOTH = ["segnet_basic", "segnet"]
+BASIC_THEN_SLOW_SEGNET = ["segnet_basic", pytest.param("segnet", marks=pytest.mark.slow)]
+
+
+@pytest.fixture
+def model(name):
+    return _model(name)
+
+
+@pytest.fixture
+def saved_model_dir(name, tmp_path_factory):
+    return _saved_model(name, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(1).integers(0, 256, (3, H, W, 3)).astype("uint8")
+
+
+@pytest.mark.parametrize("name", BOTH)
+def test_saved_model_signature_batch_1_and_3(model, saved_model_dir, images):
+    serve = tf.saved_model.load(saved_model_dir).signatures["serving_default"]
+    (spec,) = serve.structured_input_signature[1].values()
+    assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, H, W, 3]
+    outputs = serve.structured_outputs
+    assert outputs["labels"].dtype == tf.int32 and outputs["probabilities"].dtype == tf.float32
+    for batch in (images[:1], images):
+        got = serve(images=tf.constant(batch))
+        logits = model.predict(batch.astype("float32"), verbose=0)
+        assert got["labels"].shape == (len(batch), H, W)
+        assert got["probabilities"].shape == (len(batch), H, W, 5)
+        np.testing.assert_array_equal(got["labels"].numpy(), logits.argmax(-1))
+        np.testing.assert_allclose(got["probabilities"].numpy(), _softmax(logits), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", BASIC_THEN_SLOW_SEGNET)
+def test_saved_model_cli_run(model, saved_model_dir, images, tmp_path):
+    np.save(tmp_path / "images.npy", images[:2])
+    out = tmp_path / "out"
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    result = subprocess.run(
+        [cli, "run", "--dir", saved_model_dir, "--tag_set", "serve", "--signature_def", "serving_default",
+         "--inputs", f"images={tmp_path / 'images.npy'}", "--outdir", str(out), "--overwrite"],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    logits = model.predict(images[:2].astype("float32"), verbose=0)
+    labels = np.load(out / "labels.npy")
+    assert labels.dtype == np.int32
+    np.testing.assert_array_equal(labels, logits.argmax(-1))
+    np.testing.assert_allclose(np.load(out / "probabilities.npy"), _softmax(logits), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", BASIC_THEN_SLOW_SEGNET)
+def test_tflite_builtins_only_matches_keras(model, images, tmp_path):
+    path = export.export_tflite(model, tmp_path / "model.tflite")
+    ops = export.tflite_operators(path)
+    assert ops and all(builtin for _, builtin in ops), ops
+    assert not any(name.startswith("Flex") for name, _ in ops)
+    x = images.astype("float32")
+    logits = model.predict(x, verbose=0)
+    got = export.run_tflite(path, x, num_threads=2)
+    assert got.shape == logits.shape
+    # Logits within 1e-4 of Keras. SegNet-Basic has no input normalisation, so its logits reach
+    # ~100 and float32 rounding alone is ~1e-7 relative: scale the bound to the logits above 1.
+    scale = max(1.0, float(np.abs(logits).max()) / 10.0)
+    np.testing.assert_allclose(got, logits, rtol=0, atol=1e-4 * scale)
+    np.testing.assert_allclose(_softmax(got), _softmax(logits), atol=1e-4)
+    np.testing.assert_array_equal(got.argmax(-1), logits.argmax(-1))
+    assert export.verify_tflite(model, path, x[:1]) <= 1e-4 * scale
+
+
+@pytest.mark.parametrize("name", BASIC_THEN_SLOW_SEGNET)
+def test_keras_round_trip_safe_mode(model, images, tmp_path):
+    path = export.save_keras(model, tmp_path / "model.keras")
+    loaded = export.load_keras(path)
+    x = images.astype("float32")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+# ------------------------------------------------------------------------------------------------
+# Failures are reported clearly
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return kseg.SegNetBasic(num_classes=3, input_shape=(16, 16, 3), width=4)
+
+
+def test_errors_name_the_bad_value(tiny, tmp_path):
+    with pytest.raises(ValueError, match="format must be one of .*'onnx'"):
+        export.export(tiny, tmp_path / "m", format="onnx")
+    with pytest.raises(ValueError, match="quantize must be one of .*'int4'"):
+        export.export_tflite(tiny, tmp_path / "m.tflite", quantize="int4")
+    with pytest.raises(ValueError, match=r"must end with '\.tflite'"):
+        export.export_tflite(tiny, tmp_path / "m.bin")
+    with pytest.raises(ValueError, match="io_type must be one of .*'uint16'"):
+        export.export_tflite(tiny, tmp_path / "m.tflite", quantize="int8", io_type="uint16")
+    with pytest.raises(ValueError, match="needs quantize=\"int8\""):
+        export.export_tflite(tiny, tmp_path / "m.tflite", io_type="uint8")
+    with pytest.raises(ValueError, match="representative_images"):
+        export.export_tflite(tiny, tmp_path / "m.tflite", quantize="int8")
+    with pytest.raises(ValueError, match="no TFLite file at"):
+        export.run_tflite(tmp_path / "missing.tflite", np.zeros((1, 16, 16, 3)))
+    with pytest.raises(ValueError, match="no .keras file at"):
+        export.load_keras(tmp_path / "missing.keras")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is not a directory"):
+        export.export_saved_model(tiny, tmp_path / "file" / "saved_model")
+    with pytest.raises(ValueError, match="input_shape must be"):
+        export.export_saved_model(tiny, tmp_path / "sm", input_shape=(16, 16, 1))
+
+
+def test_variable_size_model_needs_input_shape_for_tflite(tmp_path):
+    model = kseg.SegNetBasic(num_classes=3, input_shape=(None, None, 3), width=4)
+    with pytest.raises(ValueError, match="fixed input size"):
+        export.export_tflite(model, tmp_path / "m.tflite")
+    path = export.export_tflite(model, tmp_path / "m.tflite", input_shape=(16, 32, 3))
+    x = np.random.default_rng(0).uniform(0, 255, (1, 16, 32, 3)).astype("float32")
+    assert export.run_tflite(path, x).shape == (1, 16, 32, 3)
+    with pytest.raises(ValueError, match=r"images must be \(N, 16, 32, 3\)"):
+        export.run_tflite(path, np.zeros((1, 16, 16, 3)))
+
+
+def test_non_builtin_ops_are_refused(tmp_path):
+    """The index form (tf.nn.max_pool_with_argmax) has no builtin TFLite kernel: export must refuse
+    it instead of falling back to Flex, and tflite_operators must flag a Flex file."""
+
+    class ArgmaxPool(kseg.layers.MaxPoolingWithArgmax2D):
+        def call(self, x):
+            return kseg.layers.pooling.max_pool_with_argmax_indices(x)[0]
+
+        def compute_output_shape(self, s):
+            return (s[0], s[1] // 2, s[2] // 2, s[3])
+
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, ArgmaxPool()(inputs))
+    with pytest.raises(ValueError, match="builtin"):
+        export.export_tflite(model, tmp_path / "m.tflite", input_shape=None)
+
+    # A file that does use Flex ops is recognised as such.
+    @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 2], tf.float32)])
+    def f(x):
+        return tf.nn.max_pool_with_argmax(x, 2, 2, "SAME")[1]
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    names = [(n, b) for n, b in export.tflite_operators(converter.convert())]
+    assert ("FlexMaxPoolWithArgmax", False) in names
