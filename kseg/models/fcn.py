@@ -23,9 +23,12 @@ shelhamer/fcn.berkeleyvision.org@1305c73 ``voc-fcn32s``, ``voc-fcn16s``, ``voc-f
 Input handling. The authors pad the image by 100 pixels before conv1_1 so that any input, however
 small, leaves at least 7x7 for fc6 and the upsampled scores cover the image; the crops then cut
 the score back to exactly the input size. The cost is compute: a 500x500 image is convolved at
-698x698 in conv1 (1.95x the pixels) and the extra border flows through the whole trunk
-(fc6 runs on 16x16 instead of 10x10, for ~0.3 of an image at 500x500 of it dead border). See
-:func:`FCN8s` for the figures and ``pad100=False`` for the alternative.
+698x698 in conv1_1 ... conv5_3 (1.95x the pixels), about 363 forward GFLOPs for FCN-8s against
+about 217 without the padding (multiply-adds x2, 21 classes; analytic count cross-checked with the
+TF graph in ``benchmarks/flops_fcn_deconvnet.py``). ``pad100=False`` is the alternative
+("same"-padded conv1_1 and fc6, upsampling with ``padding="same"``, crops at offset 0): it keeps
+the output size as well, at ~60% of the compute, but the authors' weights were learned with the
+padding and fc6 then sees zero padding at the borders instead of the padded image's context.
 """
 
 import keras
@@ -158,8 +161,7 @@ def _card(variant, num_params, output_stride, year=2015):
     )
 
 
-_ARGS_DOC = """
-    Args:
+_ARGS_DOC = """Args:
         num_classes: output classes (21 for PASCAL VOC: 20 + background).
         input_shape: ``(height, width, 3)``; default ``(500, 500, 3)``, the largest PASCAL VOC
             image (the authors feed whole images, one at a time). Any size works, and
@@ -175,9 +177,9 @@ _ARGS_DOC = """
         pad100: ``True`` (default, the authors): ``ZeroPadding2D(100)`` before an unpadded conv1_1,
             uncropped deconvolutions and the authors' crop offsets. ``False``: conv1_1 and fc6
             use ``"same"`` padding, the deconvolutions crop ``f/2`` per side (``padding="same"``)
-            and the maps are aligned at offset 0: at 500x500 it costs about 55% of the padded
-            net's FLOPs (``benchmarks/flops_fcn_deconvnet.py``), but the weights were learned with the padding, and
-            small images leave fc6 less context.
+            and the maps are aligned at offset 0: at 500x500 about 217 instead of 363 forward
+            GFLOPs (FCN-8s; ``benchmarks/flops_fcn_deconvnet.py``), but the authors' weights were
+            learned with the padding.
         dropout: drop6 / drop7 rate (0.5 as the authors).
         name: model name.
 
@@ -187,14 +189,21 @@ _ARGS_DOC = """
 """
 
 
+def _with_args_doc(builder):
+    """Put the shared argument documentation where the builder's docstring says ``{args}``."""
+    builder.__doc__ = builder.__doc__.replace("    {args}\n", "\n    " + _ARGS_DOC + "\n")
+    return builder
+
+
 @register(_card("fcn32s", 136_152_917, 32))
+@_with_args_doc
 def FCN32s(num_classes=21, input_shape=(500, 500, 3), input_tensor=None, encoder_weights=None, weights=None,
            width=1.0, pad100=True, dropout=0.5, name="fcn32s"):
     """FCN-32s: VGG16 scores at stride 32, upsampled 32x by one frozen bilinear deconvolution.
 
     Reference: Long et al., CVPR 2015, Sec. 4.1-4.2; ``voc-fcn32s/net.py``: ``score_fr`` ->
     ``upscore`` (64x64, stride 32) -> ``score`` (crop offset 19).
-    """ + _ARGS_DOC + """
+    {args}
     Example:
         >>> import kseg
         >>> kseg.FCN32s(input_shape=(37, 53, 3), width=0.0625).output_shape
@@ -205,6 +214,7 @@ def FCN32s(num_classes=21, input_shape=(500, 500, 3), input_tensor=None, encoder
 
 
 @register(_card("fcn16s", 134_815_994, 16))
+@_with_args_doc
 def FCN16s(num_classes=21, input_shape=(500, 500, 3), input_tensor=None, encoder_weights=None, weights=None,
            width=1.0, pad100=True, dropout=0.5, name="fcn16s"):
     """FCN-16s: FCN-32s plus a pool4 skip, fused at stride 16.
@@ -212,7 +222,7 @@ def FCN16s(num_classes=21, input_shape=(500, 500, 3), input_tensor=None, encoder
     Reference: Long et al., CVPR 2015, Sec. 4.2 and Fig. 3; ``voc-fcn16s/net.py``: ``upscore2``
     (4x4 s2) + ``score_pool4c`` (1x1 conv on pool4, crop 5) -> ``fuse_pool4`` -> ``upscore16``
     (32x32 s16) -> ``score`` (crop 27).
-    """ + _ARGS_DOC + """
+    {args}
     Example:
         >>> import kseg
         >>> kseg.FCN16s(input_shape=(37, 53, 3), width=0.0625).output_shape
@@ -223,6 +233,7 @@ def FCN16s(num_classes=21, input_shape=(500, 500, 3), input_tensor=None, encoder
 
 
 @register(_card("fcn8s", 134_489_759, 8))
+@_with_args_doc
 def FCN8s(num_classes=21, input_shape=(500, 500, 3), input_tensor=None, encoder_weights=None, weights=None,
           width=1.0, pad100=True, dropout=0.5, name="fcn8s"):
     """FCN-8s: FCN-16s plus a pool3 skip, fused at stride 8 (the paper's best net).
@@ -232,10 +243,10 @@ def FCN8s(num_classes=21, input_shape=(500, 500, 3), input_tensor=None, encoder_
     (16x16 s8) -> ``score`` (crop 31). The authors train it in stages (32s -> 16s -> 8s, each
     initialised from the previous); :func:`FCN8sAtOnce` is their one-stage variant.
 
-    Cost of the default padding, forward multiply-adds x2 at 500x500, 21 classes (from the graph,
-    ``benchmarks/flops_fcn_deconvnet.py``): see the numbers in the README / the issue's closing
-    note; conv1 alone runs on 698x698 instead of 500x500.
-    """ + _ARGS_DOC + """
+    Cost of the default padding at 500x500 (21 classes, forward multiply-adds x2): about 363
+    GFLOPs with ``pad100=True`` (conv1_1 ... conv5_3 on 698x698) against about 217 with
+    ``pad100=False``; ``benchmarks/flops_fcn_deconvnet.py`` measures both from the TF graph.
+    {args}
     Example:
         >>> import kseg
         >>> kseg.FCN8s(input_shape=(37, 53, 3), width=0.0625).output_shape
@@ -246,6 +257,7 @@ def FCN8s(num_classes=21, input_shape=(500, 500, 3), input_tensor=None, encoder_
 
 
 @register(_card("fcn8s_atonce", 134_490_527, 8, year=2016))
+@_with_args_doc
 def FCN8sAtOnce(num_classes=21, input_shape=(500, 500, 3), input_tensor=None, encoder_weights=None, weights=None,
                 width=1.0, pad100=True, dropout=0.5, name="fcn8s_atonce"):
     """FCN-8s trained in one stage: the pool4 / pool3 skips are scaled by fixed 0.01 / 0.0001.
@@ -254,7 +266,7 @@ def FCN8sAtOnce(num_classes=21, input_shape=(500, 500, 3), input_tensor=None, en
     ``scale_pool4`` (0.01) and ``scale_pool3`` (0.0001), Caffe ``Scale`` layers with ``lr_mult: 0``,
     before ``score_pool4`` / ``score_pool3`` ("for compatibility": the skips' activations are far
     larger than fc7's, and the scales keep the at-once gradients balanced). Otherwise :func:`FCN8s`.
-    """ + _ARGS_DOC + """
+    {args}
     Example:
         >>> import kseg
         >>> kseg.FCN8sAtOnce(input_shape=(37, 53, 3), width=0.0625).output_shape
