@@ -223,3 +223,22 @@ def test_authors_crop_offsets_align_every_fusion_and_the_output(variant):
     model = BUILDERS[variant](num_classes=2, input_shape=(64, 64, 3), width=TINY)
     assert image_coords(model.get_layer("score_fr").output) == (32.0, 12.5)  # pad 100 shifts fc6's grid
     assert image_coords(model.output) == (1.0, 0.0)
+
+
+def test_saved_model_export_matches_keras(tmp_path):
+    import tensorflow as tf
+
+    from kseg import export
+
+    model = kseg.FCN8sAtOnce(num_classes=4, input_shape=(40, 40, 3), width=TINY)
+    for name in ("score_fr", "score_pool4", "score_pool3"):
+        k = model.get_layer(name).kernel
+        k.assign(np.random.default_rng(1).normal(0, 0.05, k.shape).astype("float32"))
+    images = np.random.default_rng(2).integers(0, 256, (2, 40, 40, 3)).astype("uint8")
+    path = export.export_saved_model(model, tmp_path / "fcn8s_atonce_sm")
+    served = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(images))
+    logits = model.predict(images.astype("float32"), verbose=0)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    np.testing.assert_allclose(served["probabilities"].numpy(), probs, atol=1e-5)
+    assert served["labels"].shape == (2, 40, 40)
