@@ -91,6 +91,57 @@ class CRFFilters:
         """Normalised smoothness-kernel message of ``q`` (P, L)."""
         return self._apply(1, q)
 
+    def weighted_sum(self, bilateral_weight, spatial_weight):
+        """``fn(q) = w_b * bilateral(q) + w_s * spatial(q)`` with one splat and one slice.
+
+        Both lattices are stacked into one grid: the splat matrix is ``[S_b | S_s]``, the slice
+        matrix ``[diag(w_b n_b alpha_b) S_b | diag(w_s n_s alpha_s) S_s]``, and the spatial part
+        skips the blur directions it does not have (its neighbours there are its zero row). Same
+        result as the two separate messages, half the sparse products per iteration.
+        """
+        lb, ls = self.lattices
+        mb = lb.num_vertices + 1
+        ms = ls.num_vertices + 1
+        sb, ss = lb.slice_matrix, ls.slice_matrix
+        offset = tf.stack([tf.constant(0, tf.int64), tf.cast(mb, tf.int64)])
+        indices = tf.concat([sb.indices, ss.indices + offset], axis=0)
+        shape = tf.stack([sb.dense_shape[0], tf.cast(mb + ms, tf.int64)])
+        d1b, d1s = lb.dim + 1, ls.dim + 1
+
+        def row_scale(norm, d1):
+            return tf.reshape(tf.tile(norm, [1, d1]), [-1])
+
+        nb, ns = self.norms
+        slice_scale_b = bilateral_weight * lb.alpha * nb
+        slice_scale_s = spatial_weight * ls.alpha * ns
+        splat_values = tf.concat([sb.values, ss.values], axis=0)
+        if self.normalization == "symmetric":
+            splat_values = splat_values * tf.concat([row_scale(nb, d1b), row_scale(ns, d1s)], axis=0)
+        slice_values = tf.concat(
+            [sb.values * row_scale(slice_scale_b, d1b), ss.values * row_scale(slice_scale_s, d1s)], axis=0
+        )
+        splat = tf.sparse.SparseTensor(indices, splat_values, shape)
+        slicing = tf.sparse.SparseTensor(indices, slice_values, shape)
+        directions = max(d1b, d1s)
+        neighbours = []
+        for j in range(directions):
+            parts = []
+            for lat, base in ((lb, 0), (ls, mb)):
+                m = lat.num_vertices + 1
+                if j <= lat.dim:
+                    parts.append(lat.neighbours[j] + base)
+                else:  # a direction this lattice lacks: neighbours are its zero row (no-op blur)
+                    parts.append(tf.fill([2, m], base + m - 1))
+            neighbours.append(tf.concat(parts, axis=1))
+
+        def message(q):
+            grid = tf.sparse.sparse_dense_matmul(splat, q, adjoint_a=True)
+            for n in neighbours:
+                grid = grid + 0.5 * (tf.gather(grid, n[0]) + tf.gather(grid, n[1]))
+            return tf.sparse.sparse_dense_matmul(slicing, grid)
+
+        return message
+
 
 def build_filters(image, theta_alpha, theta_beta, theta_gamma, normalization="after", jit_compile=False):
     """Builds both lattices of a (B, H, W, 3) image batch once; returns a :class:`CRFFilters`."""
@@ -213,7 +264,7 @@ def dense_crf(
         logits = tf.math.log(tf.maximum(logits, 1e-8))
     filters = build_filters(image, theta_alpha, theta_beta, theta_gamma, normalization, jit_compile)
     compat = None if compatibility is None else tf.convert_to_tensor(compatibility, tf.float32)
-    messages = [(filters.bilateral, float(bilateral_weight)), (filters.spatial, float(spatial_weight))]
+    messages = [(filters.weighted_sum(float(bilateral_weight), float(spatial_weight)), 1.0)]
     q = mean_field(logits, messages, num_iterations, compat)
     q = tf.reshape(q, shape)
     return q if batched else q[0]
