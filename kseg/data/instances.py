@@ -315,6 +315,9 @@ def detector_samples(instances, proposals, image_id, num_rois=64, fg_fraction=0.
     Args:
         proposals: (P, 4) ``[y1, x1, y2, x2]`` pixel boxes of this image.
 
+    Always returns exactly `num_rois` ROIs: with too few proposals, random boxes over the image
+    (IoU < `fg_iou`) fill the background, and ROIs repeat when needed.
+
     Returns a dict: ``rois`` (R, 4), ``labels`` (R,) int32, ``ious`` (R,) (IoU with the matched
     object, the input of MultiPathNet's integral loss), ``gt_boxes`` (R, 4) matched boxes,
     ``gt`` the image's instances.
@@ -336,9 +339,26 @@ def detector_samples(instances, proposals, image_id, num_rois=64, fg_fraction=0.
     bg = np.flatnonzero((iou >= bg_iou[0]) & (iou < bg_iou[1]))
     if len(bg) == 0:
         bg = np.flatnonzero(iou < fg_iou)
+    if len(bg) == 0:  # too few proposals: random boxes over the image serve as background
+        info = instances.image_info(image_id)
+        h, w = info["height"], info["width"]
+        c = rng.uniform(0, 1, (4 * num_rois, 2)) * [h, w]
+        s = rng.uniform(8, max(h, w) / 2, (4 * num_rois, 2))
+        extra = np.clip(np.concatenate([c - s / 2, c + s / 2], 1), 0, [h, w, h, w]).astype(np.float32)
+        extra = extra[(extra[:, 2] - extra[:, 0] > 1) & (extra[:, 3] - extra[:, 1] > 1)]
+        e_iou = box_iou_numpy(extra, gt["boxes"]).max(1) if len(gt["boxes"]) else np.zeros(len(extra), np.float32)
+        e_arg = box_iou_numpy(extra, gt["boxes"]).argmax(1) if len(gt["boxes"]) else np.zeros(len(extra), np.int64)
+        keep_e = e_iou < fg_iou
+        bg = len(boxes) + np.arange(int(keep_e.sum()))
+        boxes = np.concatenate([boxes, extra[keep_e]])
+        iou = np.concatenate([iou, e_iou[keep_e]])
+        arg = np.concatenate([arg, e_arg[keep_e]])
     n_fg = min(len(fg), int(round(num_rois * fg_fraction)))
     fg = rng.choice(fg, n_fg, replace=False) if n_fg else fg[:0]
     n_bg = num_rois - n_fg
+    if len(bg) == 0 and n_bg and n_fg:  # nothing but foreground: repeat it
+        fg = np.concatenate([fg, rng.choice(fg, n_bg, replace=True)])
+        n_fg, n_bg = len(fg), 0
     bg = rng.choice(bg, n_bg, replace=len(bg) < n_bg) if len(bg) and n_bg else bg[:0]
     keep = np.concatenate([fg, bg]).astype(np.int64)
     labels = np.where(np.arange(len(keep)) < n_fg, gt["labels"][arg[keep]] if len(gt["labels"]) else 0, 0)

@@ -149,3 +149,24 @@ def test_export_pipeline_serving_signature(tmp_path):
     n = res["scores"].shape[0]
     assert 0 < n <= 4 and res["boxes"].shape == (n, 4) and res["masks"].shape == (n, 40, 50)
     assert res["labels"].numpy().min() >= 1
+
+
+def test_detection_dataset_targets(coco_tiny_dir):
+    from kseg.data.coco import load_coco
+    from kseg.inference.detection import detection_dataset
+    from kseg.ops import decode_boxes
+
+    inst = load_coco(coco_tiny_dir / "annotations" / "instances_train2017.json")
+    img_id = inst.image_ids[0]
+    ds = detection_dataset(inst, {img_id: np.zeros((0, 4), np.float32)}, num_rois=16, short_side=200, seed=0,
+                           segmentation=True)
+    inputs, t = next(iter(ds))
+    assert inputs["image"].shape[0] == 1 and min(inputs["image"].shape[1:3]) == 200
+    assert inputs["rois"].shape == (1, 16, 4) and t["labels"].shape == (1, 16) and t["seg"].shape[0] == 1
+    fg = t["ious"].numpy()[0] >= 0.5
+    assert fg.any() and (t["labels"].numpy()[0][fg] > 0).all() and (t["labels"].numpy()[0][~fg] == 0).all()
+    # regression targets take each foreground ROI onto a ground-truth box of the (resized, maybe flipped) image
+    back = np.asarray(decode_boxes(t["box_targets"][0], inputs["rois"][0]))[fg]
+    h, w = inputs["image"].shape[1:3]
+    assert np.all(back >= -1) and np.all(back[:, 2] <= h + 1) and np.all(back[:, 3] <= w + 1)
+    assert np.all(back[:, 2] > back[:, 0]) and np.all(back[:, 3] > back[:, 1])
