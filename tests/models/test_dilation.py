@@ -12,13 +12,17 @@ def conv(k, cin, cout):
     return k * k * cin * cout + cout
 
 
-def frontend_params_from_network_py(num_classes=21):
-    """fyu/dilation network.py build_frontend_vgg: VGG16 convs, fc6 7x7 (dilation 4), fc7, final."""
+def frontend_params_from_network_py(num_classes=21, width=1.0):
+    """fyu/dilation network.py build_frontend_vgg: VGG16 convs, fc6 7x7 (dilation 4), fc7, final.
+
+    `width` scales every channel count (the builders' test option); 1.0 is the authors' net.
+    """
+    w = lambda c: max(1, round(c * width))  # noqa: E731
     vgg = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),
            (256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]
-    total = sum(conv(3, i, o) for i, o in vgg)          # 14,714,688
-    total += conv(7, 512, 4096) + conv(1, 4096, 4096)   # fc6, fc7
-    return total + conv(1, 4096, num_classes)           # final
+    total = sum(conv(3, i if i == 3 else w(i), w(o)) for i, o in vgg)  # 14,714,688 at width 1
+    total += conv(7, w(512), w(4096)) + conv(1, w(4096), w(4096))       # fc6, fc7
+    return total + conv(1, w(4096), num_classes)                        # final
 
 
 def context_params_from_table1(c):
@@ -26,16 +30,33 @@ def context_params_from_table1(c):
     return 7 * conv(3, c, c) + conv(1, c, c)
 
 
-def test_parameter_counts_match_the_authors_nets():
-    front = kseg.DilatedFrontEnd(input_shape=(64, 64, 3))
-    assert kseg.count_params(front) == frontend_params_from_network_py(21) == 134_346_581
-    assert kseg.models.get("dilation_frontend").num_params == 134_346_581
-    del front
-    full = kseg.Dilation8(input_shape=(64, 64, 3))
-    expected = frontend_params_from_network_py(21) + context_params_from_table1(21)
-    assert kseg.count_params(full) == expected == 134_374_973
-    assert kseg.models.get("dilation8").num_params == expected
+def test_parameter_count_arithmetic_at_reduced_width():
+    # the same arithmetic at a quarter of the widths (a full-size build needs ~2 GB: slow test below)
+    for c in (11, 21):
+        model = kseg.Dilation8(num_classes=c, input_shape=(24, 24, 3), width=0.25)
+        context = sum(int(np.prod(w.shape)) for w in model.get_layer("context").weights)
+        assert context == context_params_from_table1(c)
+        assert kseg.count_params(model) == frontend_params_from_network_py(c, 0.25) + context_params_from_table1(c)
+    assert frontend_params_from_network_py(21) == 134_346_581
     assert context_params_from_table1(11) == 7832  # the CamVid net's context module
+    assert kseg.models.get("dilation_frontend").num_params == frontend_params_from_network_py(21)
+    assert kseg.models.get("dilation8").num_params == 134_346_581 + context_params_from_table1(21) == 134_374_973
+    # the front-end builder has exactly the layers of Dilation8 before the context module
+    tiny = dict(num_classes=3, input_shape=(24, 24, 3), width=1 / 16)
+    front_names = {l.name for l in kseg.DilatedFrontEnd(**tiny).layers if l.weights}  # noqa: E741
+    full_names = {l.name for l in kseg.Dilation8(**tiny).layers if l.weights}  # noqa: E741
+    assert full_names - front_names == {"context"}
+
+
+@pytest.mark.slow
+def test_parameter_counts_match_the_authors_nets_full_size():
+    full = kseg.Dilation8(input_shape=(64, 64, 3))
+    context = sum(int(np.prod(w.shape)) for w in full.get_layer("context").weights)
+    assert kseg.count_params(full) - context == frontend_params_from_network_py(21) == 134_346_581
+    assert kseg.count_params(full) == kseg.models.get("dilation8").num_params == 134_374_973
+    del full
+    front = kseg.DilatedFrontEnd(input_shape=(64, 64, 3))
+    assert kseg.count_params(front) == kseg.models.get("dilation_frontend").num_params
 
 
 def test_layers_follow_the_authors_front_end():
