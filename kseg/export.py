@@ -190,8 +190,10 @@ def _representative(images, height, width, limit=200):
     if images is None:
         raise ValueError(
             'quantize="int8" needs representative_images: a few dozen training images '
-            "(array (N, H, W, 3), an iterable of images, or a tf.data.Dataset of images)"
+            "(array (N, H, W, 3), an iterable of images, a tf.data.Dataset or an image folder)"
         )
+    if isinstance(images, (str, pathlib.Path)):
+        images = _image_files(images, limit)
 
     def gen():
         count = 0
@@ -210,9 +212,26 @@ def _representative(images, height, width, limit=200):
     return gen
 
 
+def _image_files(folder, limit):
+    """Up to `limit` image files of `folder`, evenly spaced over its sorted listing (a video
+    dataset's first files are all one sequence)."""
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"representative_images: {str(folder)!r} is not a folder of images")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    if not files:
+        raise ValueError(f"representative_images: no .png/.jpg images in {str(folder)!r}")
+    return files[:: max(1, len(files) // limit)][:limit]
+
+
 def _iterate_images(images):
     tf = _tf()
-    if isinstance(images, tf.data.Dataset):
+    if isinstance(images, list) and images and isinstance(images[0], pathlib.Path):
+        from PIL import Image
+
+        for f in images:
+            yield np.asarray(Image.open(f).convert("RGB"), dtype=np.float32)
+    elif isinstance(images, tf.data.Dataset):
         for item in images.as_numpy_iterator():
             yield item[0] if isinstance(item, (tuple, list)) else item
     elif isinstance(images, np.ndarray):
@@ -243,8 +262,9 @@ def export_tflite(
             (int8 weights, float activations) or ``"int8"`` (full-integer weights and
             activations, calibrated on `representative_images`).
         representative_images: for ``"int8"``: images in [0, 255] drawn from the training data
-            (array ``(N, H, W, 3)``, an iterable of images / ``(image, mask)`` pairs, or a
-            ``tf.data.Dataset``); resized to the export size when needed.
+            (array ``(N, H, W, 3)``, an iterable of images / ``(image, mask)`` pairs, a
+            ``tf.data.Dataset``, or a folder of .png/.jpg such as CamVid's ``train/``); resized
+            to the export size when needed; the first `num_calibration` are used.
         input_shape: ``(H, W, 3)`` to export at; required when the model's size is variable.
         io_type: input/output tensor type for ``"int8"``: ``"uint8"`` (default: images go in
             as they come from a camera), ``"int8"`` or ``"float32"``. Other modes keep float32.
@@ -273,9 +293,11 @@ def export_tflite(
             f"TFLite export needs a fixed input size; the model's is {(height, width)}: pass input_shape=(H, W, 3)"
         )
 
+    converted = _for_tflite(model)
+
     @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32, name="images")])
     def serve(images):
-        return {"logits": tf.cast(model(images, training=False), tf.float32)}
+        return {"logits": tf.cast(converted(images, training=False), tf.float32)}
 
     # Freeze the variables into constants first: handing the converter the trackable model keeps
     # them as resource variables (VAR_HANDLE / READ_VARIABLE), which LiteRT leaves uninitialised.
@@ -310,6 +332,68 @@ def export_tflite(
         raise ValueError(f"TFLite conversion produced non-builtin operators {bad}; kseg exports builtins only")
     path.write_bytes(content)
     return str(path)
+
+
+def _max_pool_mask_for_tflite():
+    """The mask form of max pooling, written for TFLite: the pooled map is a builtin MAX_POOL_2D
+    and the mask compares each window position with it (first maximum wins, as in the layer).
+
+    Same values as :class:`kseg.layers.MaxPoolingWithArgmax2D` (a max is a max; the tie-break is
+    the same), but the comparison is between tensors of one quantisation scale (MAX_POOL_2D and
+    STRIDED_SLICE keep their input's scale), so full-integer ("int8") files keep exact masks. The
+    training form builds the pooled map from ``where`` sums instead, to route gradients to the
+    first maximum; in int8 those sums are requantised and the masks break.
+    """
+    from keras import ops
+
+    from kseg.layers.pooling import MaxPoolingWithArgmax2D, _interleave
+
+    class MaxPoolingWithArgmax2DForTFLite(MaxPoolingWithArgmax2D):
+        def call(self, inputs):
+            k = self.pool_size
+            h, w = inputs.shape[1], inputs.shape[2]
+            pooled = ops.max_pool(inputs, k, k, padding="same")
+            x = inputs
+            if (-h) % k or (-w) % k:
+                # Mirror, not -inf: a -inf would set the int8 scale of everything sharing this
+                # tensor's scale. Mirrored cells copy earlier cells of their own window, so the
+                # first maximum is always a real one (and the crop below drops them anyway).
+                x = ops.pad(inputs, [[0, 0], [0, (-h) % k], [0, (-w) % k], [0, 0]], mode="symmetric")
+            taken, firsts = None, []
+            for win in (x[:, i::k, j::k, :] for i in range(k) for j in range(k)):
+                hit = ops.equal(win, pooled)
+                if taken is None:
+                    taken = hit
+                else:
+                    hit = ops.logical_and(hit, ops.logical_not(taken))
+                    taken = ops.logical_or(taken, hit)
+                firsts.append(ops.cast(hit, inputs.dtype))
+            rows = [_interleave(firsts[i * k:(i + 1) * k], k, axis=2) for i in range(k)]
+            return pooled, _interleave(rows, k, axis=1)[:, :h, :w, :]
+
+    return MaxPoolingWithArgmax2DForTFLite
+
+
+def _for_tflite(model):
+    """`model` with its mask-form pooling layers swapped for the TFLite form (weights shared)."""
+    import keras
+
+    from kseg.layers.pooling import MaxPoolingWithArgmax2D
+
+    pools = [l for l in model.layers if type(l) is MaxPoolingWithArgmax2D]
+    if not pools or not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
+        return model
+    tflite_pool = _max_pool_mask_for_tflite()
+
+    def swap(layer):
+        if type(layer) is MaxPoolingWithArgmax2D:
+            return tflite_pool.from_config(layer.get_config())
+        return layer  # reused: same weights, nothing copied
+
+    try:
+        return keras.models.clone_model(model, clone_function=swap)
+    except Exception:  # a model clone_model cannot rebuild: convert it as it is
+        return model
 
 
 def _interpreter(path, num_threads=None):

@@ -1,0 +1,59 @@
+"""Run kseg's benchmarks, one after another, each in its own process, printing their tables.
+
+Every ``benchmarks/*.py`` except this file is a benchmark that runs alone with its defaults
+(``python benchmarks/NAME.py``). They are heavy: on a shared machine run them under the lock,
+``flock /tmp/kseg-heavy.lock python benchmarks/run.py``.
+
+    python benchmarks/run.py --list
+    python benchmarks/run.py                                   # the export/pooling/SegNet set
+    python benchmarks/run.py --only pool_unpool tflite_segnet
+    python benchmarks/run.py --all                              # every script in benchmarks/
+"""
+
+import argparse
+import pathlib
+import subprocess
+import sys
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+# The benchmarks of issue 3 / issue 7 item 3 (export, pooling, SegNet); --all adds everyone else's.
+DEFAULT = ["pool_unpool", "segnet_train_step", "tflite_segnet", "tflite_quantized"]
+
+
+def available():
+    return sorted(p.stem for p in HERE.glob("*.py") if p.stem != "run" and not p.stem.startswith("_"))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", default=None, help="benchmark names (file stems)")
+    parser.add_argument("--all", action="store_true", help="every script in benchmarks/")
+    parser.add_argument("--list", action="store_true")
+    args = parser.parse_args(argv)
+
+    names = available()
+    if args.list:
+        print("\n".join(f"{n}{'  (default)' if n in DEFAULT else ''}" for n in names))
+        return 0
+    chosen = args.only or (names if args.all else [n for n in DEFAULT if n in names])
+    unknown = [n for n in chosen if n not in names]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; available: {', '.join(names)}")
+
+    failed = []
+    for name in chosen:
+        print(f"\n===== {name} =====", flush=True)
+        t0 = time.perf_counter()
+        rc = subprocess.call([sys.executable, str(HERE / f"{name}.py")])
+        print(f"===== {name}: exit {rc}, {time.perf_counter() - t0:.0f} s =====", flush=True)
+        if rc:
+            failed.append(name)
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
