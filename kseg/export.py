@@ -27,6 +27,7 @@ Example:
 """
 
 import pathlib
+import warnings
 
 import numpy as np
 
@@ -321,7 +322,10 @@ def export_tflite(
         converter.inference_input_type = getattr(tf, io_type)
         converter.inference_output_type = getattr(tf, io_type)
     try:
-        content = converter.convert()
+        with warnings.catch_warnings():
+            # int8 I/O: the converter asks for input statistics it then takes from calibration.
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+            content = converter.convert()
     except Exception as err:  # ConverterError: an op without a builtin kernel, most often
         raise ValueError(
             f"TFLite conversion of {getattr(model, 'name', model)!r} with builtin ops only failed "
