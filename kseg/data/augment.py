@@ -63,6 +63,8 @@ class JointAugmentation:
         self.seed = seed
         self._rng = None
         self._flip_layer = None
+        # Create the generator / layer state eagerly, not while tf.data traces the map function.
+        self._build()
 
     def get_config(self):
         return {
