@@ -15,8 +15,9 @@ Only stock TensorFlow ops are used, so a graph that contains it runs on stock TF
   mixed-radix code whose radices come from the keys' range (padded by d+1 on both sides, so that
   the code of a blur neighbour is the code of the vertex plus a constant offset and can never alias
   another vertex);
-* ``tf.unique`` numbers the distinct vertices, ``tf.sort`` + ``tf.searchsorted`` find each vertex's
-  2 (d+1) blur neighbours;
+* ``tf.unique`` numbers first the distinct enclosing simplices of the points (neighbouring pixels
+  mostly share one), then their distinct vertices, and finally finds each vertex's 2 (d+1) blur
+  neighbours (a unique over [vertex codes; neighbour codes]: no sort, no searchsorted);
 * splat and slice are products with the sparse (points x vertices) barycentric matrix
   (``tf.sparse.sparse_dense_matmul``, i.e. SparseTensorDenseMatMul: a multithreaded
   segment sum / gather, 25x faster on CPU than ``unsorted_segment_sum`` of the weighted rows), the
@@ -32,10 +33,12 @@ approximately symmetric; Krähenbühl's code approximates the transpose by blurr
 Several images are filtered at once by making the image index one more (most significant) digit of
 the hash: vertices of different images never meet, so one lattice serves a whole batch.
 
-TFLite: ``Unique``, ``SearchSorted`` and ``SparseTensorDenseMatMul`` have no TFLite builtin
-kernels; a model containing the lattice converts only with
-``SELECT_TF_OPS`` (Flex). XLA cannot compile lattice construction either (data-dependent number of
-vertices). TF-only code.
+TFLite: lattice construction (``Unique``, ``UnsortedSegmentMin``, gathers, int64 arithmetic)
+converts to TFLite builtins; the default splat/slice op ``SparseTensorDenseMatMul`` does not (it
+needs Flex / SELECT_TF_OPS). With ``tflite_builtins=True`` splat/slice use ``Gather`` +
+``UnsortedSegmentSum`` instead and the whole filter converts to builtins (tested: runs in the
+plain interpreter and matches TensorFlow). XLA cannot compile lattice construction as a whole
+(data-dependent number of vertices); its point-wise part can (``jit_compile``). TF-only code.
 """
 
 import numpy as np
@@ -58,8 +61,9 @@ class PermutohedralLattice:
             splat = S^T v).
     """
 
-    def __init__(self, dim, vertex_index, weights, neighbours, num_vertices):
+    def __init__(self, dim, vertex_index, weights, neighbours, num_vertices, tflite_builtins=False):
         self.dim = dim
+        self.tflite_builtins = tflite_builtins
         points = tf.shape(weights, out_type=tf.int64)[0]
         rows = tf.repeat(tf.range(points), dim + 1)
         cols = tf.cast(tf.reshape(vertex_index, [-1]), tf.int64)
@@ -151,11 +155,7 @@ def _enclosing_simplex(features, d):
 _enclosing_simplex_xla = tf.function(_enclosing_simplex, jit_compile=True, reduce_retracing=True)
 
 
-def _digits(code, radix, extent):
-    return (code[..., None] // radix) % extent
-
-
-def build_lattice(features, group=None, jit_compile=False):
+def build_lattice(features, group=None, jit_compile=False, tflite_builtins=False):
     """Builds the permutohedral lattice of ``features``.
 
     Args:
@@ -165,6 +165,9 @@ def build_lattice(features, group=None, jit_compile=False):
             different groups never interact.
         jit_compile: compile the point-wise part with XLA (faster on CPU; the graph then needs
             XLA's JIT kernels where it is served).
+        tflite_builtins: splat and slice with ``tf.gather`` + ``unsorted_segment_sum`` instead of
+            ``sparse_dense_matmul`` (same result; slower in TensorFlow, but every op of the graph
+            is then a TFLite builtin).
 
     Returns:
         a :class:`PermutohedralLattice`.
@@ -182,8 +185,11 @@ def build_lattice(features, group=None, jit_compile=False):
     rem0 = tf.cast(rem0, tf.int64)
     kmin = tf.reduce_min(rem0, axis=0) - 2 * d1
     extent = tf.reduce_max(rem0, axis=0) - kmin + 1 + 2 * d1  # (d,)
-    radix = tf.math.cumprod(extent, exclusive=True)  # (d,)
-    span = tf.reduce_prod(extent)
+    radices = [tf.constant(1, tf.int64)]
+    for j in range(1, d):
+        radices.append(radices[-1] * extent[j - 1])
+    radix = tf.stack(radices)  # (d,)
+    span = radices[-1] * extent[d - 1]
     rank_radix = tf.constant(d1 ** np.arange(d), tf.int64)
     num_groups = tf.constant(1, tf.int64) if group is None else tf.reduce_max(tf.cast(group, tf.int64)) + 1
     check = tf.debugging.assert_less(
@@ -193,48 +199,58 @@ def build_lattice(features, group=None, jit_compile=False):
     )
     with tf.control_dependencies([check]):
         # 1) distinct enclosing simplices (neighbouring pixels mostly share one): P keys.
-        simplex_code = tf.reduce_sum((rem0 - kmin) * radix, axis=-1) * (d1**d) + tf.reduce_sum(
+        rem0 = rem0 - kmin
+        simplex_code = tf.reduce_sum(rem0 * radix, axis=-1) * (d1**d) + tf.reduce_sum(
             tf.cast(rank, tf.int64) * rank_radix, axis=-1
         )
+    group_code = None
     if group is not None:
-        simplex_code = simplex_code + tf.cast(group, tf.int64) * (span * d1**d)
+        group_code = tf.cast(group, tf.int64) * span
+        simplex_code = simplex_code + group_code * (d1**d)
     simplices, simplex_index = tf.unique(simplex_code, out_idx=tf.int32)
 
-    # 2) their d+1 vertices: S (d+1) keys.
-    s_group = simplices // (span * d1**d)
-    s_rem0 = _digits((simplices // d1**d) % span, radix, extent)  # (S, d), offset by -kmin
-    s_rank = _digits(simplices % d1**d, rank_radix, d1)  # (S, d)
+    # 2) their d+1 vertices: S (d+1) keys, from one representative point per simplex.
+    points = tf.shape(simplex_index)[0]
+    rep = tf.math.unsorted_segment_min(tf.range(points), simplex_index, tf.size(simplices))
     canon = tf.constant(_canonical_simplex(d).T)  # [j, r]
-    keys = s_rem0[:, None, :] + tf.transpose(tf.gather(canon, s_rank), [0, 2, 1])  # (S, d1, d)
-    vertex_code = tf.reduce_sum(keys * radix, axis=-1) + s_group[:, None] * span  # (S, d1)
+    keys = tf.gather(rem0, rep)[:, None, :] + tf.transpose(tf.gather(canon, tf.gather(rank, rep)), [0, 2, 1])
+    vertex_code = tf.reduce_sum(keys * radix, axis=-1)  # (S, d1)
+    if group_code is not None:
+        vertex_code = vertex_code + tf.gather(group_code, rep)[:, None]
     uniq, idx = tf.unique(tf.reshape(vertex_code, [-1]), out_idx=tf.int32)
     num_vertices = tf.size(uniq, out_type=tf.int32)
     vertex_index = tf.gather(tf.reshape(idx, [-1, d1]), simplex_index)  # (P, d1)
 
-    # Blur neighbours: code offset of "-1 on every coordinate, +d1 on coordinate j".
+    # Blur neighbours: code offset of "-1 on every coordinate, +d1 on coordinate j". Looked up
+    # with one more tf.unique over [vertices; queries]: the vertices come first, so they keep ids
+    # 0..M-1, a query equal to a vertex gets that vertex's id and an absent one an id >= M.
     base = -tf.reduce_sum(radix)
     offsets = tf.stack([base + d1 * radix[j] for j in range(d)] + [base])  # (d1,)
-    order = tf.argsort(uniq, stable=True)
-    sorted_codes = tf.gather(uniq, order)
     queries = tf.concat([uniq[None, :] + offsets[:, None], uniq[None, :] - offsets[:, None]], axis=0)
-    flat_q = tf.reshape(queries, [-1])
-    pos_q = tf.searchsorted(sorted_codes, flat_q, side="left", out_type=tf.int32)
-    pos_q = tf.minimum(pos_q, num_vertices - 1)
-    found = tf.equal(tf.gather(sorted_codes, pos_q), flat_q)
-    nb = tf.where(found, tf.gather(order, pos_q), num_vertices)
+    _, ids = tf.unique(tf.concat([uniq, tf.reshape(queries, [-1])], axis=0), out_idx=tf.int32)
+    nb = tf.minimum(ids[num_vertices:], num_vertices)
     nb = tf.transpose(tf.reshape(nb, [2, d1, -1]), [1, 0, 2])  # (d1, 2, M)
     neighbours = tf.concat([nb, tf.fill([d1, 2, 1], num_vertices)], axis=-1)  # (d1, 2, M+1)
-    return PermutohedralLattice(d, vertex_index, weights, neighbours, num_vertices)
+    return PermutohedralLattice(d, vertex_index, weights, neighbours, num_vertices, tflite_builtins)
 
 
 def lattice_filter(lattice, values):
     """Splat, blur and slice ``values`` (P, C) float32 on ``lattice``; returns (P, C)."""
     d1 = lattice.dim + 1
     values = tf.convert_to_tensor(values, tf.float32)
-    # Splat = S^T v and slice = S g with S the sparse (P, M+1) barycentric matrix:
-    # SparseTensorDenseMatMul is multithreaded and ~25x faster here than gather + segment sum.
-    grid = tf.sparse.sparse_dense_matmul(lattice.slice_matrix, values, adjoint_a=True)
+    w = lattice.weights
+    if lattice.tflite_builtins:
+        channels = tf.shape(values)[-1]
+        contrib = tf.reshape(values[:, None, :] * w[:, :, None], [-1, channels])
+        ids = tf.reshape(lattice.vertex_index, [-1])
+        grid = tf.math.unsorted_segment_sum(contrib, ids, lattice.num_vertices + 1)
+    else:
+        # Splat = S^T v and slice = S g with S the sparse (P, M+1) barycentric matrix:
+        # SparseTensorDenseMatMul is multithreaded and ~25x faster here than gather + segment sum.
+        grid = tf.sparse.sparse_dense_matmul(lattice.slice_matrix, values, adjoint_a=True)
     for j in range(d1):
         n = lattice.neighbours[j]
         grid = grid + 0.5 * (tf.gather(grid, n[0]) + tf.gather(grid, n[1]))
+    if lattice.tflite_builtins:
+        return lattice.alpha * tf.reduce_sum(tf.gather(grid, lattice.vertex_index) * w[:, :, None], axis=1)
     return lattice.alpha * tf.sparse.sparse_dense_matmul(lattice.slice_matrix, grid)

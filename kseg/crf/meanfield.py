@@ -100,6 +100,8 @@ class CRFFilters:
         result as the two separate messages, half the sparse products per iteration.
         """
         lb, ls = self.lattices
+        if lb.tflite_builtins or ls.tflite_builtins:
+            return lambda q: bilateral_weight * self.bilateral(q) + spatial_weight * self.spatial(q)
         mb = lb.num_vertices + 1
         ms = ls.num_vertices + 1
         sb, ss = lb.slice_matrix, ls.slice_matrix
@@ -143,14 +145,20 @@ class CRFFilters:
         return message
 
 
-def build_filters(image, theta_alpha, theta_beta, theta_gamma, normalization="after", jit_compile=False):
+def build_filters(
+    image, theta_alpha, theta_beta, theta_gamma, normalization="after", jit_compile=False, tflite_builtins=False
+):
     """Builds both lattices of a (B, H, W, 3) image batch once; returns a :class:`CRFFilters`."""
     for name, val in (("theta_alpha", theta_alpha), ("theta_beta", theta_beta), ("theta_gamma", theta_gamma)):
         if not float(val) > 0:
             raise ValueError(f"{name} must be > 0, got {val}")
     image = tf.stop_gradient(tf.cast(image, tf.float32))
     bil, spa, group = pixel_features(image, theta_alpha, theta_beta, theta_gamma)
-    return CRFFilters(build_lattice(bil, group, jit_compile), build_lattice(spa, group, jit_compile), normalization)
+    return CRFFilters(
+        build_lattice(bil, group, jit_compile, tflite_builtins),
+        build_lattice(spa, group, jit_compile, tflite_builtins),
+        normalization,
+    )
 
 
 def mean_field(unary_logits, messages, num_iterations, compatibility=None):
@@ -194,6 +202,7 @@ def dense_crf(
     unary_is="logits",
     normalization="after",
     jit_compile=False,
+    tflite_builtins=False,
 ):
     """Fully connected CRF mean-field inference (Krähenbühl & Koltun 2011) from stock TF ops.
 
@@ -201,12 +210,12 @@ def dense_crf(
 
     (a batched unary takes a batched image (B, H, W, 3); the image may be any numeric dtype with
     colours in [0, 255]). Both Gaussian kernels are permutohedral-lattice filters built from
-    ``tf.unique`` / ``tf.searchsorted`` / ``unsorted_segment_sum`` / ``tf.gather`` (see
+    ``tf.unique`` / ``unsorted_segment_min`` / ``sparse_dense_matmul`` / ``tf.gather`` (see
     :mod:`kseg.crf.lattice`), the lattices built once per call and shared by all iterations and
     labels; the smoothness kernel uses a 2-D lattice as the authors' code does. No custom op and no
     Python callback: it works eagerly, in ``tf.function`` and inside a SavedModel. TF-only code.
-    (TFLite: needs Flex ops, since ``Unique`` / ``SearchSorted`` / ``UnsortedSegmentSum`` have no
-    builtin kernels.)
+    TFLite: the default splat/slice op ``SparseTensorDenseMatMul`` is not a TFLite builtin (Flex
+    only); with ``tflite_builtins=True`` every op is a builtin.
 
     Defaults are DeepLab-v1 DeepLab-LargeFOV's published CRF parameters (Chen et al., ICLR 2015;
     released ``run_densecrf.sh``: bi_w=4, bi_xy_std=121, bi_rgb_std=5, pos_w=3, pos_xy_std=3,
@@ -228,6 +237,8 @@ def dense_crf(
             DeepLab and CRF-as-RNN), ``"symmetric"`` (pydensecrf's default) or ``"none"``.
         jit_compile: compile the point-wise part of lattice construction with XLA (faster on CPU;
             the graph then needs XLA's JIT kernels wherever it is served).
+        tflite_builtins: splat/slice with gather + segment sums so that every op converts to a
+            TFLite builtin (same result, ~2-3x slower in TensorFlow).
 
     Returns:
         Q: marginals, float32, same shape as ``unary``.
@@ -262,7 +273,7 @@ def dense_crf(
     logits = tf.reshape(unary, [-1, shape[-1]])
     if unary_is == "probabilities":
         logits = tf.math.log(tf.maximum(logits, 1e-8))
-    filters = build_filters(image, theta_alpha, theta_beta, theta_gamma, normalization, jit_compile)
+    filters = build_filters(image, theta_alpha, theta_beta, theta_gamma, normalization, jit_compile, tflite_builtins)
     compat = None if compatibility is None else tf.convert_to_tensor(compatibility, tf.float32)
     messages = [(filters.weighted_sum(float(bilateral_weight), float(spatial_weight)), 1.0)]
     q = mean_field(logits, messages, num_iterations, compat)

@@ -2,9 +2,10 @@
 
 Both run mean-field inference in the fully connected CRF of Krähenbühl & Koltun (NIPS 2011) with
 permutohedral-lattice filtering built from stock TensorFlow ops (:mod:`kseg.crf`), so a model that
-contains them exports to a SavedModel that runs on stock TF Serving. TFLite conversion needs Flex
-(SELECT_TF_OPS) ops: ``Unique``, ``SearchSorted`` and ``UnsortedSegmentSum`` (lattice
-construction and splatting) have no TFLite builtins.
+contains them exports to a SavedModel that runs on stock TF Serving. TFLite: by default the
+splat/slice op ``SparseTensorDenseMatMul`` is not a TFLite builtin (Flex only); built with
+``tflite_builtins=True`` every op of the layers converts to a TFLite builtin (Unique,
+UnsortedSegmentMin/Sum, Gather, int64 arithmetic), at 2-3x the CPU cost in TensorFlow.
 
 TF-only code: the layers use TensorFlow ops directly and raise under other Keras backends.
 """
@@ -55,6 +56,7 @@ class DenseCRF(keras.layers.Layer):
         bilateral_weight, spatial_weight: kernel weights w1, w2.
         compatibility: None (Potts) or an (L, L) nested list, the label compatibility energy.
         normalization: ``"after"`` (the authors'), ``"symmetric"`` or ``"none"``.
+        tflite_builtins: use only ops that are TFLite builtins (slower in TensorFlow).
 
     Example:
         >>> import numpy as np
@@ -75,6 +77,7 @@ class DenseCRF(keras.layers.Layer):
         spatial_weight=DEEPLAB_LARGEFOV["spatial_weight"],
         compatibility=None,
         normalization="after",
+        tflite_builtins=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -97,6 +100,7 @@ class DenseCRF(keras.layers.Layer):
         self.spatial_weight = float(spatial_weight)
         self.compatibility = compatibility
         self.normalization = normalization
+        self.tflite_builtins = bool(tflite_builtins)
         self.trainable = False
 
     def call(self, inputs):
@@ -119,6 +123,7 @@ class DenseCRF(keras.layers.Layer):
             compatibility=self.compatibility,
             unary_is="logits",
             normalization=self.normalization,
+            tflite_builtins=self.tflite_builtins,
         )
 
     def compute_output_shape(self, input_shape):
@@ -135,6 +140,7 @@ class DenseCRF(keras.layers.Layer):
             spatial_weight=self.spatial_weight,
             compatibility=self.compatibility,
             normalization=self.normalization,
+            tflite_builtins=self.tflite_builtins,
         )
         return config
 
@@ -169,6 +175,7 @@ class CRFRNN(keras.layers.Layer):
         num_iterations_inference: iterations at inference (paper: 10); None: ``num_iterations``.
         theta_alpha, theta_beta, theta_gamma: kernel stds (authors' defaults 160, 3, 3).
         spatial_weight, bilateral_weight: initial diagonal kernel weights (authors' 3, 5).
+        tflite_builtins: use only ops that are TFLite builtins (slower in TensorFlow).
 
     Example:
         >>> import numpy as np
@@ -189,6 +196,7 @@ class CRFRNN(keras.layers.Layer):
         theta_gamma=3.0,
         spatial_weight=3.0,
         bilateral_weight=5.0,
+        tflite_builtins=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -208,6 +216,7 @@ class CRFRNN(keras.layers.Layer):
         self.theta_gamma = float(theta_gamma)
         self.spatial_weight = float(spatial_weight)
         self.bilateral_weight = float(bilateral_weight)
+        self.tflite_builtins = bool(tflite_builtins)
 
     def build(self, input_shape):
         if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2:
@@ -245,7 +254,9 @@ class CRFRNN(keras.layers.Layer):
             iterations = self.num_iterations_inference
         shape = tf.shape(unary)
         u = tf.reshape(unary, [-1, self.num_classes])
-        filters = build_filters(image, self.theta_alpha, self.theta_beta, self.theta_gamma, "after")
+        filters = build_filters(
+            image, self.theta_alpha, self.theta_beta, self.theta_gamma, "after", tflite_builtins=self.tflite_builtins
+        )
         ws = tf.convert_to_tensor(self.spatial_kernel_weights)
         wb = tf.convert_to_tensor(self.bilateral_kernel_weights)
         comp = tf.convert_to_tensor(self.compatibility)
@@ -272,5 +283,6 @@ class CRFRNN(keras.layers.Layer):
             theta_gamma=self.theta_gamma,
             spatial_weight=self.spatial_weight,
             bilateral_weight=self.bilateral_weight,
+            tflite_builtins=self.tflite_builtins,
         )
         return config

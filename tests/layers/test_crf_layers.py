@@ -218,3 +218,48 @@ def test_crfrnn_errors():
     logits, img = _inputs()
     with pytest.raises(ValueError, match="unary has 3 channels but num_classes is 4"):
         CRFRNN(4)([logits, img])
+
+
+# ---------------------------------------------------------------------------------------------
+# TFLite
+
+
+def _to_tflite(model, h, w, builtins_only=True):
+    """A frozen concrete function at (1, h, w, 3) converted to a TFLite flatbuffer."""
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    fn = tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec([1, h, w, 3], tf.float32)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([convert_variables_to_constants_v2(fn.get_concrete_function())])
+    if not builtins_only:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    return converter.convert()
+
+
+def test_tflite_builtins_mode_converts_and_matches(tmp_path):
+    """tflite_builtins=True: kseg.export makes a builtins-only file; LiteRT matches TensorFlow."""
+    from kseg import export
+
+    for layer in (DenseCRF(num_iterations=3, tflite_builtins=True), CRFRNN(3, num_iterations=2, tflite_builtins=True)):
+        model = _tiny_model(layer)
+        _, img = _inputs(b=1)
+        path = export.export_tflite(model, tmp_path / f"{layer.name}.tflite", input_shape=(12, 10, 3))
+        assert all(builtin for _, builtin in export.tflite_operators(path))
+        out = export.run_tflite(path, img)
+        np.testing.assert_allclose(out, model(img).numpy(), atol=1e-4)
+        # and the builtins mode computes the same as the default (sparse matmul) mode
+        config = layer.get_config() | {"tflite_builtins": False, "name": "default"}
+        default = type(layer).from_config(config)
+        logits = np.random.default_rng(0).normal(size=(1, 12, 10, 3)).astype(np.float32)
+        if isinstance(layer, CRFRNN):
+            default([logits, img])
+            default.set_weights(layer.get_weights())
+        np.testing.assert_allclose(layer([logits, img]).numpy(), default([logits, img]).numpy(), atol=1e-5)
+
+
+def test_tflite_default_mode_needs_only_sparse_matmul_from_flex():
+    """Default mode: the one op outside TFLite builtins is SparseTensorDenseMatMul (Flex)."""
+    model = _tiny_model(DenseCRF(num_iterations=2))
+    with pytest.raises(Exception, match="SparseTensorDenseMatMul") as info:
+        _to_tflite(model, 12, 10)
+    assert "TF Select ops: SparseTensorDenseMatMul\n" in str(info.value)
+    assert len(_to_tflite(model, 12, 10, builtins_only=False)) > 0
