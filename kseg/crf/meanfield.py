@@ -25,9 +25,14 @@ from kseg.crf.lattice import build_lattice
 
 __all__ = ["dense_crf", "mean_field", "pixel_features", "CRFFilters", "build_filters"]
 
-# DeepLab-v1 DeepLab-LargeFOV (VOC 2012) cross-validated CRF parameters, as released with the
-# authors' code (deeplab-public, run_densecrf.sh for "FOV": bi_w = 4, bi_xy_std = 121,
-# bi_rgb_std = 5, pos_w = 3, pos_xy_std = 3, 10 iterations).
+# DeepLab-v1 DeepLab-LargeFOV (VOC 2012) cross-validated CRF parameters. The paper (Chen et al.,
+# ICLR 2015, Sec. 4.1) fixes w2 = 3 (pos_w) and sigma_gamma = 3 (pos_xy_std) and cross-validates
+# w1, sigma_alpha, sigma_beta; the values released with the authors' code for "FOV" are bi_w = 4,
+# bi_xy_std = 121, bi_rgb_std = 5 (their table "plain / multiscale / coco / FOV / ..." is quoted
+# verbatim in many public re-implementations; the released densecrf/run_densecrf.sh passes them
+# as -bw -bx -by -br -bg -bb -pw -px -py), 10 mean-field iterations. DeepLab's densecrf/ is
+# "modified from the publicly available code by Krähenbühl and Koltun" (the 2011 release, whose
+# PottsPotential normalises per pixel: our default normalization="after").
 DEEPLAB_LARGEFOV = dict(theta_alpha=121.0, theta_beta=5.0, theta_gamma=3.0, bilateral_weight=4.0, spatial_weight=3.0)
 
 _NORMALIZATIONS = ("after", "symmetric", "none")
