@@ -87,6 +87,12 @@ def build_parser():
     p.add_argument("--format", default="saved_model", choices=("saved_model", "tflite", "keras"))
     p.add_argument("--out", required=True, help="output path (a folder for saved_model, *.tflite)")
     p.add_argument("--quantize", default=None, help="tflite only: none, float16, dynamic or int8")
+    p.add_argument("--representative", default=None,
+                   help="tflite int8: a folder of training images to calibrate on (e.g. CamVid train/)")
+    p.add_argument("--io-type", default=None, choices=("uint8", "int8", "float32"),
+                   help="tflite int8: input/output type (default uint8)")
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="export size (needed for tflite when the model's size is variable)")
 
     p = sub.add_parser("demo", help="train SegNet-Basic on CamVid for a few minutes, evaluate, write overlays")
     p.add_argument("--data", default=None, help="CamVid folder (else $KSEG_DATA, else ~/.keras/datasets/camvid)")
@@ -178,6 +184,14 @@ def _export(args):
         if args.format != "tflite":
             raise ValueError(f"--quantize applies to --format tflite only, got --format {args.format}")
         kwargs["quantize"] = args.quantize
+    for flag, name, value in (("--representative", "representative_images", args.representative),
+                              ("--io-type", "io_type", args.io_type)):
+        if value is not None:
+            if args.format != "tflite":
+                raise ValueError(f"{flag} applies to --format tflite only, got --format {args.format}")
+            kwargs[name] = value
+    if args.input_size is not None and args.format != "keras":
+        kwargs["input_shape"] = (*args.input_size, 3)
     print(f"wrote {export.export(model, args.out, format=args.format, **kwargs)}")
 
 

@@ -158,10 +158,32 @@ def test_int8_agrees_with_float_on_camvid(camvid_dir, tmp_path):
 
 @pytest.mark.slow
 def test_int8_agrees_with_float_on_camvid_full_width(camvid_dir, tmp_path):
-    size = (180, 240)
-    model, _ = train_segnet_basic(camvid_dir, size, width=64, epochs=20, n_train=96)
+    size = (180, 240)  # the demo's crop scale; ~3 min of training on 2 cores
+    model, _ = train_segnet_basic(camvid_dir, size, width=32, epochs=10, n_train=64)
     path = export.export_tflite(model, tmp_path / "int8.tflite", quantize="int8",
                                 representative_images=pathlib.Path(camvid_dir) / "train", num_calibration=64)
     test_images, labels = load_camvid(camvid_dir, "test", 24, size)
     agree = _agreement(model, path, test_images)
     assert agree > 0.9, f"int8 labels agree with float on only {agree:.1%} of CamVid test pixels"
+
+
+def test_cli_export_int8(tiny, calibration, tmp_path, capsys):
+    """`kseg export M.keras --format tflite --quantize int8 --representative DIR --input-size H W`."""
+    from kseg import cli
+
+    folder = tmp_path / "train"
+    folder.mkdir()
+    for i, im in enumerate(calibration[:4]):
+        Image.fromarray(im.astype("uint8")).save(folder / f"{i}.png")
+    model = kseg.SegNetBasic(num_classes=3, input_shape=(None, None, 3), width=4)
+    keras_path = export.save_keras(model, tmp_path / "m.keras")
+    out = tmp_path / "m_int8.tflite"
+    assert cli.main(["export", keras_path, "--format", "tflite", "--quantize", "int8", "--representative",
+                     str(folder), "--input-size", "24", "40", "--out", str(out)]) in (0, None)
+    seg = Segmenter(out)
+    assert seg.input_dtype == np.uint8 and seg.input_size == (24, 40)
+    assert seg.segment(calibration[0]).shape == (24, 40)
+    capsys.readouterr()
+    assert cli.main(["export", keras_path, "--format", "saved_model", "--representative", str(folder),
+                     "--out", str(tmp_path / "sm")]) == 2
+    assert "--representative applies to --format tflite only" in capsys.readouterr().err
