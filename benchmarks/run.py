@@ -26,6 +26,14 @@ def available():
     return sorted(p.stem for p in HERE.glob("*.py") if p.stem != "run" and not p.stem.startswith("_"))
 
 
+def summary(name):
+    """First line of a benchmark's docstring (read, not imported)."""
+    import ast
+
+    doc = ast.get_docstring(ast.parse((HERE / f"{name}.py").read_text()))
+    return doc.splitlines()[0] if doc else ""
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", default=None, help="benchmark names (file stems)")
@@ -35,7 +43,9 @@ def main(argv=None):
 
     names = available()
     if args.list:
-        print("\n".join(f"{n}{'  (default)' if n in DEFAULT else ''}" for n in names))
+        for n in names:
+            print(f"{n:<22} {'*' if n in DEFAULT else ' '} {summary(n)}")
+        print("(* = run by default; --all runs every one)")
         return 0
     chosen = args.only or (names if args.all else [n for n in DEFAULT if n in names])
     unknown = [n for n in chosen if n not in names]
