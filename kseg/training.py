@@ -97,8 +97,9 @@ def _num_classes_of(model):
 def _make_optimizer(optimizer, learning_rate, momentum=0.9, weight_decay=None):
     if isinstance(optimizer, keras.optimizers.Optimizer):
         return optimizer
-    if learning_rate is None or not float(learning_rate) > 0:
-        raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+    is_schedule = isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule)
+    if learning_rate is None or (not is_schedule and not float(learning_rate) > 0):
+        raise ValueError(f"learning_rate must be > 0 or a schedule, got {learning_rate}")
     name = str(optimizer).lower()
     if name == "adam":
         return keras.optimizers.Adam(learning_rate)
@@ -228,9 +229,13 @@ def _class_weights(pairs, num_classes, ignore_label, class_weighting):
     if class_weighting is None or class_weighting is False or class_weighting == "none":
         return None
     if isinstance(class_weighting, str):
-        if class_weighting != "median_frequency":
-            raise ValueError(f"class_weighting must be 'median_frequency', None or an array, got {class_weighting!r}")
-        return np.asarray(data.median_frequency_weights(pairs, num_classes, ignore_label), np.float32)
+        powers = {"median_frequency": 1.0, "median_frequency_sqrt": 0.5}
+        if class_weighting not in powers:
+            raise ValueError(
+                f"class_weighting must be one of {sorted(powers)}, None or an array, got {class_weighting!r}"
+            )
+        weights = np.asarray(data.median_frequency_weights(pairs, num_classes, ignore_label), np.float32)
+        return weights ** np.float32(powers[class_weighting])
     weights = np.asarray(class_weighting, np.float32)
     if weights.shape != (num_classes,):
         raise ValueError(f"class_weighting must have {num_classes} values, got shape {weights.shape}")
@@ -286,7 +291,8 @@ def train(
         flip: random horizontal flips.
         learning_rate, optimizer, weight_decay: see :func:`compile_model`.
         class_weighting: ``"median_frequency"`` (SegNet; computed from the training masks),
-            ``None`` or ``num_classes`` weights.
+            ``"median_frequency_sqrt"`` (their square roots: a softer balance, which suits short
+            runs better), ``None`` or ``num_classes`` weights.
         num_classes, ignore_label: label set (CamVid: 11 classes, void 11).
         train_split, val_split: split names; ``val_split=None`` trains without validation.
         validation_steps: batches per validation (default: the whole split).
@@ -622,6 +628,8 @@ DEMO = {
     "steps_per_epoch": 23,
     "epochs": 8,
     "learning_rate": 1e-3,
+    "cosine_decay": True,
+    "class_weighting": "median_frequency",
     "optimizer": "adam",
     "budget_seconds": 360,
     "bn_statistics_steps": 16,
@@ -710,7 +718,7 @@ def demo(data=None, out_dir="runs/demo", budget_seconds=None, download=False, sy
     print_fn(
         f"{prefix}training {cfg['model']} {cfg['model_kwargs'] or ''} on {root} at {cfg['crop'][0]}x{cfg['crop'][1]} "
         f"(scale {cfg['scale_range']}), batch {cfg['batch_size']}, {cfg['optimizer']} lr {cfg['learning_rate']}, "
-        f"median-frequency class weights, {cfg['epochs']} x {cfg['steps_per_epoch']} steps "
+        f"{'cosine decay, ' if cfg['cosine_decay'] else ''}class weights {cfg['class_weighting']}, {cfg['epochs']} x {cfg['steps_per_epoch']} steps "
         f"(at most {cfg['budget_seconds']:.0f} s)"
     )
     clear_backup(out)
@@ -724,7 +732,12 @@ def demo(data=None, out_dir="runs/demo", budget_seconds=None, download=False, sy
         batch_size=cfg["batch_size"],
         crop=cfg["crop"],
         scale_range=cfg["scale_range"],
-        learning_rate=cfg["learning_rate"],
+        learning_rate=keras.optimizers.schedules.CosineDecay(
+            cfg["learning_rate"], cfg["epochs"] * cfg["steps_per_epoch"]
+        )
+        if cfg["cosine_decay"]
+        else cfg["learning_rate"],
+        class_weighting=cfg["class_weighting"],
         optimizer=cfg["optimizer"],
         val_split=None,
         budget_seconds=cfg["budget_seconds"],
