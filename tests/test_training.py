@@ -202,3 +202,15 @@ def test_compute_bn_statistics_is_the_average_over_batches():
     np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean([b.mean((0, 1, 2)) for b in batches], 0), rtol=1e-5)
     np.testing.assert_allclose(bn.moving_variance.numpy(), np.mean([b.var((0, 1, 2)) for b in batches], 0), rtol=1e-4)
     assert bn.momentum == 0.99  # restored
+
+
+def test_class_weighting_options(tiny_root):
+    pairs = data.find_pairs(tiny_root, "train")
+    full = training._class_weights(pairs, 11, 11, "median_frequency")
+    np.testing.assert_allclose(full, data.median_frequency_weights(pairs, 11, 11))
+    np.testing.assert_allclose(training._class_weights(pairs, 11, 11, "median_frequency_sqrt"), np.sqrt(full), rtol=1e-6)
+    assert training._class_weights(pairs, 11, 11, None) is None
+    with pytest.raises(ValueError, match="class_weighting must be one of"):
+        training._class_weights(pairs, 11, 11, "inverse")
+    with pytest.raises(ValueError, match="class_weighting must have 11 values"):
+        training._class_weights(pairs, 11, 11, [1.0, 2.0])
