@@ -242,3 +242,40 @@ def test_saved_model_export_matches_keras(tmp_path):
     probs /= probs.sum(-1, keepdims=True)
     np.testing.assert_allclose(served["probabilities"].numpy(), probs, atol=1e-5)
     assert served["labels"].shape == (2, 40, 40)
+
+
+def test_fcn8s_atonce_matches_tensorflow_on_the_jax_backend(tmp_path):
+    """Build + predict with KERAS_BACKEND=jax in a subprocess, with the TF model's weights: same logits.
+
+    (DeconvNet's JAX check is slower and runs with -m slow: tests/models/test_deconvnet.py.)
+    """
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    model = kseg.FCN8sAtOnce(num_classes=3, input_shape=(40, 40, 3), width=TINY)
+    for name in ("score_fr", "score_pool4", "score_pool3"):
+        k = model.get_layer(name).kernel
+        k.assign(np.random.default_rng(0).normal(0, 0.1, k.shape).astype("float32"))
+    x = np.random.default_rng(1).uniform(0, 255, (1, 40, 40, 3)).astype("float32")
+    y = np.asarray(model(x))
+    assert np.abs(y).max() > 0
+    model.save_weights(tmp_path / "fcn.weights.h5")
+    np.savez(tmp_path / "io.npz", x=x, y=y)
+    script = textwrap.dedent("""
+        import os, sys
+        import keras, numpy as np
+        assert keras.backend.backend() == "jax", keras.backend.backend()
+        import kseg
+        d = sys.argv[1]
+        io = np.load(os.path.join(d, "io.npz"))
+        model = kseg.FCN8sAtOnce(num_classes=3, input_shape=(40, 40, 3), width=1 / 16)
+        model.load_weights(os.path.join(d, "fcn.weights.h5"))
+        np.testing.assert_allclose(np.asarray(model(io["x"])), io["y"], rtol=1e-4, atol=1e-4)
+        print("JAX-OK")
+    """)
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    res = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0 and "JAX-OK" in res.stdout, res.stderr[-3000:]
