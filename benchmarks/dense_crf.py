@@ -3,6 +3,14 @@
     flock /tmp/kseg-heavy.lock python benchmarks/dense_crf.py               # compare + crops + scaling
     flock /tmp/kseg-heavy.lock python benchmarks/dense_crf.py --mode scaling
 
+Chunked (each chunk well under 20 s of CPU, for a busy shared machine):
+
+    python benchmarks/dense_crf.py --mode compare --per-image-only --select 0,1,2 --jsonl /tmp/crf.jsonl
+    ...
+    python benchmarks/dense_crf.py --summarize /tmp/crf.jsonl
+    python benchmarks/dense_crf.py --mode extras
+    python benchmarks/dense_crf.py --mode scaling --sizes 0.25,0.5
+
 Needs the dev extra ``bench`` (``pip install pydensecrf2``) and CamVid (KSEG_CAMVID or
 ../shared/data/camvid). Settings: DeepLab-LargeFOV's CRF (bi_w=4, bi_xy_std=121, bi_rgb_std=5,
 pos_w=3, pos_xy_std=3), 10 iterations, Potts, per-pixel ("after") normalisation on both sides
@@ -21,6 +29,7 @@ uses all cores of the machine (2 here).
 
 import argparse
 import glob
+import json
 import os
 import pathlib
 import statistics
@@ -45,7 +54,7 @@ def load_images(n):
     out = []
     for i in picks:
         f = files[i]
-        img = np.asarray(Image.open(f).convert("RGB"))
+        img = np.array(Image.open(f).convert("RGB"))  # writable: pydensecrf needs a writable buffer
         gt = np.asarray(Image.open(f.replace(os.sep + "test" + os.sep, os.sep + "testannot" + os.sep)))
         out.append((os.path.basename(f), img, gt))
     return out
@@ -101,12 +110,16 @@ def compare(args):
     from kseg.crf.reference import reference_dense_crf
 
     data = load_images(args.images)
+    indices = range(len(data)) if not args.select else [int(i) for i in args.select.split(",")]
     fns = {"tf": ours_fn(args.iterations, False), "tf+xla": ours_fn(args.iterations, True)}
+    if args.no_xla:
+        fns.pop("tf+xla")
     times = {"pydensecrf": [], "tf": [], "tf+xla": []}
     agree = {"tf": [], "tf+xla": []}
     mad = {"tf": [], "tf+xla": []}
     unary_acc, crf_acc = [], []
-    for k, (name, img, gt) in enumerate(data):
+    for k in indices:
+        name, img, gt = data[k]
         u = make_unary(gt, k, strength=args.strength, noise=args.noise)
         t, p = timed(pydensecrf_q, u, img, args.iterations)
         times["pydensecrf"].append(t)
@@ -119,21 +132,46 @@ def compare(args):
         valid = gt < 11
         unary_acc.append(float((u.argmax(-1) == gt)[valid].mean()))
         crf_acc.append(float((p.argmax(-1) == gt)[valid].mean()))
-        print(f"  {name}: pydensecrf {times['pydensecrf'][-1]:.3f} s, tf {times['tf'][-1]:.3f} s, tf+xla {times['tf+xla'][-1]:.3f} s, agreement {agree['tf'][-1]:.5f}")
+        record = {"image": name, "unary_acc": unary_acc[-1], "crf_acc": crf_acc[-1]}
+        record.update({f"time_{key}": v[-1] for key, v in times.items() if v})
+        record.update({f"agree_{key}": v[-1] for key, v in agree.items() if v})
+        record.update({f"mad_{key}": v[-1] for key, v in mad.items() if v})
+        print("  " + json.dumps(record), flush=True)
+        if args.jsonl:
+            with open(args.jsonl, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+    if args.per_image_only:
+        return
+    summarize_records(
+        [{"time_pydensecrf": a, **{f"time_{k}": times[k][i] for k in fns}, **{f"agree_{k}": agree[k][i] for k in fns},
+          **{f"mad_{k}": mad[k][i] for k in fns}, "unary_acc": unary_acc[i], "crf_acc": crf_acc[i]}
+         for i, a in enumerate(times["pydensecrf"])],
+        args,
+    )
+    rest(args, data, fns)
 
-    med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\nDense CRF, {len(data)} CamVid test images 480x360, 12 labels, {args.iterations} iterations, DeepLab-LargeFOV parameters")
-    print(f"unaries: GT one-hot x{args.strength} + N(0, {args.noise}^2), avg-pool 8 + bilinear up; pixel accuracy (void excluded) unary {np.mean(unary_acc):.4f} -> CRF {np.mean(crf_acc):.4f}")
+
+def summarize_records(records, args):
+    keys = [k for k in ("tf", "tf+xla") if f"time_{k}" in records[0]]
+    med = {k: statistics.median(r[f"time_{k}"] for r in records) for k in ["pydensecrf"] + keys}
+    print(f"\nDense CRF, {len(records)} CamVid test images 480x360, 12 labels, {args.iterations} iterations, DeepLab-LargeFOV parameters")
+    print(f"unaries: GT one-hot x{args.strength} + N(0, {args.noise}^2), avg-pool 8 + bilinear up; pixel accuracy (void excluded) unary {np.mean([r['unary_acc'] for r in records]):.4f} -> CRF {np.mean([r['crf_acc'] for r in records]):.4f}")
     print(f"{'implementation':<28}{'median s':>10}{'vs C++':>9}{'label agreement':>17}{'mean|dQ| vs C++':>17}")
     print(f"{'pydensecrf (C++, 1 thread)':<28}{med['pydensecrf']:>10.3f}{1.0:>9.2f}{'-':>17}{'-':>17}")
-    for key in ("tf", "tf+xla"):
+    for key in keys:
         label = "kseg TF ops" if key == "tf" else "kseg TF ops + XLA (build)"
-        print(f"{label:<28}{med[key]:>10.3f}{med[key] / med['pydensecrf']:>9.2f}{np.mean(agree[key]) * 100:>16.3f}%{np.mean(mad[key]):>17.2e}")
-    print(f"(min agreement over images: {min(agree['tf']) * 100:.3f}%)")
+        agree = np.mean([r[f"agree_{key}"] for r in records])
+        mad = np.mean([r[f"mad_{key}"] for r in records])
+        print(f"{label:<28}{med[key]:>10.3f}{med[key] / med['pydensecrf']:>9.2f}{agree * 100:>16.3f}%{mad:>17.2e}")
+    print(f"(min agreement over images: {min(r['agree_tf'] for r in records) * 100:.3f}%)")
+
+
+def rest(args, data, fns):
+    import tensorflow as tf
+
+    from kseg.crf.reference import reference_dense_crf
 
     # batched: 4 images in one call
-    import tensorflow as tf  # noqa: F811
-
     b = min(4, len(data))
     ub = np.stack([make_unary(gt, k, strength=args.strength, noise=args.noise) for k, (_, _, gt) in enumerate(data[:b])])
     ib = np.stack([img for _, img, _ in data[:b]])
@@ -162,12 +200,13 @@ def compare(args):
 def scaling(args):
     import tensorflow as tf
 
+    sizes = [float(x) for x in args.sizes.split(",")]
     name, img, gt = load_images(1)[0]
     u = make_unary(gt, 0, strength=args.strength, noise=args.noise)
     print(f"\nDense CRF cost vs image size ({name} bilinearly resized, 12 labels, {args.iterations} iterations)")
     print(f"{'MPix':>6}{'size':>12}{'pydensecrf s':>14}{'s/MPix':>8}{'tf s':>8}{'s/MPix':>8}{'tf+xla s':>10}{'s/MPix':>8}{'agree %':>9}")
     fns = {"tf": ours_fn(args.iterations, False), "tf+xla": ours_fn(args.iterations, True)}
-    for mp in (0.25, 0.5, 1.0, 2.0):
+    for mp in sizes:
         w = int(round(np.sqrt(mp * 1e6 * 4 / 3)))
         h = int(round(mp * 1e6 / w))
         im = np.ascontiguousarray(tf.cast(tf.clip_by_value(tf.image.resize(img[None], (h, w)), 0, 255), tf.uint8)[0].numpy())
@@ -189,16 +228,31 @@ def scaling(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--mode", choices=("all", "compare", "scaling"), default="all")
+    ap.add_argument("--mode", choices=("all", "compare", "extras", "scaling"), default="all")
     ap.add_argument("--images", type=int, default=10)
     ap.add_argument("--iterations", type=int, default=10)
     ap.add_argument("--crops", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--strength", type=float, default=3.0)
     ap.add_argument("--noise", type=float, default=2.5)
+    ap.add_argument("--sizes", default="0.25,0.5,1,2", help="megapixels for --mode scaling")
+    ap.add_argument("--select", default="", help="comma-separated indices of the --images picks (chunked runs)")
+    ap.add_argument("--no-xla", action="store_true")
+    ap.add_argument("--per-image-only", action="store_true", help="only the per-image comparison (chunked runs)")
+    ap.add_argument("--jsonl", default="", help="append per-image records to this file")
+    ap.add_argument("--summarize", default="", help="print the comparison table from a --jsonl file and exit")
     args = ap.parse_args()
+    if args.summarize:
+        with open(args.summarize) as fh:
+            summarize_records([json.loads(line) for line in fh if line.strip()], args)
+        return
     if args.mode in ("all", "compare"):
         compare(args)
+    if args.mode == "extras":  # batched timing and exact-vs-lattice crops only (chunked runs)
+        fns = {"tf": ours_fn(args.iterations, False), "tf+xla": ours_fn(args.iterations, True)}
+        if args.no_xla:
+            fns.pop("tf+xla")
+        rest(args, load_images(args.images), fns)
     if args.mode in ("all", "scaling"):
         scaling(args)
 
