@@ -67,13 +67,15 @@ def DeconvNet(num_classes=21, input_shape=(224, 224, 3), input_tensor=None, enco
     back at the encoder's max locations (Sec. 3.2.1, "switch variables") and the deconvolution
     layers densify the resulting sparse maps (Sec. 3.2.2); the decoder is as deep as the encoder.
 
-    Comparison with SegNet (Badrinarayanan et al., PAMI 2017, Sec. 3-4): both decoders unpool
-    with the encoder's max-pooling indices; DeconvNet additionally keeps the fully connected
-    fc6 / fc7 (as 7x7 / 1x1 convolutions) and a mirrored ``fc6-deconv``, which makes it about
-    8.5 times larger than SegNet (252M vs 29.4M parameters here), harder to train end to end and
-    slower at inference; SegNet drops the fully connected layers and reports better accuracy
-    per unit of memory and time. DeconvNet's paper also relies on instance-wise proposals and an
-    FCN ensemble at test time (EDeconvNet+CRF), which are outside this builder.
+    Comparison with SegNet (Badrinarayanan et al., PAMI 2017, Sec. 2 and the controlled benchmark of
+    Sec. 4 with FCN, DeepLab-LargeFOV and DeconvNet on CamVid and SUN RGB-D): both decoders unpool
+    with the encoder's max-pooling switches, but DeconvNet also keeps the fully connected fc6 / fc7
+    (as 7x7 / 1x1 convolutions) and mirrors them with ``fc6-deconv``. The SegNet authors point to
+    this larger parameterisation (here 251.8M parameters against SegNet's 29.4M, 8.6x) as making
+    DeconvNet harder to train end to end and more costly in inference memory and time, a memory
+    versus accuracy trade-off in which SegNet stays competitive at a fraction of the memory.
+    DeconvNet's own paper also relies on instance-wise proposals and an ensemble with FCN at test
+    time (EDeconvNet + CRF), which are outside this builder.
 
     Args:
         num_classes: output classes (21 for PASCAL VOC).
