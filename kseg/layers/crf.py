@@ -82,6 +82,9 @@ class DenseCRF(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         _require_tensorflow("DenseCRF")
+        # Lattice construction has data-dependent shapes (tf.unique): Keras' jit_compile="auto"
+        # must not compile a model containing this layer with XLA.
+        self.supports_jit = False
         if int(num_iterations) < 0:
             raise ValueError(f"num_iterations must be >= 0, got {num_iterations}")
         _check_positive(theta_alpha=theta_alpha, theta_beta=theta_beta, theta_gamma=theta_gamma)
@@ -201,6 +204,7 @@ class CRFRNN(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         _require_tensorflow("CRFRNN")
+        self.supports_jit = False  # data-dependent lattice size (tf.unique): no XLA train step
         if int(num_classes) < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         if int(num_iterations) < 1:
