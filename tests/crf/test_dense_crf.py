@@ -221,3 +221,26 @@ def test_dense_crf_errors():
         dense_crf(u, img, theta_alpha=0)
     with pytest.raises(ValueError, match="num_iterations"):
         dense_crf(u, img, num_iterations=-1)
+
+
+def test_full_size_camvid_agrees_with_pydensecrf(camvid_dir):
+    """480x360 CamVid image, 12 labels, DeepLab-LargeFOV parameters, 10 iterations: >= 99.5 % of
+    pixels get pydensecrf's label (measured: 100 %, mean |dQ| ~1e-8)."""
+    dcrf = pytest.importorskip("pydensecrf.densecrf")
+    from PIL import Image
+
+    name = sorted((camvid_dir / "test").glob("*.png"))[0]
+    img = np.array(Image.open(name).convert("RGB"))
+    gt = np.array(Image.open(camvid_dir / "testannot" / name.name))
+    rng = np.random.default_rng(0)
+    noisy = 3.0 * np.eye(12, dtype=np.float32)[np.minimum(gt, 11)] + rng.normal(size=gt.shape + (12,)).astype(np.float32) * 2.5
+    u = tf.image.resize(tf.nn.avg_pool2d(noisy[None], 8, 8, "SAME"), gt.shape)[0].numpy()
+    q = dense_crf(u, img).numpy()
+    d = dcrf.DenseCRF2D(480, 360, 12)
+    d.setUnaryEnergy(np.ascontiguousarray(-u.reshape(-1, 12).T))
+    d.addPairwiseGaussian(sxy=3, compat=3, normalization=dcrf.NORMALIZE_AFTER)
+    d.addPairwiseBilateral(sxy=121, srgb=5, rgbim=img, compat=4, normalization=dcrf.NORMALIZE_AFTER)
+    p = np.asarray(d.inference(10)).T.reshape(360, 480, 12)
+    assert (q.argmax(-1) == p.argmax(-1)).mean() >= 0.995
+    assert np.abs(q - p).mean() < 1e-4
+    assert (q.argmax(-1) != u.argmax(-1)).mean() > 0.01  # the CRF changed labels (test can fail)
