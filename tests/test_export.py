@@ -211,3 +211,22 @@ def test_non_builtin_ops_are_refused(tmp_path):
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
     names = [(n, b) for n, b in export.tflite_operators(converter.convert())]
     assert ("FlexMaxPoolWithArgmax", False) in names
+
+
+def test_tflite_odd_sizes_match_keras(tmp_path):
+    """45x60 pools to 23x30, 12x15, 6x8 and unpools back: the TFLite pooling form (MAX_POOL_2D,
+    mirror padding) gives Keras' masks, ties on flat regions included."""
+    model = _set_bn_statistics(kseg.SegNetBasic(num_classes=4, input_shape=(45, 60, 3), width=8), seed=2)
+    path = export.export_tflite(model, tmp_path / "odd.tflite")
+    assert "MAX_POOL_2D" in {name for name, _ in export.tflite_operators(path)}
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0, 255, (2, 45, 60, 3)).astype("float32")
+    x[1, :20] = 128.0  # a flat band: exact ties inside pooling windows
+    logits = model.predict(x, verbose=0)
+    got = export.run_tflite(path, x)
+    assert got.shape == (2, 45, 60, 4)
+    np.testing.assert_array_equal(got.argmax(-1)[0], logits.argmax(-1)[0])
+    scale = max(1.0, float(np.abs(logits).max()) / 10.0)
+    np.testing.assert_allclose(got[0], logits[0], rtol=0, atol=1e-4 * scale)
+    # On the flat band a 1-ulp convolution difference may move a tied maximum: labels still agree.
+    assert (got.argmax(-1)[1] == logits.argmax(-1)[1]).mean() > 0.99
