@@ -12,6 +12,7 @@ forms are also compared (they must agree exactly).
 
 import argparse
 import os
+import re
 import statistics
 import time
 
@@ -84,8 +85,9 @@ def main(argv=None):
             try:
                 times, out, grad = time_fn(fn, x, g, args.runs)
             except Exception as err:  # XLA: no kernel for MaxPoolWithArgmax
-                first = str(err).strip().splitlines()[0][:90]
-                rows.append((label, None, None, f"FAILS: {type(err).__name__}: {first}"))
+                found = re.search(r"unsupported operations.*?JIT: (\w+)", str(err), re.S)
+                why = f"no XLA kernel for {found.group(1)}" if found else str(err).strip().splitlines()[0][:90]
+                rows.append((label, None, None, f"FAILS: {type(err).__name__}: {why}"))
                 continue
             if reference is None:
                 reference = (out, grad)
