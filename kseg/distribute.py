@@ -147,6 +147,7 @@ def train_distributed(
     seed=0,
     on_step=None,
     verbose=True,
+    sync_batch_norm=True,
 ):
     """Train with a custom ``tf.distribute`` loop; resumes from ``out_dir`` where a checkpoint exists.
 
@@ -164,6 +165,9 @@ def train_distributed(
         learning_rate, momentum: SGD, as the original papers.
         checkpoint_every: steps between checkpoints (1: resume exactly where it stopped).
         on_step: optional callback ``(step, loss)`` called on every worker after each step.
+        sync_batch_norm: with several replicas, BatchNormalization layers normalise with the
+            statistics of the whole global batch (all-reduced), so N workers train exactly like
+            one process; ``False`` keeps per-replica statistics (the authors' multi-GPU Caffe).
 
     Returns:
         dict with ``steps_run`` (this process), ``resumed_from``, ``final_step``, ``loss``, ``model``.
@@ -183,6 +187,10 @@ def train_distributed(
 
     with strategy.scope():
         model = build_model()
+        if sync_batch_norm and replicas > 1:
+            for layer in model._flatten_layers(include_self=False, recursive=True):
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.synchronized = True
         optimizer = keras.optimizers.SGD(learning_rate, momentum=momentum)
         optimizer.build(model.trainable_variables)
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
@@ -296,3 +304,42 @@ def train_folder_distributed(model, data_root, out_dir, strategy="multiworker", 
     return train_distributed(build, pairs_loader(pairs, size), len(pairs), global_batch_size, num_steps, out_dir,
                              num_classes, strategy=strategy, learning_rate=learning_rate, ignore_label=ignore_label,
                              class_weights=class_weights, **kwargs)
+
+
+def main(argv=None):
+    """``python -m kseg.distribute``: one worker of a multi-worker job on an image/mask folder.
+
+    ``TF_CONFIG`` (or ``--workers`` + ``--index``, which set it) describes the cluster.
+    """
+    import argparse
+    import time
+
+    p = argparse.ArgumentParser(prog="python -m kseg.distribute", description=main.__doc__)
+    p.add_argument("--model", default="segnet_basic")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--workers", default="", help="comma-separated host:port list (sets TF_CONFIG)")
+    p.add_argument("--index", type=int, default=0)
+    p.add_argument("--strategy", default=None, choices=STRATEGIES)
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=8, help="global batch size")
+    p.add_argument("--size", type=int, nargs=2, default=(360, 480))
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--save-weights", action="store_true", help="write final weights to OUT/weights-INDEX.npy")
+    args = p.parse_args(argv)
+    if args.workers:
+        os.environ["TF_CONFIG"] = tf_config(args.workers.split(","), args.index)
+    strategy = get_strategy(args.strategy or ("multiworker" if "TF_CONFIG" in os.environ else "default"))
+    start = time.perf_counter()
+    result = train_folder_distributed(args.model, args.data, args.out, strategy=strategy, size=args.size,
+                                      global_batch_size=args.batch_size, num_steps=args.steps, learning_rate=args.lr)
+    seconds = time.perf_counter() - start
+    if args.save_weights:
+        np.save(os.path.join(args.out, f"weights-{args.index}.npy"),
+                np.concatenate([w.numpy().ravel() for w in result["model"].weights]))
+    print(json.dumps({"index": args.index, "steps_run": result["steps_run"], "resumed_from": result["resumed_from"],
+                      "seconds": seconds, "loss": result["loss"]}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

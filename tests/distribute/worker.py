@@ -37,7 +37,8 @@ def build_model():
     keras.utils.set_random_seed(7)  # same initial weights on every worker and in the reference
     inputs = keras.Input((16, 16, 3))
     x = keras.layers.Rescaling(1 / 255.0)(inputs)
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(8, 3, padding="same")(x)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))  # synchronised over workers
     return keras.Model(inputs, keras.layers.Conv2D(3, 1)(x))
 
 
