@@ -171,16 +171,17 @@ def detection(args):
         for i in val_ids:
             p = props_val[i]
             res[i] = detect(model, val.load_image(i), p["boxes"], p.get("masks"), short_side=args.short_side,
-                            max_side=int(args.short_side * 5 / 3))
+                            max_side=int(args.short_side * 5 / 3), score_threshold=args.score_threshold)
         box = detection_ap(val, res, "bbox")
-        row = {"box AP": box["AP"], "box AP50": box["AP50"], "train s": h[-1]["seconds"], "last loss": h[-1]["loss"]}
+        row = {"dets/image": float(np.mean([len(r["scores"]) for r in res.values()])), "box AP": box["AP"], "box AP50": box["AP50"], "train s": h[-1]["seconds"], "last loss": h[-1]["loss"]}
         if args.proposals != "jittered":
             row["mask AP"] = detection_ap(val, res, "segm")["AP"]
         rows.append((f"{name} [{kseg.count_params(model):,} params]", row))
         print(name, row, flush=True)
     keys = list(rows[0][1])
     print(f"\ncoco_tiny: train2017 {args.steps} steps x 1 image x {args.rois} ROIs, short side {args.short_side}, "
-          f"width x{args.width}, fc {args.fc}; val2017 {len(val_ids)} images; proposals: {args.proposals}")
+          f"width x{args.width}, fc {args.fc}; val2017 {len(val_ids)} images; proposals: {args.proposals}; "
+          f"score threshold {args.score_threshold}")
     print("| model | " + " | ".join(keys) + " |")
     print("|---|" + "---|" * len(keys))
     for name, r in rows:
@@ -223,6 +224,7 @@ def main(argv=None):
     d.add_argument("--fc", type=int, default=512)
     d.add_argument("--lr", type=float, default=1e-3)
     d.add_argument("--limit", type=int, default=None)
+    d.add_argument("--score-threshold", type=float, default=0.05, help="detect()'s class score threshold")
     args = p.parse_args(argv)
     {"train": train, "time": timing, "params": params, "detect": detection}[args.cmd](args)
 
