@@ -1,7 +1,5 @@
 """COCO instance reading (validation errors, masks) and DeepMask patch sampling rules."""
 
-import json
-
 import numpy as np
 import pytest
 from PIL import Image

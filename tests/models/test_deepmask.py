@@ -73,8 +73,7 @@ def test_registry_and_errors():
     with pytest.raises(ValueError, match="multiple of 16"):
         DeepMask(input_size=100)
     with pytest.raises(ValueError, match="km and ks"):
-        SharpMask(**{**TINY_RES, "km": 8}, deepmask=None) if False else SharpMask(
-            trunk="resnet50", input_size=32, context=16, width_multiplier=0.125, depths=(1, 1, 1), km=8)
+        SharpMask(trunk="resnet50", input_size=32, context=16, width_multiplier=0.125, depths=(1, 1, 1), km=8)
 
 
 @pytest.mark.parametrize("kw", [TINY_RES, TINY_VGG], ids=["resnet50", "vgg"])
