@@ -628,7 +628,7 @@ DEMO = {
     "steps_per_epoch": 23,
     "epochs": 8,
     "learning_rate": 1e-3,
-    "cosine_decay": True,
+    "cosine_decay": False,
     "class_weighting": "median_frequency",
     "optimizer": "adam",
     "budget_seconds": 360,
