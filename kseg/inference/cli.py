@@ -1,4 +1,4 @@
-"""``kseg train | evaluate | predict`` for the proposal and detection models (COCO-format data).
+"""``kseg train | evaluate | predict | export`` for the proposal and detection models (COCO-format data).
 
 :func:`dispatch` is called by ``kseg.cli.main`` first; it handles the command when the model is a
 ``task="proposals"`` / ``"detection"`` card (``--model NAME``) or a ``.keras`` file holding one
@@ -10,6 +10,7 @@
     kseg train --model multipathnet --data coco_tiny --proposal-model runs/deepmask/model.keras
     kseg evaluate --model-path runs/multipathnet/model.keras --data coco_tiny --proposal-model ...
     kseg predict --model-path runs/deepmask/model.keras img.jpg --out pred/      # masks drawn on the image
+    kseg export runs/deepmask/model.keras --out exported/deepmask                # SavedModel serving signature
 """
 
 import argparse
@@ -100,6 +101,13 @@ def build_parser():
     pr.add_argument("--top", type=int, default=10, help="proposals/detections drawn")
     pr.add_argument("--proposal-model", default=None)
     pr.add_argument("--short-side", type=int, default=600)
+    x = sub.add_parser("export")
+    x.add_argument("model_path")
+    x.add_argument("--out", required=True, help="SavedModel folder (serving_default: image -> boxes, scores, masks)")
+    x.add_argument("--format", default="saved_model", choices=("saved_model",))
+    x.add_argument("--max-proposals", type=int, default=100)
+    x.add_argument("--proposal-model", default=None, help="detectors: the DeepMask/SharpMask .keras")
+    x.add_argument("--short-side", type=int, default=600)
     return p
 
 
@@ -268,10 +276,28 @@ def _predict(args, task):
         print(f"wrote {target}")
 
 
+def _export(args, task):
+    import keras
+
+    model = keras.models.load_model(args.model_path, safe_mode=True)
+    if task == "proposals":
+        from kseg.inference.proposals import export_proposals
+
+        export_proposals(model, args.out, max_proposals=args.max_proposals)
+    else:
+        from kseg.inference.detection import export_detector
+
+        if not args.proposal_model:
+            raise ValueError("exporting a detector needs --proposal-model (a DeepMask/SharpMask .keras)")
+        export_detector(model, keras.models.load_model(args.proposal_model, safe_mode=True), args.out,
+                        short_side=args.short_side)
+    print(f"wrote {args.out} (serving_default: image (H, W, 3) float32 -> boxes, scores, masks)")
+
+
 def dispatch(argv=None):
     """Run ``train|evaluate|predict`` for proposal/detection models; ``None`` for anything else."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("train", "evaluate", "predict"):
+    if not argv or argv[0] not in ("train", "evaluate", "predict", "export"):
         return None
 
     def value(flag):
@@ -282,8 +308,13 @@ def dispatch(argv=None):
                 return a.split("=", 1)[1]
         return None
 
-    task = instance_task(model=value("--model")) if argv[0] == "train" else instance_task(
-        model_path=value("--model-path"))
+    if argv[0] == "train":
+        task = instance_task(model=value("--model"))
+    elif argv[0] == "export":
+        positional = [a for i, a in enumerate(argv[1:], 1) if not a.startswith("-") and not argv[i - 1].startswith("--")]
+        task = instance_task(model_path=positional[0]) if positional else None
+    else:
+        task = instance_task(model_path=value("--model-path"))
     if task is None:
         return None
     args = build_parser().parse_args(argv)
@@ -292,6 +323,8 @@ def dispatch(argv=None):
             _train(args)
         elif args.command == "evaluate":
             _evaluate(args, task)
+        elif args.command == "export":
+            _export(args, task)
         else:
             _predict(args, task)
     except (ValueError, FileNotFoundError) as err:

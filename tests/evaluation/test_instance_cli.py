@@ -34,6 +34,8 @@ def test_deepmask_train_evaluate_predict(coco_tiny_dir, tmp_path, capsys):
     assert dispatch(["predict", "--model-path", str(model), str(img), "--out", str(tmp_path / "pred"),
                      "--top", "3"]) == 0
     assert (tmp_path / "pred" / f"{img.stem}_proposals.png").is_file()
+    assert dispatch(["export", str(model), "--out", str(tmp_path / "saved"), "--max-proposals", "5"]) == 0
+    assert (tmp_path / "saved" / "saved_model.pb").is_file()
     assert dispatch(["evaluate", "--model-path", str(model), "--data", str(tmp_path)]) == 2  # no annotations
 
 
