@@ -51,7 +51,8 @@ def run(n, args, out):
         if p.returncode:
             raise SystemExit(f"worker failed:\n{stderr[-3000:]}")
         results.append(json.loads(stdout.strip().splitlines()[-1]))
-    return results, np.load(out / "weights-0.npy")
+    state = out / "state-0.npy"
+    return results, (np.load(out / "weights-0.npy"), np.load(state) if state.exists() else np.zeros(0))
 
 
 def main():
@@ -72,8 +73,10 @@ def main():
     for label, res in (("1 worker", one), ("2 workers (loopback)", two)):
         sec = max(r["seconds"] for r in res)
         print(f"{label:<22}{args.steps / sec:>9.3f}{args.steps * args.batch_size / sec:>10.2f}{res[0]['loss']:>12.4f}")
-    print(f"max |w_1worker - w_2workers| after {args.steps} steps: {np.abs(w1 - w2).max():.3e} "
-          f"(relative to max |w| {np.abs(w1).max():.3f})")
+    for what, a, b in (("trainable weights", w1[0], w2[0]), ("BN moving statistics", w1[1], w2[1])):
+        if a.size:
+            print(f"{what:<22} max |1 worker - 2 workers| = {np.abs(a - b).max():.3e}   "
+                  f"max relative = {(np.abs(a - b) / np.maximum(np.abs(a), 1e-3)).max():.3e}")
 
 
 if __name__ == "__main__":

@@ -164,6 +164,7 @@ def train_distributed(
             strategy must be made (:func:`get_strategy`) before any other TensorFlow op runs.
         learning_rate, momentum: SGD, as the original papers.
         checkpoint_every: steps between checkpoints (1: resume exactly where it stopped).
+        seed: seeds the initial weights and the order of the batches.
         on_step: optional callback ``(step, loss)`` called on every worker after each step.
         sync_batch_norm: with several replicas, BatchNormalization layers normalise with the
             statistics of the whole global batch (all-reduced), so N workers train exactly like
@@ -186,6 +187,7 @@ def train_distributed(
     write_dir = ckpt_dir if is_chief else os.path.join(out_dir, f".worker-{worker}-scratch")
 
     with strategy.scope():
+        keras.utils.set_random_seed(seed)  # the same initial weights on every worker and every run
         model = build_model()
         if sync_batch_norm and replicas > 1:
             for layer in model._flatten_layers(include_self=False, recursive=True):
@@ -325,7 +327,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=8, help="global batch size")
     p.add_argument("--size", type=int, nargs=2, default=(360, 480))
     p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--save-weights", action="store_true", help="write final weights to OUT/weights-INDEX.npy")
+    p.add_argument("--save-weights", action="store_true", help="write the final trainable weights (OUT/weights-INDEX.npy) and BN statistics (OUT/state-INDEX.npy)")
     args = p.parse_args(argv)
     if args.workers:
         os.environ["TF_CONFIG"] = tf_config(args.workers.split(","), args.index)
@@ -335,8 +337,10 @@ def main(argv=None):
                                       global_batch_size=args.batch_size, num_steps=args.steps, learning_rate=args.lr)
     seconds = time.perf_counter() - start
     if args.save_weights:
-        np.save(os.path.join(args.out, f"weights-{args.index}.npy"),
-                np.concatenate([w.numpy().ravel() for w in result["model"].weights]))
+        model = result["model"]
+        for kind, weights in (("weights", model.trainable_weights), ("state", model.non_trainable_weights)):
+            if weights:
+                np.save(os.path.join(args.out, f"{kind}-{args.index}.npy"), np.concatenate([w.numpy().ravel() for w in weights]))
     print(json.dumps({"index": args.index, "steps_run": result["steps_run"], "resumed_from": result["resumed_from"],
                       "seconds": seconds, "loss": result["loss"]}), flush=True)
 
