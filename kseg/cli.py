@@ -223,6 +223,11 @@ _COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "expor
 
 def main(argv=None):
     """Entry point of the ``kseg`` console script; returns the exit status."""
+    from kseg.inference.cli import dispatch  # proposal / detection models (task != "semantic")
+
+    handled = dispatch(argv)
+    if handled is not None:
+        return handled
     args = build_parser().parse_args(argv)
     try:
         _COMMANDS[args.command](args)
