@@ -51,3 +51,10 @@ def test_detector_train_evaluate(coco_tiny_dir, tmp_path):
     assert instance_task(model_path=det / "model.keras") == "detection"
     assert dispatch(["evaluate", "--model-path", str(det / "model.keras"), "--data", str(coco_tiny_dir),
                      "--proposal-model", str(dm / "model.keras"), "--limit", "1", "--short-side", "128"]) == 0
+
+
+def test_kseg_cli_routes_instance_tasks(tmp_path, capsys):
+    from kseg.cli import main
+
+    assert main(["train", "--model", "deepmask", "--data", str(tmp_path)]) == 2
+    assert "instances_train2017.json" in capsys.readouterr().err  # the COCO reader's error, not the semantic CLI's
