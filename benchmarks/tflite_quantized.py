@@ -66,8 +66,15 @@ def train(root, size, width, steps, batch=8):
     epochs = max(1, round(steps * batch / len(x)))
     t0 = time.perf_counter()
     model.fit(x, y, batch_size=batch, epochs=epochs, shuffle=True, verbose=0)
+    # SegNet's test-time BN statistics (plain averages over training batches): after a short run
+    # Keras' moving averages still lag far behind the weights.
+    import tensorflow as tf
+
+    from kseg.training import compute_bn_statistics
+
+    compute_bn_statistics(model, tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=0).batch(batch), 24)
     return model, f"SegNet-Basic width {width} trained here: {epochs} epochs of {len(x)} CamVid train images " \
-                  f"at {size[0]}x{size[1]} ({time.perf_counter() - t0:.0f} s)"
+                  f"at {size[0]}x{size[1]}, BN statistics recomputed ({time.perf_counter() - t0:.0f} s)"
 
 
 def main(argv=None):

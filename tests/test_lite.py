@@ -36,6 +36,10 @@ def train_segnet_basic(root, size, width, epochs, n_train=64, seed=0):
     model.compile(keras.optimizers.Adam(3e-3),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE))
     model.fit(x, y, batch_size=8, epochs=epochs, verbose=0)
+    # SegNet's test-time BN statistics: averages over training batches (the moving averages lag).
+    from kseg.training import compute_bn_statistics
+
+    compute_bn_statistics(model, tf.data.Dataset.from_tensor_slices((x, y)).batch(8), len(x) // 8)
     return model, x
 
 
