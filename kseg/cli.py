@@ -64,6 +64,10 @@ def build_parser():
     p.add_argument("--out", default=None, help="output folder (default runs/MODEL)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
+    p.add_argument("--precision", default="float32", choices=("float32", "mixed_bfloat16", "mixed_float16"),
+                   help="Keras dtype policy the model is built under")
+    p.add_argument("--strategy", default="default", choices=("default", "mirrored", "multiworker"),
+                   help="tf.distribute strategy; multiworker reads TF_CONFIG (docs/distributed.md)")
 
     p = sub.add_parser("evaluate", help="global / class-average accuracy, mIoU and per-class IoU on a split")
     p.add_argument("--model-path", required=True, help="a .keras file")
@@ -139,6 +143,8 @@ def _train(args):
         seed=args.seed,
         verbose=2 if args.quiet else 1,
         model_kwargs=dict(args.model_arg),
+        precision=args.precision,
+        strategy=args.strategy,
     )
     print(f"saved {args.out or f'runs/{args.model}'}/model.keras (best: best.keras, log: log.csv, TensorBoard: logs/)")
 

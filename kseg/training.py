@@ -270,6 +270,8 @@ def train(
     callbacks=(),
     model_kwargs=None,
     jit_compile="auto",
+    precision="float32",
+    strategy="default",
 ):
     """Train a model with ``model.fit`` on a segmentation folder (CamVid or generic layout).
 
@@ -308,10 +310,36 @@ def train(
         callbacks: more Keras callbacks (run after kseg's own).
         model_kwargs: extra builder arguments when `model_or_name` is a name (e.g. ``width``).
         jit_compile: passed to ``model.compile``.
+        precision: ``"float32"``, ``"mixed_bfloat16"`` or ``"mixed_float16"``: the Keras dtype
+            policy the model is built under (:mod:`kseg.precision`; needs the model by name).
+        strategy: ``"default"``, ``"mirrored"`` (all local devices, ``model.fit`` under
+            ``tf.distribute.MirroredStrategy``), ``"multiworker"`` (machines described by
+            ``TF_CONFIG``; trained by :func:`kseg.distribute.train_folder_distributed`, a custom
+            loop with SGD, step-exact checkpoints in ``out_dir`` that resume on their own, no random
+            augmentation; see ``docs/distributed.md``), or a ``tf.distribute.Strategy``.
 
     Returns:
-        ``(model, history)``; the trained model is also saved as ``out_dir/model.keras``.
+        ``(model, history)``; the trained model is also saved as ``out_dir/model.keras``. With
+        ``strategy="multiworker"`` the second item is the result dict of
+        :func:`kseg.distribute.train_distributed`.
     """
+    from kseg import distribute
+    from kseg.precision import precision_scope
+
+    if strategy == "multiworker":
+        # Collective ops must be configured before any other TensorFlow op runs.
+        return _train_multiworker(
+            distribute.get_strategy("multiworker"), model_or_name, data_root, out_dir, epochs, steps_per_epoch,
+            batch_size, crop, learning_rate, class_weighting, num_classes, ignore_label, train_split, seed,
+            precision, model_kwargs, verbose,
+        )
+    if isinstance(strategy, str):
+        strategy = distribute.get_strategy(strategy)
+    if not isinstance(model_or_name, str) and precision != "float32":
+        raise ValueError(
+            f"precision={precision!r} needs the model by name: build it under "
+            "kseg.precision.precision_scope(...) yourself and pass precision='float32'"
+        )
     from kseg import data
 
     out = pathlib.Path(out_dir)
@@ -332,7 +360,8 @@ def train(
     if isinstance(model_or_name, str):
         if crop is None:
             raise ValueError("crop=(height, width) is needed to build a model by name")
-        model = build_model(model_or_name, num_classes, (*crop, 3), **(model_kwargs or {}))
+        with strategy.scope(), precision_scope(precision):
+            model = build_model(model_or_name, num_classes, (*crop, 3), **(model_kwargs or {}))
     else:
         if model_kwargs:
             raise ValueError("model_kwargs only apply when the model is given by name")
@@ -370,15 +399,16 @@ def train(
             val_ds = val_ds.map(lambda images, masks: _resize_batch(images, masks, crop))
 
     if not getattr(model, "compiled", False):
-        compile_model(
-            model,
-            num_classes,
-            ignore_label,
-            optimizer=optimizer,
-            learning_rate=learning_rate,
-            weight_decay=weight_decay,
-            jit_compile=jit_compile,
-        )
+        with strategy.scope():
+            compile_model(
+                model,
+                num_classes,
+                ignore_label,
+                optimizer=optimizer,
+                learning_rate=learning_rate,
+                weight_decay=weight_decay,
+                jit_compile=jit_compile,
+            )
 
     out.mkdir(parents=True, exist_ok=True)
     monitor = "val_mean_iou" if val_ds is not None else "mean_iou"
@@ -437,6 +467,37 @@ def train(
             indent=2,
         )
     return model, history
+
+
+def _train_multiworker(strategy, model_or_name, data_root, out_dir, epochs, steps_per_epoch, batch_size, crop,
+                       learning_rate, class_weighting, num_classes, ignore_label, train_split, seed, precision,
+                       model_kwargs, verbose):
+    """``train(strategy="multiworker")``: the custom loop of :mod:`kseg.distribute`."""
+    from kseg import data, distribute
+    from kseg.precision import precision_scope
+
+    if not isinstance(model_or_name, str):
+        raise ValueError("strategy='multiworker' needs the model by name (it is built in the strategy's scope)")
+    crop = _pair_size(crop, "crop")
+    if crop is None:
+        raise ValueError("crop=(height, width) is needed to build a model by name")
+    pairs = data.find_pairs(data_root, train_split)
+    steps = int(epochs) * int(steps_per_epoch or len(pairs) // int(batch_size))
+
+    def build():
+        with precision_scope(precision):
+            return build_model(model_or_name, num_classes, (*crop, 3), **(model_kwargs or {}))
+
+    weights = _class_weights(pairs, num_classes, ignore_label, class_weighting)
+    result = distribute.train_folder_distributed(
+        build, data_root, out_dir, strategy=strategy, split=train_split, size=crop, global_batch_size=batch_size,
+        num_steps=steps, num_classes=num_classes, ignore_label=ignore_label, class_weights=weights,
+        learning_rate=learning_rate, seed=seed, verbose=bool(verbose),
+    )
+    model = result["model"]
+    if distribute.task_info(strategy)[0]:  # the chief alone writes the model
+        model.save(str(pathlib.Path(out_dir) / "model.keras"))
+    return model, result
 
 
 # ----------------------------------------------------------------------------------------------
