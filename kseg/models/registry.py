@@ -140,7 +140,8 @@ def update_readme(path):
 if __name__ == "__main__":
     import sys
 
-    import kseg.models  # noqa: F401  (registers every card)
+    # Run as a script this file is `__main__`, not the module the models register with.
+    from kseg.models import registry
 
     for readme in sys.argv[1:] or ["README.md"]:
-        print(f"{readme}: {'updated' if update_readme(readme) else 'up to date'}")
+        print(f"{readme}: {'updated' if registry.update_readme(readme) else 'up to date'}")
