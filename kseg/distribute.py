@@ -41,9 +41,24 @@ __all__ = [
     "train_distributed",
     "pairs_loader",
     "train_folder_distributed",
+    "free_ports",
 ]
 
 STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+def free_ports(n, host="127.0.0.1"):
+    """`n` TCP ports free on `host` right now (for loopback clusters in tests and benchmarks)."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def tf_config(workers, index, task_type="worker"):

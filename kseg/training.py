@@ -38,6 +38,7 @@ import numpy as np
 
 from kseg import losses
 from kseg import metrics as kmetrics
+from kseg.utils import as_size
 
 __all__ = [
     "TimeBudget",
@@ -212,17 +213,6 @@ def compute_bn_statistics(model, dataset, steps):
     return seen
 
 
-def _pair_size(value, name):
-    if value is None:
-        return None
-    if isinstance(value, int):
-        value = (value, value)
-    value = tuple(int(v) for v in value)
-    if len(value) != 2 or min(value) < 1:
-        raise ValueError(f"{name} must be (height, width) with positive sizes, got {value}")
-    return value
-
-
 def _class_weights(pairs, num_classes, ignore_label, class_weighting):
     from kseg import data
 
@@ -343,7 +333,7 @@ def train(
     from kseg import data
 
     out = pathlib.Path(out_dir)
-    crop = _pair_size(crop, "crop")
+    crop = as_size(crop, "crop")
     num_classes = int(num_classes)
     if int(epochs) < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -478,7 +468,7 @@ def _train_multiworker(strategy, model_or_name, data_root, out_dir, epochs, step
 
     if not isinstance(model_or_name, str):
         raise ValueError("strategy='multiworker' needs the model by name (it is built in the strategy's scope)")
-    crop = _pair_size(crop, "crop")
+    crop = as_size(crop, "crop")
     if crop is None:
         raise ValueError("crop=(height, width) is needed to build a model by name")
     pairs = data.find_pairs(data_root, train_split)
@@ -566,7 +556,7 @@ def evaluate(
     num_classes = int(num_classes or _num_classes_of(model))
     if input_size == "model":
         input_size = model_input_size(model)
-    input_size = _pair_size(input_size, "input_size")
+    input_size = as_size(input_size, "input_size")
     if isinstance(data_root_or_dataset, (str, pathlib.Path)):
         dataset = data.segmentation_dataset(
             data.find_pairs(data_root_or_dataset, split),
@@ -647,7 +637,7 @@ def predict(model, image_paths, out_dir, input_size="model", palette=None, alpha
     colours = viz.palette(num_classes) if palette is None else np.asarray(palette, np.uint8)
     if input_size == "model":
         input_size = model_input_size(model)
-    input_size = _pair_size(input_size, "input_size")
+    input_size = as_size(input_size, "input_size")
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = []

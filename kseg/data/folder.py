@@ -40,6 +40,7 @@ import zlib
 import numpy as np
 
 from kseg.data.errors import DataError
+from kseg.utils import as_size
 
 __all__ = ["find_pairs", "segmentation_dataset", "validate_pairs", "read_image_info"]
 
@@ -345,17 +346,6 @@ def _check_label_args(num_classes, ignore_label):
 # --------------------------------------------------------------------------------------------
 
 
-def _as_size(value, name):
-    if value is None:
-        return None
-    if isinstance(value, int):
-        value = (value, value)
-    value = tuple(int(v) for v in value)
-    if len(value) != 2 or min(value) < 1:
-        raise ValueError(f"{name} must be (height, width) with positive sizes, got {value}")
-    return value
-
-
 def segmentation_dataset(
     pairs,
     batch_size=4,
@@ -421,7 +411,7 @@ def segmentation_dataset(
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     _check_label_args(num_classes, ignore_label)
-    crop_size = _as_size(crop_size, "crop_size")
+    crop_size = as_size(crop_size, "crop_size")
     fill = -1 if ignore_label is None else int(ignore_label)
     if class_weights is not None:
         class_weights = np.asarray(class_weights, dtype="float32").reshape(-1)

@@ -6,7 +6,6 @@ Two worker processes on 127.0.0.1 (ports chosen free at run time), bounded in ti
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import time
@@ -14,21 +13,11 @@ import time
 import numpy as np
 import pytest
 
-from kseg.distribute import global_batch_indices, tf_config, task_info
+from kseg.distribute import free_ports, global_batch_indices, tf_config, task_info
 
 WORKER = pathlib.Path(__file__).with_name("worker.py")
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TIMEOUT = 180
-
-
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def env():

@@ -1,6 +1,5 @@
 """`kseg train --strategy mirrored|multiworker` end to end on a tiny synthetic CamVid-layout folder."""
 
-import os
 import pathlib
 import subprocess
 import sys
@@ -8,7 +7,8 @@ import textwrap
 
 import pytest
 
-from test_distribute import env, free_ports
+from kseg.distribute import free_ports
+from test_distribute import env
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
