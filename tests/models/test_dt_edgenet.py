@@ -60,6 +60,9 @@ def test_filter_equals_layer_applied_to_the_models_own_maps():
 
 
 def test_joint_training_reaches_edgenet_through_the_domain_transform():
+    # Seeded: at this tiny width some initialisations leave the whole edge map at the ReLU's zero,
+    # where no gradient can pass (that would test the init, not the wiring).
+    keras.utils.set_random_seed(0)
     model = kseg.DTEdgeNet(**TINY)
     x = np.random.default_rng(1).uniform(0, 255, (1, 33, 41, 3)).astype("float32")
     edge = model.get_layer("edge_score")
