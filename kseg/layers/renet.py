@@ -53,13 +53,17 @@ class ReNet2D(keras.layers.Layer):
             raise ValueError(f"cell must be one of {tuple(_CELLS)}, got {cell!r}")
         self.patch_size, self.units, self.cell = patch_size, int(units), cell
         self.recurrent_kwargs = dict(recurrent_kwargs or {})
-        rnn = _CELLS[cell]
-        self.vertical = layers.Bidirectional(
-            rnn(self.units, return_sequences=True, **self.recurrent_kwargs), merge_mode="concat", name="vertical"
-        )
-        self.horizontal = layers.Bidirectional(
-            rnn(self.units, return_sequences=True, **self.recurrent_kwargs), merge_mode="concat", name="horizontal"
-        )
+        self.vertical = self._bidirectional("vertical")
+        self.horizontal = self._bidirectional("horizontal")
+
+    def _bidirectional(self, name):
+        # Both directions made here: Bidirectional's own copy of the forward layer goes through
+        # Keras' serialisation, whose object-sharing cache can hand back the forward layer itself
+        # while a model is being loaded ("should have different go_backwards").
+        rnn = _CELLS[self.cell]
+        forward = rnn(self.units, return_sequences=True, **self.recurrent_kwargs)
+        backward = rnn(self.units, return_sequences=True, go_backwards=True, **self.recurrent_kwargs)
+        return layers.Bidirectional(forward, backward_layer=backward, merge_mode="concat", name=name)
 
     def _grid(self, input_shape):
         _, h, w, c = input_shape
