@@ -7,9 +7,15 @@ optimizer and seed, then scored by :func:`kseg.training.evaluate` on the test sp
 
 - Dilation: front end alone (``dilation_frontend``) vs front end + context module (``dilation8``);
 - ParseNet: DeepLab-LargeFOV baseline (``global_context=False``) vs global context (early fusion);
-- DT-EdgeNet: DeepLab baseline (``domain_transform=False``) vs EdgeNet + domain transform;
+- DT-EdgeNet: DeepLab baseline (``domain_transform=False``) vs EdgeNet + domain transform. As in the
+  paper (Sec. 4: the domain transform is trained on top of a trained DeepLab), both start from one
+  DeepLab trained for ``--dt-warm-start`` of the steps, then train the rest: the baseline alone, the
+  DT-EdgeNet jointly (EdgeNet and domain transform new). From scratch the untrained edge map lets
+  the domain transform average the score map over ~sigma_s pixels and training collapses to the
+  majority class (``--dt-warm-start 0`` shows it);
 
-plus, with ``--others``, models already in the package at the same budget (SegNet-Basic, FCN-8s).
+plus, with ``--others``, models already in the package at the same budget (SegNet-Basic, FCN-8s,
+DeepLab-v1 LargeFOV: the baseline of both ParseNet and DT-EdgeNet, as ``deeplab_v1``).
 Widths are reduced (``--width``) and images downscaled (``--scale``) so each run fits a few CPU
 minutes; no ImageNet weights (none can be downloaded here). Short runs from scratch are far from
 the papers' numbers: read the table for the direction of each ablation only, and its noise.
@@ -33,8 +39,24 @@ def runs(width, others):
         ("dt_edgenet", "dt_edgenet", dict(edge_channels=max(8, int(128 * w)), **deeplab)),
     ]
     if others:
-        table += [("segnet_basic", "segnet_basic", {}), ("fcn8s", "fcn8s", dict(width=w))]
+        table += [("segnet_basic", "segnet_basic", dict(width=max(8, int(64 * w)))),
+                  ("fcn8s", "fcn8s", dict(width=w)), ("deeplab_v1", "deeplab_v1", dict(**deeplab))]
     return table
+
+
+def copy_weights_by_name(src, dst):
+    """Copy the weights of every layer of `src` to the layer of `dst` with the same name and shapes."""
+    copied = 0
+    for layer in dst.layers:
+        try:
+            other = src.get_layer(layer.name)
+        except ValueError:
+            continue
+        ws = other.get_weights()
+        if ws and [w.shape for w in ws] == [w.shape for w in layer.get_weights()]:
+            layer.set_weights(ws)
+            copied += 1
+    return copied
 
 
 def main(argv=None):
@@ -48,6 +70,8 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--only", nargs="*", help="run only these labels")
     parser.add_argument("--others", action="store_true", help="also SegNet-Basic and FCN-8s")
+    parser.add_argument("--dt-warm-start", type=float, default=0.5,
+                        help="share of the steps both DT-EdgeNet rows spend as one shared DeepLab first (0: from scratch)")
     parser.add_argument("--out", default="/tmp/kseg-context-camvid")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -57,19 +81,35 @@ def main(argv=None):
     from kseg import training
 
     crop = (int(round(360 * args.scale / 8)) * 8, int(round(480 * args.scale / 8)) * 8)
-    results = []
+    results, warm, warm_s = [], None, 0.0
     for label, name, kwargs in runs(args.width, args.others):
         if args.only and label not in args.only:
             continue
         keras.utils.set_random_seed(args.seed)
         out = pathlib.Path(args.out) / label.replace(" ", "_").replace("(", "").replace(")", "")
+        fit = dict(batch_size=args.batch_size, crop=crop, scale_range=(args.scale, args.scale),
+                   learning_rate=args.lr, val_split=None, seed=args.seed, verbose=0)
         t0 = time.perf_counter()
-        model, _ = training.train(
-            name, args.data, out_dir=str(out), epochs=args.epochs, steps_per_epoch=args.steps // args.epochs,
-            batch_size=args.batch_size, crop=crop, scale_range=(args.scale, args.scale), learning_rate=args.lr,
-            val_split=None, seed=args.seed, verbose=0, model_kwargs=kwargs,
-        )
-        train_s = time.perf_counter() - t0
+        warm_steps = int(args.steps * args.dt_warm_start) if name == "dt_edgenet" else 0
+        if warm_steps:
+            if warm is None:  # one shared DeepLab stage for both DT-EdgeNet rows
+                base_kwargs = {k: v for k, v in kwargs.items() if k != "edge_channels"}
+                base_kwargs["domain_transform"] = False
+                warm, _ = training.train(name, args.data, out_dir=str(pathlib.Path(args.out) / "dt_warm_start"),
+                                         epochs=1, steps_per_epoch=warm_steps, model_kwargs=base_kwargs, **fit)
+                warm_s = time.perf_counter() - t0
+                t0 = time.perf_counter()
+            model = training.build_model(name, input_shape=(*crop, 3), **kwargs)
+            copied = copy_weights_by_name(warm, model)
+            rest = args.steps - warm_steps
+            model, _ = training.train(model, args.data, out_dir=str(out), epochs=1, steps_per_epoch=rest, **fit)
+            train_s = time.perf_counter() - t0 + warm_s
+            label = f"{label} [{warm_steps} DeepLab + {rest}]"
+            print(f"{label}: {copied} layers copied from the shared DeepLab stage", flush=True)
+        else:
+            model, _ = training.train(name, args.data, out_dir=str(out), epochs=args.epochs,
+                                      steps_per_epoch=args.steps // args.epochs, model_kwargs=kwargs, **fit)
+            train_s = time.perf_counter() - t0
         scores = training.evaluate(model, args.data, "test", verbose=0)
         row = dict(label=label, model=name, kwargs=kwargs, train_s=round(train_s, 1),
                    params=int(model.count_params()), mean_iou=scores["mean_iou"],
@@ -79,9 +119,9 @@ def main(argv=None):
         keras.backend.clear_session()
     print(f"\nCamVid test, {args.steps} steps x batch {args.batch_size}, crop {crop[0]}x{crop[1]} "
           f"(scale {args.scale:.3f}), width {args.width}, Adam lr {args.lr}, from scratch, seed {args.seed}")
-    print(f"{'model':<24}{'params':>11}{'train s':>9}{'G':>8}{'C':>8}{'mIoU':>8}")
+    print(f"{'model':<40}{'params':>11}{'train s':>9}{'G':>8}{'C':>8}{'mIoU':>8}")
     for r in results:
-        print(f"{r['label']:<24}{r['params']:>11,}{r['train_s']:>9.0f}{r['global_accuracy']:>8.3f}"
+        print(f"{r['label']:<40}{r['params']:>11,}{r['train_s']:>9.0f}{r['global_accuracy']:>8.3f}"
               f"{r['class_average_accuracy']:>8.3f}{r['mean_iou']:>8.3f}")
 
 
