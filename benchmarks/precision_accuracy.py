@@ -68,7 +68,7 @@ def main(argv=None):
 
     print(f"\nCamVid test (233 images, full-resolution labels), {args.steps} steps x batch {args.batch_size} at "
           f"{crop[0]}x{crop[1]}, Adam lr {args.lr}, seed {args.seed}, random init")
-    print(f"{"model":<14}{"precision":<16}{"train s":>8}{'img/s':>7}{'G':>8}{'C':>8}{'mIoU':>8}{'dmIoU':>8}")
+    print(f"{'model':<14}{'precision':<16}{'train s':>8}{'img/s':>7}{'G':>8}{'C':>8}{'mIoU':>8}{'dmIoU':>8}")
     for r in rows:
         ref = next(q for q in rows if q["model"] == r["model"])
         print(f"{r['model']:<14}{r['precision']:<16}{r['train_s']:>8.0f}{r['img_s']:>7.2f}{r['G']:>8.3f}"
