@@ -112,18 +112,19 @@ def ReNetClassifier(num_classes=10, input_shape=(32, 32, 3), input_tensor=None, 
         year=2016,
         url="https://arxiv.org/abs/1511.07053",
         reference_code="fvisin/reseg (Theano/Lasagne) : reseg.py",
-        # VGG16 conv1_1..conv3_3 + 2 ReNet layers (8 GRUs of 100) + 2 transposed convs + 1x1 score;
+        # VGG16 conv1_1..conv3_3 + 2 ReNet layers (8 GRUs of 100) + 2 2x2 transposed convs of 50 + 1x1 score;
         # arithmetic in tests/models/test_renet_models.py.
-        num_params=2_765_199,
+        num_params=2_544_549,
         default_num_classes=11,
         output_stride=4,
-        notes="CamVid configuration as we read the paper (VGG16 up to conv3_3, 2 ReNet layers of 100 "
-              "GRU units, 2 stride-2 transposed convs of 100); every width is an argument.",
+        notes="The authors' released CamVid configuration (evaluate_camvid.py: VGG16 up to conv3_3, 2 ReNet "
+              "layers of 100 GRU units with 1x1 patches, 2 stride-2 2x2 transposed convs of 50); every width "
+              "is an argument.",
     )
 )
 def ReSeg(num_classes=11, input_shape=(360, 480, 3), input_tensor=None, encoder_weights=None,
-          vgg_blocks=3, renet_units=(100, 100), patch_sizes=((1, 1), (1, 1)), upsample_filters=(100, 100),
-          upsample_kernel=3, cell="gru", width=1.0, name="reseg"):
+          vgg_blocks=3, renet_units=(100, 100), patch_sizes=((1, 1), (1, 1)), upsample_filters=(50, 50),
+          upsample_kernel=2, cell="gru", width=1.0, name="reseg"):
     """ReSeg: VGG16 features, ReNet layers for global context, transposed-conv upsampling.
 
     Reference: Visin et al., CVPR 2016 DeepVision workshop, Sec. 3 and Fig. 1: the first layers
@@ -143,6 +144,11 @@ def ReSeg(num_classes=11, input_shape=(360, 480, 3), input_tensor=None, encoder_
         upsample_filters: filters of each stride-2 transposed convolution (ReLU); their number must
             undo the total stride (VGG pooling x ReNet patches).
         upsample_kernel: kernel size of the transposed convolutions.
+
+    The defaults are the authors' released CamVid configuration (fvisin/reseg,
+    ``evaluate_camvid.py``: ``in-nfilters='conv3_3'``, ``dim-proj=[100, 100]``, 1x1 patches,
+    ``out-upsampling='grad'`` with ``out-nfilters=[50, 50]``, 2x2 filters, stride 2, ReLU; a 1x1
+    convolution to the classes), which the README says reproduces the paper.
         cell: ``"gru"`` (the paper), ``"lstm"`` or ``"rnn"``.
         width: multiplier of every width (VGG16 convs, ReNet units, upsampling filters; 1.0 = the
             paper; small for fast tests).
