@@ -7,6 +7,7 @@ Every ``benchmarks/*.py`` except this file is a benchmark that runs alone with i
     python benchmarks/run.py --list
     python benchmarks/run.py                                   # the export/pooling/SegNet set
     python benchmarks/run.py --only pool_unpool tflite_segnet
+    python benchmarks/run.py --only matrix                     # one table: every model x runtime
     python benchmarks/run.py --all                              # every script in benchmarks/
 """
 
@@ -18,8 +19,9 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 
-# The benchmarks of issue 3 / issue 7 item 3 (export, pooling, SegNet); --all adds everyone else's.
-DEFAULT = ["pool_unpool", "segnet_train_step", "tflite_segnet", "tflite_quantized"]
+# The benchmarks of issue 3 / issue 7 items 3 and 5 (export, pooling, SegNet, the model x runtime
+# matrix); --all adds everyone else's. `--only matrix` prints the one table of issue 7 item 5.
+DEFAULT = ["pool_unpool", "segnet_train_step", "tflite_segnet", "tflite_quantized", "matrix"]
 
 
 def available():
