@@ -6,7 +6,8 @@
 * :func:`detection_ap` — COCO AP, AP50, AP75 for boxes or masks (MultiPathNet's metric).
 
 Results are per image dicts with ``boxes`` (N, 4) ``[y1, x1, y2, x2]``, ``scores`` (N,),
-optionally ``masks`` (N, H, W) and ``labels`` (N,) (contiguous kseg class indices).
+optionally ``masks`` (N, H, W) (or a list of N COCO RLE dicts, see :func:`encode_masks`: the compact
+form for many images) and ``labels`` (N,) (contiguous kseg class indices).
 
     >>> ar = proposal_recall(instances, {img_id: kseg.proposals(model, image)}, iou_type="segm")
     >>> ar["AR@100"]
@@ -17,7 +18,7 @@ import io
 
 import numpy as np
 
-__all__ = ["to_coco_results", "proposal_recall", "detection_ap"]
+__all__ = ["to_coco_results", "encode_masks", "proposal_recall", "detection_ap"]
 
 
 def _rle(mask):
@@ -26,6 +27,11 @@ def _rle(mask):
     rle = mask_utils.encode(np.asfortranarray(np.asarray(mask, np.uint8)))
     rle["counts"] = rle["counts"].decode("ascii")
     return rle
+
+
+def encode_masks(masks):
+    """COCO RLE dicts of (N, H, W) binary masks (what a result's ``masks`` may hold instead)."""
+    return [_rle(m) for m in np.asarray(masks)]
 
 
 def to_coco_results(instances, results, iou_type="bbox", class_agnostic=False):
@@ -48,7 +54,8 @@ def to_coco_results(instances, results, iou_type="bbox", class_agnostic=False):
             det = {"image_id": img_id, "category_id": cat, "score": float(scores[k]),
                    "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]}
             if iou_type == "segm":
-                det["segmentation"] = _rle(res["masks"][k])
+                m = res["masks"][k]
+                det["segmentation"] = m if isinstance(m, dict) else _rle(m)
             out.append(det)
     return out
 

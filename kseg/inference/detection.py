@@ -8,7 +8,9 @@
   loss: head u counts a ROI as foreground iff its IoU >= u), averaged over heads, plus smooth-L1
   box regression on foreground ROIs (Fast R-CNN, Eq. 1-3), plus an optional segmentation loss (ION).
 * :func:`detect` — scores every proposal (averaging the heads' softmaxes), decodes the class
-  boxes, per-class NMS (0.3), keeps the best 100; a detection's mask is its proposal's mask.
+  boxes, per-class NMS (0.3), keeps the best 100; a detection's mask is its proposal's mask
+  (MultiPathNet over DeepMask: the box is refined, the mask is the proposal's, pasted into the
+  image; given in the compact form, only the kept detections' masks are pasted).
 """
 
 import time
@@ -19,6 +21,7 @@ import tensorflow as tf
 
 from kseg.data.instances import detector_samples
 from kseg.ops.boxes import decode_boxes, encode_boxes
+from kseg.ops.masks import paste_masks
 
 __all__ = ["detection_dataset", "detection_loss", "train_detector", "detect", "resize_for_detection", "export_detector",
            "heads_of"]
@@ -152,15 +155,28 @@ def train_detector(model, dataset, steps, learning_rate=1e-3, momentum=0.9, weig
 
 
 def detect(model, image, boxes, masks=None, short_side=600, max_side=1000, score_threshold=0.05,
-           nms_threshold=0.3, max_detections=100):
-    """Detections of one image from proposal `boxes` (P, 4) (and their `masks` (P, H, W)).
+           nms_threshold=0.3, max_detections=100, mask_windows=None, mask_threshold=0.2):
+    """Detections of one image from proposal `boxes` (P, 4) (and their masks).
+
+    Args:
+        masks: the proposals' masks, either image masks (P, H, W), or, with `mask_windows`, mask
+            probabilities (P, m, m) on a grid covering `mask_windows` (P, 4) ``[y1, x1, y2, x2]``
+            (``kseg.proposals(..., mask_grid=True)``'s ``mask_probs`` and ``windows``): the kept
+            detections' masks are then pasted (:func:`kseg.ops.paste_masks`, `mask_threshold`).
 
     Returns ``boxes`` (N, 4), ``scores`` (N,), ``labels`` (N,) (contiguous class indices >= 1) and,
-    with `masks`, ``masks`` (N, H, W): each detection keeps its proposal's mask.
+    with `masks`, ``masks`` (N, H, W) uint8: each detection keeps its proposal's mask.
     """
     image = np.asarray(image, np.float32)
     h, w = image.shape[:2]
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    if mask_windows is not None:
+        if masks is None:
+            raise ValueError("mask_windows needs masks (the (P, m, m) mask probabilities)")
+        mask_windows = np.asarray(mask_windows, np.float32).reshape(-1, 4)
+        if len(mask_windows) != len(boxes) or len(masks) != len(boxes):
+            raise ValueError(f"boxes, masks and mask_windows must have one row per proposal, got "
+                             f"{len(boxes)}, {len(masks)} and {len(mask_windows)}")
     num_rois = int(model.inputs[1].shape[1]) if isinstance(model.inputs, list) else int(model.input["rois"].shape[1])
     f, img = resize_for_detection(image, short_side, max_side)
     probs, deltas = [], []
@@ -199,7 +215,11 @@ def detect(model, image, boxes, masks=None, short_side=600, max_side=1000, score
     b, s, l, i = (np.concatenate(a) for a in (out_boxes, out_scores, out_labels, out_idx))
     top = np.argsort(-s, kind="stable")[:max_detections]
     res = {"boxes": b[top].astype(np.float32), "scores": s[top].astype(np.float32), "labels": l[top]}
-    if masks is not None:
+    if masks is not None and mask_windows is not None:
+        src = i[top]
+        res["masks"] = paste_masks(np.asarray(masks, np.float32)[src], mask_windows[src], (h, w),
+                                   threshold=mask_threshold).numpy().astype(np.uint8)
+    elif masks is not None:
         res["masks"] = np.asarray(masks)[i[top]]
     return res
 

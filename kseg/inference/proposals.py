@@ -146,7 +146,8 @@ def _mask_boxes(masks, fallback):
     return tf.where(tf.reduce_any(rows, axis=1)[:, None], boxes, fallback)
 
 
-def _proposals_tf(fc, model, image, scales, max_proposals, mask_threshold, nms_threshold, refine_batch):
+def _proposals_tf(fc, model, image, scales, max_proposals, mask_threshold, nms_threshold, refine_batch,
+                  with_grid=False):
     cfg = fc.cfg
     image = tf.convert_to_tensor(image, tf.float32)
     h = tf.shape(image)[0]
@@ -204,11 +205,14 @@ def _proposals_tf(fc, model, image, scales, max_proposals, mask_threshold, nms_t
     if nms_threshold is not None:
         keep = tf.image.non_max_suppression(boxes, top_scores, max_proposals, iou_threshold=nms_threshold)
         boxes, top_scores, masks = tf.gather(boxes, keep), tf.gather(top_scores, keep), tf.gather(masks, keep)
+        probs, top_windows = tf.gather(probs, keep), tf.gather(top_windows, keep)
+    if with_grid:
+        return boxes, top_scores, masks, probs, top_windows
     return boxes, top_scores, masks
 
 
 def proposals(model, image, scales=DEFAULT_SCALES, max_proposals=100, mask_threshold=0.2, nms_threshold=None,
-              refine_batch=50, fully_convolutional=None):
+              refine_batch=50, fully_convolutional=None, mask_grid=False):
     """Ranked object proposals of one image from a DeepMask or SharpMask model.
 
     Args:
@@ -220,6 +224,9 @@ def proposals(model, image, scales=DEFAULT_SCALES, max_proposals=100, mask_thres
         nms_threshold: optional box NMS IoU (DeepMask uses none).
         refine_batch: SharpMask windows per forward pass.
         fully_convolutional: a prepared :class:`FullyConvolutionalDeepMask` (reuse across images).
+        mask_grid: also return each mask before pasting: ``mask_probs`` (N, m, m) probabilities on
+            the grid covering ``windows`` (N, 4) (the compact form: ``kseg.ops.paste_masks(mask_probs,
+            windows, (H, W), mask_threshold)`` gives ``masks`` back; ``detect(..., mask_windows=)`` takes it).
 
     Returns a dict of numpy arrays: ``boxes`` (N, 4) ``[y1, x1, y2, x2]`` pixels (the mask's
     tight box), ``scores`` (N,) probabilities, best first, ``masks`` (N, H, W) uint8.
@@ -230,9 +237,12 @@ def proposals(model, image, scales=DEFAULT_SCALES, max_proposals=100, mask_thres
     if int(max_proposals) < 1:
         raise ValueError(f"max_proposals must be >= 1, got {max_proposals}")
     fc = fully_convolutional or FullyConvolutionalDeepMask(model)
-    boxes, scores, masks = _proposals_tf(fc, model, image, tuple(scales), int(max_proposals), mask_threshold,
-                                         nms_threshold, int(refine_batch))
-    return {"boxes": boxes.numpy(), "scores": scores.numpy(), "masks": masks.numpy()}
+    out = _proposals_tf(fc, model, image, tuple(scales), int(max_proposals), mask_threshold, nms_threshold,
+                        int(refine_batch), with_grid=mask_grid)
+    res = {"boxes": out[0].numpy(), "scores": out[1].numpy(), "masks": out[2].numpy()}
+    if mask_grid:
+        res["mask_probs"], res["windows"] = out[3].numpy(), out[4].numpy()
+    return res
 
 
 def train_proposal_model(model, dataset, steps, learning_rate=1e-3, momentum=0.9, weight_decay=5e-4,

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from kseg.data.coco import CocoInstances, load_coco
-from kseg.evaluation.coco_eval import detection_ap, proposal_recall
+from kseg.evaluation.coco_eval import detection_ap, encode_masks, proposal_recall
 
 
 def _instances(tmp_path):
@@ -40,6 +40,10 @@ def test_recall_and_ap_on_exact_answers(tmp_path):
     dets = {1: {"boxes": gt["boxes"], "scores": np.array([0.9, 0.8]), "labels": gt["labels"], "masks": gt["masks"]}}
     assert detection_ap(inst, dets, "bbox")["AP"] == pytest.approx(1.0)
     assert detection_ap(inst, dets, "segm")["AP50"] == pytest.approx(1.0)
+    as_rle = {1: {**dets[1], "masks": encode_masks(gt["masks"])}}  # RLE masks give the same figures
+    assert detection_ap(inst, as_rle, "segm") == detection_ap(inst, dets, "segm")
+    assert proposal_recall(inst, {1: {**res[1], "masks": encode_masks(res[1]["masks"])}}, (1, 10)) == \
+        proposal_recall(inst, res, (1, 10))
     swapped = {1: {**dets[1], "labels": gt["labels"][::-1]}}  # right boxes, wrong classes
     assert detection_ap(inst, swapped, "bbox")["AP"] == pytest.approx(0.0)
     with pytest.raises(ValueError, match="iou_type"):

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 import kseg
 from kseg.models.deepmask import DeepMask, DeepMaskResNet50, SharpMask, deepmask_loss
+from kseg.ops import paste_masks
 from kseg.inference.proposals import FullyConvolutionalDeepMask, export_proposals, proposal_config, proposals, \
     train_proposal_model
 
@@ -177,6 +178,10 @@ def test_proposals_train_and_export(tmp_path):
         if mask.any():
             ys, xs = np.nonzero(mask)
             np.testing.assert_array_equal(box, [ys.min(), xs.min(), ys.max() + 1, xs.max() + 1])
+    grid = proposals(dm, image, scales=(0.5, 1.0), max_proposals=7, mask_grid=True)  # the compact form
+    assert grid["mask_probs"].shape == (7, 8, 8) and grid["windows"].shape == (7, 4)
+    np.testing.assert_array_equal(paste_masks(grid["mask_probs"], grid["windows"], (50, 70), 0.2).numpy(),
+                                  out["masks"])
     sharp = SharpMask(deepmask=dm, trunk="resnet50", width_multiplier=0.125, depths=(1, 1, 1), feature_dim=16,
                       score_hidden=(8,), km=16, ks=16)
     out_s = proposals(sharp, image, scales=(0.5, 1.0), max_proposals=7)

@@ -9,6 +9,7 @@ import tensorflow as tf
 import kseg
 from kseg.inference.detection import detect, detection_loss, heads_of
 from kseg.models.multipathnet import FastRCNN, FlatL2Normalization, FovealBoxes, MultiPathNet
+from kseg.ops import paste_masks
 
 TINY = dict(num_classes=5, num_rois=4, fc_units=16, width_multiplier=1 / 16, pool_size=2)
 
@@ -132,6 +133,51 @@ def test_detect():
     assert 0 < n <= 100 and res["boxes"].shape == (n, 4) and res["masks"].shape == (n, 40, 50)
     assert np.all(np.diff(res["scores"]) <= 0) and np.all(res["labels"] >= 1)
     assert np.all(res["boxes"] >= 0) and np.all(res["boxes"][:, 2] <= 40) and np.all(res["boxes"][:, 3] <= 50)
+
+
+def _rule_detector(num_rois=2):
+    """A stand-in detector whose class logits are a hand-set linear rule of each ROI
+    (background 15, class 1 = 10 * y1, class 2 = 10 * x1) and whose box deltas are zero."""
+    image = keras.Input((None, None, 3), name="image")
+    rois = keras.Input((num_rois, 4), name="rois")
+    w = np.zeros((4, 3), np.float32)
+    w[0, 1] = w[1, 2] = 10.0
+    logits = keras.layers.Dense(3, name="rule")(rois)
+    cls = keras.layers.Reshape((num_rois, 1, 3), name="cls")(logits)
+    bbox = keras.layers.Reshape((num_rois, 3, 4), name="bbox")(keras.layers.Dense(12, kernel_initializer="zeros",
+                                                                                  name="bbox_pred")(rois))
+    model = keras.Model({"image": image, "rois": rois}, {"cls": cls, "bbox": bbox})
+    model.get_layer("rule").set_weights([w, np.array([15.0, 0.0, 0.0], np.float32)])
+    return model
+
+
+def test_detect_keeps_each_proposals_mask():
+    """Hand-made case: 3 proposals (one background), 2x2 mask grids on windows that differ from
+    the boxes; each detection carries its own proposal's mask, pasted block-wise into the image."""
+    model = _rule_detector()
+    image = np.zeros((8, 10, 3), np.float32)
+    boxes = np.array([[0, 0, 2, 2],  # logits (15, 0, 0): background, no detection
+                      [4, 5, 8, 9],  # (15, 40, 50): class 2
+                      [3, 0, 7, 3]], np.float32)  # (15, 30, 0): class 1
+    windows = np.array([[0, 0, 4, 4], [4, 4, 8, 8], [2, 0, 6, 4]], np.float32)
+    grids = np.array([[[1, 1], [1, 1]], [[1, 0], [1, 1]], [[0, 1], [1, 0]]], np.float32)
+    res = detect(model, image, boxes, grids, short_side=8, mask_windows=windows, mask_threshold=0.5)
+    assert sorted(res["labels"].tolist()) == [1, 2] and res["masks"].dtype == np.uint8
+    expected = {}
+    for k, label in ((1, 2), (2, 1)):  # at threshold 0.5 each cell fills a 2x2 block of its 4x4 window
+        m = np.zeros((8, 10), np.uint8)
+        y, x = windows[k, :2].astype(int)
+        m[y:y + 4, x:x + 4] = np.kron(grids[k], np.ones((2, 2)))
+        expected[label] = m
+    for label, box, mask in zip(res["labels"], res["boxes"], res["masks"]):
+        np.testing.assert_array_equal(mask, expected[label])
+        np.testing.assert_allclose(box, boxes[3 - label], atol=1e-4)  # zero deltas: the proposal's box
+    # the same detections from the full image masks
+    full = paste_masks(grids, windows, (8, 10), threshold=0.5).numpy().astype(np.uint8)
+    res_full = detect(model, image, boxes, full, short_side=8)
+    np.testing.assert_array_equal(res_full["masks"], res["masks"])
+    with pytest.raises(ValueError, match="one row per proposal"):
+        detect(model, image, boxes, grids[:2], short_side=8, mask_windows=windows)
 
 
 def test_export_pipeline_serving_signature(tmp_path):
