@@ -7,12 +7,19 @@ One command per measurement (run heavy ones under the shared lock)::
     flock /tmp/kseg-heavy.lock python benchmarks/proposals.py time
     python benchmarks/proposals.py params
     flock /tmp/kseg-heavy.lock python benchmarks/proposals.py detect --steps 100
+    flock /tmp/kseg-heavy.lock python benchmarks/proposals.py detect --proposals /tmp/kseg-proposals/deepmask_stage1.keras
 
 ``train``: DeepMask (ResNet-50 trunk, released geometry: 192 window, 160 patch, 112 labels) for
 ``steps``; then, from that DeepMask, (a) SharpMask's refinement for ``steps`` more with the
 trunk frozen (160 labels, mask samples only) and (b) DeepMask itself for ``steps`` more, so
 both rows of the table had the same number of SGD steps. Trunks start from random weights (no
 ImageNet download here), so the absolute numbers are far below the paper's.
+
+``detect``: plain Fast R-CNN, MultiPathNet and ION, same steps and seed, trained over the same
+proposals and evaluated on val2017 (box AP; with a DeepMask/SharpMask ``--proposals`` model also
+mask AP: each detection keeps its proposal's mask, pasted into the image, as MultiPathNet does).
+The proposals of all train and val images are computed once into an npz cache (``--cache``) that
+every detector (and later runs, e.g. ``--models fastrcnn --seed 1``) reuses.
 """
 
 import argparse
@@ -29,7 +36,7 @@ import numpy as np  # noqa: E402
 import kseg  # noqa: E402
 from kseg.data.coco import load_coco  # noqa: E402
 from kseg.data.instances import DEEPMASK_RELEASED, SHARPMASK_RELEASED, deepmask_dataset  # noqa: E402
-from kseg.evaluation.coco_eval import proposal_recall  # noqa: E402
+from kseg.evaluation.coco_eval import encode_masks, proposal_recall  # noqa: E402
 from kseg.inference.proposals import DEFAULT_SCALES, FullyConvolutionalDeepMask, proposals, \
     train_proposal_model  # noqa: E402
 from kseg.models.deepmask import DeepMask, DeepMaskResNet50, SharpMask  # noqa: E402
@@ -130,8 +137,56 @@ def _jittered_boxes(inst, img_id, rng, n=100):
     return b[ok]
 
 
+def _proposal_cache(args, train_set, val, val_ids):
+    """DeepMask/SharpMask proposals of every train image (boxes) and val image (boxes, scores and the
+    compact masks: 'mask_probs' (P, m, m) float16 on 'windows'), computed once into an npz cache."""
+    cache = pathlib.Path(args.cache or pathlib.Path(args.proposals).with_suffix(".proposals.npz"))
+    scales = DEFAULT_SCALES if args.proposal_scales == "all" else DEFAULT_SCALES[::2]
+    meta = f"{pathlib.Path(args.proposals).resolve()}|{args.proposal_scales}|{args.max_proposals}|{args.mask_threshold}"
+    if cache.is_file():
+        z = np.load(cache)
+        if str(z["meta"]) == meta and all(f"val/{i}/boxes" in z for i in val_ids):
+            props_train = {i: z[f"train/{i}/boxes"] for i in train_set.image_ids}
+            props_val = {i: {k: z[f"val/{i}/{k}"] for k in ("boxes", "scores", "mask_probs", "windows")}
+                         for i in val_ids}
+            print(f"proposals from {cache}: {z['ar']}", flush=True)
+            return props_train, props_val, str(z["ar"])
+        print(f"{cache} was made with other settings; recomputing", flush=True)
+    pm = keras.models.load_model(args.proposals, safe_mode=True)
+    fc = FullyConvolutionalDeepMask(pm)
+    t0, arrays, props_train, props_val, for_ar = time.time(), {"meta": np.array(meta)}, {}, {}, {}
+    for i in train_set.image_ids:
+        props_train[i] = proposals(pm, train_set.load_image(i), scales=scales, max_proposals=args.max_proposals,
+                                   mask_threshold=args.mask_threshold, fully_convolutional=fc)["boxes"]
+        arrays[f"train/{i}/boxes"] = props_train[i]
+    for i in val_ids:
+        r = proposals(pm, val.load_image(i), scales=scales, max_proposals=args.max_proposals,
+                      mask_threshold=args.mask_threshold, fully_convolutional=fc, mask_grid=True)
+        props_val[i] = {"boxes": r["boxes"], "scores": r["scores"], "mask_probs": r["mask_probs"].astype(np.float16),
+                        "windows": r["windows"]}
+        for k, v in props_val[i].items():
+            arrays[f"val/{i}/{k}"] = v
+        for_ar[i] = {"boxes": r["boxes"], "scores": r["scores"], "masks": encode_masks(r["masks"])}
+    seconds = time.time() - t0
+    segm = proposal_recall(val, for_ar, max_dets=(10, 100), iou_type="segm")
+    bbox = proposal_recall(val, for_ar, max_dets=(10, 100), iou_type="bbox")
+    ar = (f"proposal model {args.proposals}, {len(scales)} scales, {args.max_proposals} proposals/image; val2017 "
+          f"({len(val_ids)} images) mask AR@10 {segm['AR@10']:.4f} AR@100 {segm['AR@100']:.4f}, box AR@10 "
+          f"{bbox['AR@10']:.4f} AR@100 {bbox['AR@100']:.4f}; {seconds:.0f}s for "
+          f"{len(train_set.image_ids) + len(val_ids)} images")
+    arrays["ar"] = np.array(ar)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(cache, **arrays)
+    print(f"proposals cached in {cache}: {ar}", flush=True)
+    return props_train, props_val, ar
+
+
 def detection(args):
-    """MultiPathNet vs ION vs plain Fast R-CNN, same steps, over the same proposals."""
+    """MultiPathNet vs ION vs plain Fast R-CNN, same steps, over the same proposals.
+
+    With a DeepMask/SharpMask ``--proposals`` model, each detection keeps its proposal's mask
+    (pasted into the image, as MultiPathNet over DeepMask), so mask AP is reported too.
+    """
     from kseg.evaluation.coco_eval import detection_ap
     from kseg.inference.detection import detect, detection_dataset, train_detector
     from kseg.models.ion import ION
@@ -141,51 +196,51 @@ def detection(args):
     val = load_coco(DATA / "annotations" / "instances_val2017.json")
     val_ids = val.image_ids[:args.limit] if args.limit else val.image_ids
     rng = np.random.default_rng(0)
-    t0 = time.time()
-    if args.proposals == "jittered":
+    jittered = args.proposals == "jittered"
+    if jittered:
         props_train = {i: _jittered_boxes(train_set, i, rng) for i in train_set.image_ids}
         props_val = {i: {"boxes": _jittered_boxes(val, i, rng)} for i in val_ids}
+        ar = "proposals: ground truth jittered + random boxes (no masks)"
     else:
-        pm = keras.models.load_model(args.proposals, safe_mode=True)
-        fc = FullyConvolutionalDeepMask(pm)
-
-        def run(inst, ids):
-            return {i: proposals(pm, inst.load_image(i), scales=DEFAULT_SCALES[::2], max_proposals=100,
-                                 fully_convolutional=fc) for i in ids}
-
-        props_train = {i: p["boxes"] for i, p in run(train_set, train_set.image_ids).items()}
-        props_val = run(val, val_ids)
-    print(f"proposals ready ({time.time() - t0:.0f}s)", flush=True)
+        props_train, props_val, ar = _proposal_cache(args, train_set, val, val_ids)
     small = dict(num_classes=train_set.num_classes, num_rois=args.rois, fc_units=args.fc, width_multiplier=args.width)
-    builders = [("Fast R-CNN (conv5 ROI pool, 1 loss)", lambda: FastRCNN(**small)),
-                ("MultiPathNet (foveal + skips + integral)", lambda: MultiPathNet(**small)),
-                ("ION (skip pooling + 2 IRNN)", lambda: ION(**small))]
+    builders = {"fastrcnn": ("Fast R-CNN (conv5 ROI pool, 1 loss)", lambda: FastRCNN(**small)),
+                "multipathnet": ("MultiPathNet (foveal + skips + integral)", lambda: MultiPathNet(**small)),
+                "ion": ("ION (skip pooling + 2 IRNN)", lambda: ION(**small))}
     rows = []
-    for name, build in builders:
-        keras.utils.set_random_seed(0)
+    for key in args.models.split(","):
+        name, build = builders[key]
+        keras.utils.set_random_seed(args.seed)
         model = build()
         ds = detection_dataset(train_set, props_train, num_rois=args.rois, short_side=args.short_side,
-                               max_side=int(args.short_side * 5 / 3), seed=0)
-        h = train_detector(model, ds, args.steps, learning_rate=args.lr, log_every=25)
-        res = {}
+                               max_side=int(args.short_side * 5 / 3), seed=args.seed)
+        h = train_detector(model, ds, args.steps, learning_rate=args.lr, log_every=50)
+        res, t0 = {}, time.time()
         for i in val_ids:
             p = props_val[i]
-            res[i] = detect(model, val.load_image(i), p["boxes"], p.get("masks"), short_side=args.short_side,
-                            max_side=int(args.short_side * 5 / 3), score_threshold=args.score_threshold)
+            r = detect(model, val.load_image(i), p["boxes"], p.get("mask_probs"), short_side=args.short_side,
+                       max_side=int(args.short_side * 5 / 3), score_threshold=args.score_threshold,
+                       mask_windows=p.get("windows"), mask_threshold=args.mask_threshold)
+            if "masks" in r:
+                r["masks"] = encode_masks(r["masks"])
+            res[i] = r
         box = detection_ap(val, res, "bbox")
-        row = {"dets/image": float(np.mean([len(r["scores"]) for r in res.values()])), "box AP": box["AP"], "box AP50": box["AP50"], "train s": h[-1]["seconds"], "last loss": h[-1]["loss"]}
-        if args.proposals != "jittered":
-            row["mask AP"] = detection_ap(val, res, "segm")["AP"]
+        row = {"steps": args.steps, "train s": h[-1]["seconds"], "box AP": box["AP"], "box AP50": box["AP50"]}
+        if not jittered:
+            mask = detection_ap(val, res, "segm")
+            row.update({"mask AP": mask["AP"], "mask AP50": mask["AP50"]})
+        row.update({"last loss": h[-1]["loss"], "dets/image": float(np.mean([len(r["scores"]) for r in res.values()])),
+                    "eval s": time.time() - t0})
         rows.append((f"{name} [{kseg.count_params(model):,} params]", row))
         print(name, row, flush=True)
     keys = list(rows[0][1])
     print(f"\ncoco_tiny: train2017 {args.steps} steps x 1 image x {args.rois} ROIs, short side {args.short_side}, "
-          f"width x{args.width}, fc {args.fc}; val2017 {len(val_ids)} images; proposals: {args.proposals}; "
-          f"score threshold {args.score_threshold}")
+          f"width x{args.width}, fc {args.fc}, lr {args.lr}, seed {args.seed}; val2017 {len(val_ids)} images; "
+          f"score threshold {args.score_threshold}\n{ar}")
     print("| model | " + " | ".join(keys) + " |")
     print("|---|" + "---|" * len(keys))
     for name, r in rows:
-        print(f"| {name} | " + " | ".join(f"{r[k]:.4f}" for k in keys) + " |")
+        print(f"| {name} | " + " | ".join(str(r[k]) if k == "steps" else f"{r[k]:.4f}" for k in keys) + " |")
 
 
 def params(_):
@@ -225,6 +280,13 @@ def main(argv=None):
     d.add_argument("--lr", type=float, default=1e-3)
     d.add_argument("--limit", type=int, default=None)
     d.add_argument("--score-threshold", type=float, default=0.05, help="detect()'s class score threshold")
+    d.add_argument("--models", default="fastrcnn,multipathnet,ion", help="comma list of fastrcnn,multipathnet,ion")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--cache", default=None, help="npz of the proposals (default: next to the --proposals model)")
+    d.add_argument("--proposal-scales", choices=("all", "half"), default="all",
+                   help="the paper's 7 scales 2^-2.5..2^0.5, or every other one")
+    d.add_argument("--max-proposals", type=int, default=100)
+    d.add_argument("--mask-threshold", type=float, default=0.2, help="proposal mask threshold (0.2 as released)")
     args = p.parse_args(argv)
     {"train": train, "time": timing, "params": params, "detect": detection}[args.cmd](args)
 
