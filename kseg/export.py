@@ -381,20 +381,51 @@ def _max_pool_mask_for_tflite():
     return MaxPoolingWithArgmax2DForTFLite
 
 
+def _lrn_for_tflite():
+    """Caffe's cross-channel LRN written as TFLite's builtin ``LOCAL_RESPONSE_NORMALIZATION``.
+
+    The same function as :class:`kseg.layers.LocalResponseNormalization` (TF's definition with
+    ``depth_radius = local_size // 2``, ``bias = k`` and ``alpha = alpha / local_size``: Caffe
+    divides alpha by the window size, TF does not; channels beyond the edges count as zeros in
+    both). The layer's own form (SQUARE, a sum of slices, POW, DIV) has no int8 kernel for POW, so
+    in a full-integer file the quantiser wraps POW in DEQUANTIZE/QUANTIZE and gives the divisor
+    (values in [1, ~3]) the *output's* scale (~0.5 for RGB in [0, 255]): the divisor keeps ~4
+    levels and the LRN output is off by ~10 quantisation steps rms, which costs SegNet-Basic ~5
+    mIoU points. As one builtin op the LRN runs in float between a DEQUANTIZE and a QUANTIZE with
+    its own calibrated output scale, and is exact to rounding.
+    """
+    from kseg.layers.normalization import LocalResponseNormalization
+
+    class LocalResponseNormalizationForTFLite(LocalResponseNormalization):
+        def call(self, x):
+            if len(x.shape) != 4:
+                return super().call(x)
+            tf = _tf()
+            return tf.nn.local_response_normalization(
+                x, depth_radius=self.local_size // 2, bias=self.k, alpha=self.alpha / self.local_size,
+                beta=self.beta,
+            )
+
+    return LocalResponseNormalizationForTFLite
+
+
 def _for_tflite(model):
-    """`model` with its mask-form pooling layers swapped for the TFLite form (weights shared)."""
+    """`model` with layers swapped for their TFLite forms (same function, weights shared):
+    mask-form pooling (exact masks in int8) and Caffe LRN (one builtin op, see `_lrn_for_tflite`)."""
     import keras
 
+    from kseg.layers.normalization import LocalResponseNormalization
     from kseg.layers.pooling import MaxPoolingWithArgmax2D
 
-    pools = [l for l in model.layers if type(l) is MaxPoolingWithArgmax2D]
-    if not pools or not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
+    swaps = {MaxPoolingWithArgmax2D: _max_pool_mask_for_tflite, LocalResponseNormalization: _lrn_for_tflite}
+    found = {type(l) for l in model.layers if type(l) in swaps} if isinstance(model, keras.Model) else set()
+    if not found or not hasattr(model, "_nodes_by_depth"):
         return model
-    tflite_pool = _max_pool_mask_for_tflite()
+    forms = {cls: swaps[cls]() for cls in found}
 
     def swap(layer):
-        if type(layer) is MaxPoolingWithArgmax2D:
-            return tflite_pool.from_config(layer.get_config())
+        if type(layer) in forms:
+            return forms[type(layer)].from_config(layer.get_config())
         return layer  # reused: same weights, nothing copied
 
     try:
