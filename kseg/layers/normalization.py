@@ -12,7 +12,9 @@ class LocalResponseNormalization(keras.layers.Layer):
 
     Used on the input of SegNet-Basic (``norm`` in the authors' prototxt: local_size 5,
     alpha 1e-4, beta 0.75). Note Caffe divides alpha by ``local_size``, unlike
-    ``tf.nn.local_response_normalization``.
+    ``tf.nn.local_response_normalization``. Exported to TFLite (``kseg.export.export_tflite``),
+    the layer is written as the builtin ``LOCAL_RESPONSE_NORMALIZATION`` op (the same function,
+    ``alpha / local_size``), which keeps full-integer files exact to rounding here.
 
     Example:
         >>> import numpy as np
