@@ -4,7 +4,7 @@ Per registry model, each measurement in a fresh subprocess (clean backend, dtype
 
 * training images/s at batch 4 (``model.train_on_batch``, random images and labels, SGD) for
   TF float32, TF mixed bfloat16, TF+XLA float32, JAX float32 and JAX mixed bfloat16: the child
-  of ``train_speed.py`` (same step, same timing: median-free mean of ``--steps`` steps after one
+  of ``train_speed.py`` (same step, same timing: the mean of ``--steps`` steps after one
   tracing step);
 * inference latency at batch 1 (median of ``--runs`` after a warm-up) of Keras
   ``predict_on_batch``, the SavedModel of :func:`kseg.export.export_saved_model` loaded with
