@@ -110,14 +110,15 @@ class _SegmentationServing:
                 super().__init__(name="kseg_serving")
                 # Track the backend tf.Variables themselves (as keras.export does): tracking only the
                 # Keras model leaves TF1-style loaders (saved_model_cli, TF Serving) unable to find them.
+                # The model itself is kept out of the object graph, or every weight is written twice
+                # (once for the Keras variable, once for its tf.Variable): `serve` reaches it by closure.
                 self.variables_ = [getattr(v, "value", v) for v in keras_model.variables]
-                self._keras_model = keras_model
 
             @tf.function(
                 input_signature=[tf.TensorSpec([None, height, width, 3], tf.uint8, name="images")]
             )
             def serve(self, images):
-                logits = self._keras_model(tf.cast(images, tf.float32), training=False)
+                logits = model(tf.cast(images, tf.float32), training=False)  # closure, untracked
                 logits = tf.cast(logits, tf.float32)
                 return {
                     "labels": tf.argmax(logits, axis=-1, output_type=tf.int32),
