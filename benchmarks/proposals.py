@@ -240,7 +240,7 @@ def detection(args):
     print("| model | " + " | ".join(keys) + " |")
     print("|---|" + "---|" * len(keys))
     for name, r in rows:
-        print(f"| {name} | " + " | ".join(str(r[k]) if k == "steps" else f"{r[k]:.4f}" for k in keys) + " |")
+        print(f"| {name} | " + " | ".join(str(r[k]) if k == "steps" else f"{r[k]:.3g}" for k in keys) + " |")
 
 
 def params(_):

@@ -203,14 +203,22 @@ def _evaluate(args, task):
         out = {f"mask {k}": v for k, v in proposal_recall(inst, res, ks, "segm").items()}
         out.update({f"box {k}": v for k, v in proposal_recall(inst, res, ks, "bbox").items()})
     else:
+        from kseg.evaluation.coco_eval import encode_masks
         from kseg.inference.detection import detect
+        from kseg.inference.proposals import FullyConvolutionalDeepMask, proposals
 
         if not args.proposal_model:
             raise ValueError("evaluating a detector needs --proposal-model (a DeepMask/SharpMask .keras)")
         model = keras.models.load_model(args.model_path, safe_mode=True)
-        props = _proposals_for(inst, args.proposal_model, ids)
-        res = {i: detect(model, inst.load_image(i), props[i]["boxes"], props[i]["masks"], short_side=args.short_side)
-               for i in ids}
+        pm = keras.models.load_model(args.proposal_model, safe_mode=True)
+        fc = FullyConvolutionalDeepMask(pm)
+        res = {}
+        for i in ids:  # one image at a time; masks kept as RLE (not 100 full masks per image)
+            image = inst.load_image(i)
+            p = proposals(pm, image, fully_convolutional=fc, mask_grid=True)
+            r = detect(model, image, p["boxes"], p["mask_probs"], short_side=args.short_side,
+                       mask_windows=p["windows"])
+            res[i] = {**r, "masks": encode_masks(r["masks"])}
         out = {f"box {k}": v for k, v in detection_ap(inst, res, "bbox").items()}
         out.update({f"mask {k}": v for k, v in detection_ap(inst, res, "segm").items()})
     for k, v in out.items():
