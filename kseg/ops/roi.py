@@ -45,12 +45,14 @@ def roi_max_pool(features, rois, pool_size=7, spatial_scale=1.0 / 16):
     neg_inf = tf.constant(float("-inf"), features.dtype)
 
     def bins(start, end, n, size):
-        # Caffe ROIPoolingLayer: ROI end is inclusive, length at least 1
+        # Caffe ROIPoolingLayer: ROI end is inclusive, length at least 1; bin i spans
+        # [floor(i L / n), ceil((i + 1) L / n)). Integer arithmetic, exact: the float form
+        # (i * (L / n)) is rewritten by Grappler's constant folding inside tf.function into a
+        # differently rounded product, and ceil(7 * (6 / 7)) became 7 in graphs but 6 eagerly.
         length = tf.maximum(end - start + 1, 1)
-        bin_size = tf.cast(length, tf.float32) / n
-        i = tf.range(n, dtype=tf.float32)
-        lo = tf.cast(tf.floor(i * bin_size), tf.int32) + start
-        hi = tf.cast(tf.math.ceil((i + 1) * bin_size), tf.int32) + start
+        i = tf.range(n, dtype=tf.int32)
+        lo = (i * length) // n + start
+        hi = ((i + 1) * length + n - 1) // n + start
         lo = tf.clip_by_value(lo, 0, size)
         hi = tf.clip_by_value(hi, 0, size)
         pos = tf.range(size)

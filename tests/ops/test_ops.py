@@ -113,6 +113,20 @@ def test_roi_max_pool_reference():
             np.testing.assert_allclose(out[b, r], _roi_pool_numpy(feats[b], rois[b, r], 3, 2, 1 / 16), rtol=1e-6)
 
 
+
+def test_roi_max_pool_is_the_same_inside_tf_function():
+    """Bin bounds such as ceil(7 * (6 / 7)) must not depend on graph rewrites (Grappler's constant
+    folding once made the last bin one row longer inside tf.function, i.e. in training and predict)."""
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(1, 15, 20, 8)).astype(np.float32)
+    rois = np.array([[[10, 10, 100, 120], [50, 40, 200, 220], [0, 0, 240, 320]]], np.float32)
+    graph = tf.function(lambda f, r: roi_max_pool(f, r, 7, 1 / 16))(feats, rois).numpy()
+    eager = roi_max_pool(feats, rois, 7, 1 / 16).numpy()
+    for r in range(3):
+        want = _roi_pool_numpy(feats[0], rois[0, r], 7, 7, 1 / 16)
+        np.testing.assert_array_equal(graph[0, r], want)
+        np.testing.assert_array_equal(eager[0, r], want)
+
 def _bilinear(fmap, y, x):
     h, w, _ = fmap.shape
     if y < 0 or y > h - 1 or x < 0 or x > w - 1:
