@@ -14,6 +14,7 @@
 """
 
 import time
+import weakref
 
 import keras
 import numpy as np
@@ -154,6 +155,20 @@ def train_detector(model, dataset, steps, learning_rate=1e-3, momentum=0.9, weig
     return history
 
 
+_INFERENCE_FNS = weakref.WeakKeyDictionary()
+
+
+def _inference_fn(model):
+    """``model(inputs, training=False)`` as one compiled graph per model (shapes relaxed after the
+    first image sizes), instead of op-by-op eager execution: the ROI layers' many small ops made
+    eager detection several seconds per image."""
+    fn = _INFERENCE_FNS.get(model)
+    if fn is None:
+        fn = tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
+        _INFERENCE_FNS[model] = fn
+    return fn
+
+
 def detect(model, image, boxes, masks=None, short_side=600, max_side=1000, score_threshold=0.05,
            nms_threshold=0.3, max_detections=100, mask_windows=None, mask_threshold=0.2):
     """Detections of one image from proposal `boxes` (P, 4) (and their masks).
@@ -185,7 +200,7 @@ def detect(model, image, boxes, masks=None, short_side=600, max_side=1000, score
         n = len(chunk)
         pad = np.zeros((num_rois, 4), np.float32)
         pad[:n] = chunk
-        out = model({"image": img[None], "rois": pad[None]}, training=False)
+        out = _inference_fn(model)({"image": img[None], "rois": pad[None]})
         p = tf.reduce_mean(tf.nn.softmax(out["cls"][0], axis=-1), axis=1).numpy()  # average of the heads
         probs.append(p[:n])
         deltas.append(out["bbox"][0].numpy()[:n])
