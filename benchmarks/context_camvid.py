@@ -44,21 +44,6 @@ def runs(width, others):
     return table
 
 
-def copy_weights_by_name(src, dst):
-    """Copy the weights of every layer of `src` to the layer of `dst` with the same name and shapes."""
-    copied = 0
-    for layer in dst.layers:
-        try:
-            other = src.get_layer(layer.name)
-        except ValueError:
-            continue
-        ws = other.get_weights()
-        if ws and [w.shape for w in ws] == [w.shape for w in layer.get_weights()]:
-            layer.set_weights(ws)
-            copied += 1
-    return copied
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(pathlib.Path(__file__).resolve().parents[2] / "shared/data/camvid"))
@@ -79,6 +64,7 @@ def main(argv=None):
     import keras
 
     from kseg import training
+    from kseg.utils import transfer_weights
 
     crop = (int(round(360 * args.scale / 8)) * 8, int(round(480 * args.scale / 8)) * 8)
     results, warm, warm_s = [], None, 0.0
@@ -100,7 +86,7 @@ def main(argv=None):
                 warm_s = time.perf_counter() - t0
                 t0 = time.perf_counter()
             model = training.build_model(name, input_shape=(*crop, 3), **kwargs)
-            copied = copy_weights_by_name(warm, model)
+            copied = len(transfer_weights(warm, model))
             rest = args.steps - warm_steps
             model, _ = training.train(model, args.data, out_dir=str(out), epochs=1, steps_per_epoch=rest, **fit)
             train_s = time.perf_counter() - t0 + warm_s

@@ -4,7 +4,7 @@ import math
 
 import keras
 
-__all__ = ["as_size", "count_params"]
+__all__ = ["as_size", "count_params", "transfer_weights"]
 
 
 def count_params(model):
@@ -32,3 +32,23 @@ def as_size(value, name):
     if len(value) != 2 or min(value) < 1:
         raise ValueError(f"{name} must be (height, width) with positive sizes, got {value}")
     return value
+
+
+def transfer_weights(source, target):
+    """Copy weights between layers of the same name and shapes; return the copied names.
+
+    A layer of `target` whose namesake in `source` has differently shaped weights is an error.
+    """
+    copied = set()
+    names = {layer.name: layer for layer in source.layers}
+    for layer in target.layers:
+        src = names.get(layer.name)
+        if src is None or not layer.weights:
+            continue
+        sw, tw = src.get_weights(), layer.get_weights()
+        if len(sw) != len(tw) or any(a.shape != b.shape for a, b in zip(sw, tw)):
+            raise ValueError(f"layer {layer.name!r}: weight shapes differ between the models "
+                             f"({[a.shape for a in sw]} vs {[b.shape for b in tw]})")
+        layer.set_weights(sw)
+        copied.add(layer.name)
+    return copied

@@ -44,6 +44,7 @@ from keras import layers
 
 from kseg.layers.normalization import ImageNormalization
 from kseg.models.registry import ModelCard, register
+from kseg.utils import transfer_weights
 
 __all__ = ["DeepMask", "DeepMaskResNet50", "SharpMask", "deepmask_loss", "sharpmask_loss", "soft_margin",
            "VGGA_DEEPMASK", "RESNET50_STAGES", "SHARPMASK_SKIPS"]
@@ -308,23 +309,6 @@ def SharpMask(trunk="resnet50", deepmask=None, freeze=True, input_size=None, con
                 if layer.name in copied:
                     layer.trainable = False
     return model
-
-
-def transfer_weights(source, target):
-    """Copy weights between layers of the same name and shapes; return the copied names."""
-    copied = set()
-    names = {layer.name: layer for layer in source.layers}
-    for layer in target.layers:
-        src = names.get(layer.name)
-        if src is None or not layer.weights:
-            continue
-        sw, tw = src.get_weights(), layer.get_weights()
-        if len(sw) != len(tw) or any(a.shape != b.shape for a, b in zip(sw, tw)):
-            raise ValueError(f"layer {layer.name!r}: weight shapes differ between the models "
-                             f"({[a.shape for a in sw]} vs {[b.shape for b in tw]})")
-        layer.set_weights(sw)
-        copied.add(layer.name)
-    return copied
 
 
 def soft_margin(labels, logits):
