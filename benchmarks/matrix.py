@@ -228,24 +228,19 @@ def format_table(rows, configs, title=""):
             t = r["train"].get(c, {"error": "not run"})
             line += f"{na(t['error']) if 'error' in t else format(t['images_per_s'], '.2f'):>{wd}}"
         inf = r.get("infer", {"error": "not run"})
-        line += "|"
-        for key, _ in INFER:
-            if "error" in inf:
-                cell = na(inf["error"])
-            elif key in inf["latency_ms"]:
-                cell = format(inf["latency_ms"][key], ".1f")
-            else:
-                cell = na(inf["errors"].get(key) or inf["errors"].get(key + "_file") or "not measured")
-            line += f"{cell:>9}"
-        line += "|"
-        for key, _ in FILES:
-            if "error" in inf:
-                cell = na(inf["error"])
-            elif key in inf["size_mb"]:
-                cell = format(inf["size_mb"][key], ".1f")
-            else:
-                cell = na(inf["errors"].get(key + "_file") or inf["errors"].get(key) or "not measured")
-            line += f"{cell:>9}"
+        # latencies, then file sizes; a missing cell shows its own error (a run's before a file's for
+        # latencies, the other way round for sizes)
+        for columns, section, suffixes in ((INFER, "latency_ms", ("", "_file")), (FILES, "size_mb", ("_file", ""))):
+            line += "|"
+            for key, _ in columns:
+                if "error" in inf:
+                    cell = na(inf["error"])
+                elif key in inf[section]:
+                    cell = format(inf[section][key], ".1f")
+                else:
+                    errors = inf["errors"]
+                    cell = na(next((errors[key + s] for s in suffixes if errors.get(key + s)), "not measured"))
+                line += f"{cell:>9}"
         line += "|"
         rss = r.get("train_rss_mb") or {}
         line += f"{(format(max(rss.values()), '.0f') if rss else '-'):>7}"
