@@ -38,6 +38,7 @@ from kseg.models import (  # noqa: E402
     SharpMask,
 )
 from kseg.utils import count_params  # noqa: E402
+from kseg.models.segnet_decoders import BilinearInterpolation, FCNBasic, FCNBasicNoAddition, FCNBasicNoAdditionNoDimReduction, FCNBasicNoDimReduction, SegNetBasicEncoderAddition, SegNetBasicSingleChannelDecoder  # noqa: E402,E501
 
 __all__ = models.MODELS + [
     "AtrousSpatialPyramid", "count_params", "proposals",

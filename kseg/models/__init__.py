@@ -22,6 +22,7 @@ from kseg.models.parsenet import ParseNet
 from kseg.models.registry import ModelCard, cards, get, list_models, register
 from kseg.models.renet import ReNetClassifier, ReSeg
 from kseg.models.segnet import SegNet, SegNetBasic
+from kseg.models.segnet_decoders import BilinearInterpolation, FCNBasic, FCNBasicNoAddition, FCNBasicNoAdditionNoDimReduction, FCNBasicNoDimReduction, SegNetBasicEncoderAddition, SegNetBasicSingleChannelDecoder  # noqa: E501
 
 list = list_models  # noqa: A001  (kseg.models.list(), as in the docs)
 
@@ -30,4 +31,5 @@ MODELS = [
     "DeepMask", "DeepMaskResNet50", "DilatedFrontEnd", "Dilation8", "FCN16s", "FCN32s", "FCN8s", "FCN8sAtOnce",
     "FastRCNN", "ION", "MultiPathNet", "ParseNet", "ReNetClassifier", "ReSeg", "SegNet", "SegNetBasic", "SharpMask",
 ]
+MODELS += ["BilinearInterpolation", "FCNBasic", "FCNBasicNoAddition", "FCNBasicNoAdditionNoDimReduction", "FCNBasicNoDimReduction", "SegNetBasicEncoderAddition", "SegNetBasicSingleChannelDecoder"]  # noqa: E501
 __all__ = MODELS + ["ModelCard", "cards", "get", "list", "list_models", "register"]
