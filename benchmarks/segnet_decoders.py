@@ -1,0 +1,522 @@
+"""SegNet's decoder study on CamVid (Badrinarayanan, Kendall & Cipolla, PAMI 2017, Sec. 4, Table 1)
+and the converged SegNet-Basic that kseg ships as ``weights="camvid"``.
+
+Every decoder variant shares SegNet-Basic's encoder and is trained on the same data with the same
+budget and settings, once with median-frequency class balancing and once with natural frequencies
+(uniform weights); the table has the paper's columns: G, C, mIoU and BF (boundary F1) for each
+balancing, parameters, the encoder storage the decoder needs at inference, and the inference time.
+
+The data are plain numpy arrays fed to ``model.fit`` (no ``tf.data``), so the script runs on any Keras
+backend: ``KERAS_BACKEND=jax`` trains on a GPU machine that has JAX but no TensorFlow.
+
+    python benchmarks/segnet_decoders.py study --data ../shared/data/camvid --epochs 60 --scale 0.5 \
+        --jobs 2 --out runs/decoders
+    python benchmarks/segnet_decoders.py converge --data ../shared/data/camvid --max-epochs 300 \
+        --out runs/segnet_basic_camvid
+    python benchmarks/segnet_decoders.py table runs/decoders      # the table (BF from saved predictions)
+
+Test scores are at full label resolution (360x480): a model trained at ``--scale 0.5`` predicts at
+180x240 and its logits are upsampled bilinearly to the labels, as ``kseg evaluate`` does.
+"""
+
+import argparse
+import glob
+import importlib
+import json
+import os
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+NUM_CLASSES = 11
+VOID = 11
+CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
+           "Bicyclist"]
+
+#: Table 1's rows in the paper's order (registry names).
+VARIANTS = [
+    "bilinear_interpolation",
+    "segnet_basic",
+    "segnet_basic_single_channel_decoder",
+    "segnet_basic_encoder_addition",
+    "fcn_basic",
+    "fcn_basic_no_addition",
+    "fcn_basic_no_dim_reduction",
+    "fcn_basic_no_addition_no_dim_reduction",
+]
+BALANCINGS = ["median", "natural"]
+
+
+# --------------------------------------------------------------------------------------------- models
+def _registry():
+    """kseg's model registry; without TensorFlow (a JAX-only machine) only the SegNet modules load.
+
+    kseg/__init__.py imports every model, some of which need TensorFlow; the SegNet family is written
+    with keras.ops alone, so on such a machine its modules are imported with their parent packages
+    stubbed (no package ``__init__`` runs).
+    """
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        for pkg in ["kseg", "kseg.models", "kseg.layers", "kseg.backbones", "kseg.data"]:
+            if pkg not in sys.modules:
+                module = types.ModuleType(pkg)
+                module.__path__ = [str(ROOT.joinpath(*pkg.split(".")))]
+                sys.modules[pkg] = module
+        importlib.import_module("kseg.models.segnet")
+        try:
+            importlib.import_module("kseg.models.segnet_decoders")
+        except ImportError as e:  # pragma: no cover - only before the variants exist
+            print(f"warning: decoder variants unavailable ({e})", file=sys.stderr)
+        from kseg.models import registry
+
+        return registry
+    import kseg.models
+
+    return kseg.models.registry
+
+
+def build(variant, input_shape=(None, None, 3)):
+    return _registry().get(variant).build(num_classes=NUM_CLASSES, input_shape=input_shape)
+
+
+# ----------------------------------------------------------------------------------------------- data
+def _read(path, size=None, resample=None):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if size is not None and im.size != (size[1], size[0]):
+            im = im.resize((size[1], size[0]), resample)
+        return np.asarray(im)
+
+
+def load_split(root, split, scale=1.0, limit=0):
+    """(images uint8 (N, h, w, 3) at `scale`, labels uint8 (N, h, w) at `scale`, full labels (N, H, W)).
+
+    `limit` > 0 keeps the first `limit` images (smoke tests)."""
+    from PIL import Image
+
+    root = Path(root)
+    files = sorted(f for ext in ("png", "jpg", "webp") for f in glob.glob(str(root / split / f"*.{ext}")))
+    files = files[:limit] if limit else files
+    if not files:
+        raise FileNotFoundError(f"{root / split}: no images (.png/.jpg/.webp)")
+    images, labels, full = [], [], []
+    for f in files:
+        stem = Path(f).stem
+        label_path = root / f"{split}annot" / f"{stem}.png"
+        if not label_path.exists():
+            raise FileNotFoundError(f"{label_path}: the label of {f} is missing")
+        lab = _read(label_path)
+        h, w = lab.shape
+        size = (int(round(h * scale)), int(round(w * scale)))
+        images.append(_read(f, size, Image.BILINEAR)[..., :3])
+        labels.append(_read(label_path, size, Image.NEAREST))
+        full.append(lab)
+    return np.stack(images), np.stack(labels), np.stack(full)
+
+
+def median_frequency_weights(labels):
+    """SegNet's median frequency balancing (Eigen & Fergus): freq(c) = pixels of c / pixels of the
+    images where c is present; weight = median(freq) / freq(c). Void gets 0."""
+    counts = np.zeros(NUM_CLASSES, np.float64)
+    present = np.zeros(NUM_CLASSES, np.float64)
+    for lab in labels:
+        c = np.bincount(lab.ravel(), minlength=VOID + 1)[:NUM_CLASSES]
+        counts += c
+        present += (c > 0) * lab.size
+    freq = counts / np.maximum(present, 1)
+    return np.append(np.median(freq) / np.maximum(freq, 1e-12), 0.0).astype(np.float32)
+
+
+def make_batches(images, labels, batch_size, class_weights, seed):
+    """Shuffled full batches (the last partial one dropped: one compiled shape), random h-flips.
+
+    The order and the flips depend only on (seed, epoch, batch): set ``.epoch`` before each epoch, and a
+    resumed run sees exactly the batches the uninterrupted one would have."""
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.epoch = 0
+
+        def __len__(self):
+            return len(images) // batch_size
+
+        def __getitem__(self, i):
+            order = np.random.default_rng([seed, self.epoch]).permutation(len(images))
+            idx = np.sort(order[i * batch_size:(i + 1) * batch_size])
+            x, y = images[idx].astype(np.float32), labels[idx].astype(np.int32)
+            flip = np.random.default_rng([seed, self.epoch, i]).random(len(idx)) < 0.5
+            x[flip], y[flip] = x[flip, :, ::-1], y[flip, :, ::-1]
+            return x, y, class_weights[y]
+
+    return Batches()
+
+
+# ---------------------------------------------------------------------------------------- evaluation
+def confusion(labels, preds):
+    valid = labels != VOID
+    idx = labels[valid].astype(np.int64) * NUM_CLASSES + preds[valid].astype(np.int64)
+    return np.bincount(idx, minlength=NUM_CLASSES * NUM_CLASSES).reshape(NUM_CLASSES, NUM_CLASSES)
+
+
+def scores(cm):
+    """Global accuracy, class-average accuracy, mIoU (classes with a non-empty union), per-class IoU."""
+    cm = cm.astype(np.float64)
+    tp = np.diag(cm)
+    support, predicted = cm.sum(1), cm.sum(0)
+    union = support + predicted - tp
+    iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+    recall = np.where(support > 0, tp / np.maximum(support, 1), np.nan)
+    return {
+        "G": float(tp.sum() / cm.sum()),
+        "C": float(np.nanmean(recall)),
+        "mIoU": float(np.nanmean(iou)),
+        "per_class_iou": {c: (None if np.isnan(v) else float(v)) for c, v in zip(CLASSES, iou)},
+    }
+
+
+def boundary_f1(labels, preds):
+    """The paper's BF score, from kseg.metrics when it is there (None otherwise: `table` adds it)."""
+    try:
+        from kseg.metrics import boundary_f1_numpy
+    except ImportError:
+        return None
+    return float(boundary_f1_numpy(labels, preds, NUM_CLASSES, ignore_class=VOID))
+
+
+def predict_labels(model, images, out_hw, batch_size=8):
+    """Argmax labels at `out_hw` (logits upsampled bilinearly when the model runs at a smaller size)."""
+    import keras
+    from keras import ops
+
+    class UpsampleArgmax(keras.layers.Layer):
+        def call(self, logits):
+            if tuple(logits.shape[1:3]) != tuple(out_hw):
+                logits = ops.image.resize(logits, out_hw, interpolation="bilinear")
+            return ops.cast(ops.argmax(logits, axis=-1), "uint8")
+
+    inp = keras.Input(images.shape[1:])
+    wrapped = keras.Model(inp, UpsampleArgmax()(model(inp, training=False)))
+    n = len(images)
+    pad = (-n) % batch_size  # one compiled batch shape
+    x = np.concatenate([images, np.repeat(images[-1:], pad, 0)]) if pad else images
+    return np.asarray(wrapped.predict(x.astype(np.float32), batch_size=batch_size, verbose=0))[:n]
+
+
+def evaluate(model, images, full_labels, with_bf=True):
+    preds = predict_labels(model, images, full_labels.shape[1:3])
+    out = scores(confusion(full_labels, preds))
+    if with_bf:
+        out["BF"] = boundary_f1(full_labels, preds)
+    return out, preds
+
+
+def recompute_bn_statistics(model, images, batch_size):
+    """Moving mean / variance := the average over the training set's batches (the authors'
+    ``compute_bn_statistics.py`` does this before testing)."""
+    import keras
+    from keras import ops
+
+    bns = [l for l in model._flatten_layers(include_self=False, recursive=True)
+           if isinstance(l, keras.layers.BatchNormalization)]
+    momenta = [l.momentum for l in bns]
+    seen = 0
+    try:
+        for start in range(0, len(images) - batch_size + 1, batch_size):
+            seen += 1
+            for layer in bns:
+                if seen == 1:
+                    layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, "float32"))
+                    layer.moving_variance.assign(np.zeros(layer.moving_variance.shape, "float32"))
+                layer.momentum = (seen - 1) / seen
+            model(images[start:start + batch_size].astype(np.float32), training=True)
+    finally:
+        for layer, m in zip(bns, momenta):
+            layer.momentum = m
+    return seen
+
+
+# ------------------------------------------------------------------------------------------- training
+def _atomic(path, write):
+    """write(tmp) then rename over `path`: a kill leaves the old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}")  # same folder, same extension
+    write(str(tmp))
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _write_json(path, obj):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1)
+    _atomic(path, write)
+
+
+def train_one(args):
+    """One run: a variant, a balancing, a seed; writes result.json and the test predictions.
+
+    State (model + optimizer in ``state.keras``, progress in ``state.json``, the best weights in
+    ``best.weights.h5``) is saved atomically after every epoch; ``--resume`` continues from it at the
+    same epoch with the same data order, and ``--chunk-epochs N`` stops after N epochs (exit code 3)
+    so that a long run can share the machine (see ``converge``)."""
+    import keras
+
+    if args.precision != "float32":
+        keras.mixed_precision.set_global_policy(args.precision)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(args.seed)
+    t0 = time.time()
+    tr_x, tr_y, _ = load_split(args.data, "train", args.scale, args.limit)
+    va = load_split(args.data, "val", args.scale, args.limit) if args.val_every else None
+    weights = median_frequency_weights(tr_y) if args.balancing == "median" else np.append(
+        np.ones(NUM_CLASSES, np.float32), 0.0).astype(np.float32)
+    steps = len(tr_x) // args.batch_size
+    state_path, model_path, best_path = out / "state.json", out / "state.keras", out / "best.weights.h5"
+    tag = f"[{args.variant}/{args.balancing}/{args.seed}]"
+    if getattr(args, "resume", False) and (out / "result.json").exists():
+        with open(out / "result.json") as f:
+            result = json.load(f)
+        print(f"{tag} already finished: {out / 'result.json'} (test mIoU {result['test']['mIoU']:.3f})", flush=True)
+        return result
+    if getattr(args, "resume", False) and state_path.exists() and model_path.exists():
+        with open(state_path) as f:
+            st = json.load(f)
+        registry = _registry()  # registers kseg's layers before loading
+        del registry
+        model = keras.saving.load_model(model_path)
+        print(f"{tag} resumed at epoch {st['epochs_done']} from {model_path}", flush=True)
+    else:
+        if (out / "result.json").exists() and not getattr(args, "overwrite", False):
+            raise SystemExit(f"{out}: this run is finished (result.json); use another --out or --overwrite")
+        st = {"epochs_done": 0, "loss": [], "val": [], "best_mIoU": -1.0, "best_epoch": -1, "since_best": 0,
+              "stop_reason": None, "train_seconds": 0.0, "epoch_seconds": []}
+        model = build(args.variant)
+        total = steps * args.epochs
+        if args.optimizer == "adam":
+            lr = keras.optimizers.schedules.CosineDecay(args.lr, total, alpha=0.01) if args.cosine else args.lr
+            opt = keras.optimizers.Adam(lr)
+        else:
+            opt = keras.optimizers.SGD(args.lr, momentum=0.9)
+        model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=VOID))
+    data = make_batches(tr_x, tr_y, args.batch_size, weights, args.seed)
+    deadline = t0 + args.max_seconds if args.max_seconds else None
+    chunk_end = st["epochs_done"] + args.chunk_epochs if getattr(args, "chunk_epochs", 0) else None
+    while st["stop_reason"] is None and st["epochs_done"] < args.epochs:
+        if chunk_end is not None and st["epochs_done"] >= chunk_end:
+            print(f"{tag} chunk done at epoch {st['epochs_done']}; continue with --resume", flush=True)
+            return None
+        epoch = st["epochs_done"]
+        data.epoch = epoch
+        t_epoch = time.time()
+        h = model.fit(data, epochs=epoch + 1, initial_epoch=epoch, verbose=0)
+        st["epoch_seconds"].append(round(time.time() - t_epoch, 2))
+        st["train_seconds"] += time.time() - t_epoch
+        st["epochs_done"] = epoch + 1
+        st["loss"].append(float(h.history["loss"][-1]))
+        line = f"{tag} epoch {st['epochs_done']} loss {st['loss'][-1]:.4f} (epoch {st['epoch_seconds'][-1]:.1f} s)"
+        if va is not None and (st["epochs_done"] % args.val_every == 0 or st["epochs_done"] == args.epochs):
+            v, _ = evaluate(model, va[0], va[2], with_bf=False)
+            st["val"].append({"epoch": st["epochs_done"], "G": v["G"], "C": v["C"], "mIoU": v["mIoU"]})
+            line += f" val G {v['G']:.3f} C {v['C']:.3f} mIoU {v['mIoU']:.4f}"
+            if v["mIoU"] > st["best_mIoU"]:
+                st.update(best_mIoU=v["mIoU"], best_epoch=st["epochs_done"], since_best=0)
+                _atomic(best_path, model.save_weights)
+            else:
+                st["since_best"] += 1
+                if args.patience and st["since_best"] >= args.patience:
+                    st["stop_reason"] = f"val mIoU did not improve for {args.patience} evaluations"
+        if deadline and time.time() > deadline:
+            st["stop_reason"] = f"time budget {args.max_seconds} s"
+        if va is not None or getattr(args, "chunk_epochs", 0) or getattr(args, "resume", False):
+            _atomic(model_path, model.save)
+            _write_json(state_path, st)
+        if st["epochs_done"] % args.log_every == 0 or "val" in line:
+            print(line, flush=True)
+    st["stop_reason"] = st["stop_reason"] or "epochs"
+    if best_path.exists():
+        model.load_weights(str(best_path))
+    bn_batches = recompute_bn_statistics(model, tr_x, args.batch_size) if args.bn_stats else 0
+    result = {
+        "variant": args.variant, "balancing": args.balancing, "seed": args.seed,
+        "backend": keras.backend.backend(), "precision": args.precision, "scale": args.scale,
+        "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr, "cosine": args.cosine,
+        "epochs_planned": args.epochs, "epochs_done": st["epochs_done"], "steps_done": st["epochs_done"] * steps,
+        "stop_reason": st["stop_reason"], "best_val_epoch": st["best_epoch"], "bn_statistics_batches": bn_batches,
+        "train_seconds": round(st["train_seconds"], 1),
+        "epoch_seconds_median": float(np.median(st["epoch_seconds"][1:] or st["epoch_seconds"] or [0])),
+        "class_weights": [float(w) for w in weights],
+        "params": int(sum(int(np.prod(w.shape)) for w in model.weights if "moving" not in w.path)),
+        "history": {"loss": st["loss"], "val": st["val"]},
+    }
+    if va is not None:
+        result["val"], _ = evaluate(model, va[0], va[2], with_bf=False)
+    te_x, _, te_full = load_split(args.data, "test", args.scale, args.limit)
+    result["test"], preds = evaluate(model, te_x, te_full)
+    np.savez_compressed(out / "pred_test.npz", preds=preds)
+    if args.save_weights:
+        keras.mixed_precision.set_global_policy("float32")
+        fresh = build(args.variant)  # float32, without the optimizer's variables
+        fresh.set_weights([np.asarray(w, np.float32) for w in model.get_weights()])
+        _atomic(out / args.save_weights, fresh.save_weights)
+    result["seconds_last_sitting"] = round(time.time() - t0, 1)
+    _write_json(out / "result.json", result)
+    t = result["test"]
+    print(f"{tag} done: {st['epochs_done']} epochs ({st['stop_reason']}), {st['train_seconds']:.0f} s training; "
+          f"test G {t['G']:.3f} C {t['C']:.3f} mIoU {t['mIoU']:.3f} BF {t['BF']}", flush=True)
+    return result
+
+
+# ------------------------------------------------------------------------------------------ the study
+def run_id(variant, balancing, seed):
+    return f"{variant}__{balancing}__s{seed}"
+
+
+def study(args):
+    """Every variant x balancing (+ extra seeds of SegNet-Basic), `--jobs` processes at a time."""
+    runs = [(v, b, 0) for v in args.variants for b in args.balancings]
+    runs += [("segnet_basic", b, s) for s in args.extra_seeds for b in args.balancings]
+    env = dict(os.environ)
+    if env.get("KERAS_BACKEND") == "jax" and args.jobs > 1:
+        env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / args.jobs:.3f}")
+    pending = [r for r in runs if not (Path(args.out) / run_id(*r) / "result.json").exists()]
+    running = []
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            v, b, s = pending.pop(0)
+            d = Path(args.out) / run_id(v, b, s)
+            d.mkdir(parents=True, exist_ok=True)
+            cmd = [sys.executable, __file__, "run", "--variant", v, "--balancing", b, "--seed", str(s),
+                   "--data", args.data, "--out", str(d), "--epochs", str(args.epochs), "--scale", str(args.scale),
+                   "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--optimizer", args.optimizer,
+                   "--max-seconds", str(args.max_seconds or 0), "--val-every", "0",
+                   "--limit", str(args.limit), "--log-every", str(args.log_every)]
+            if not args.cosine:
+                cmd.append("--no-cosine")
+            log = open(d / "log.txt", "w")
+            running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log, d))
+        time.sleep(2)
+        for p, log, d in list(running):
+            if p.poll() is not None:
+                log.close()
+                running.remove((p, log, d))
+                tail = (d / "log.txt").read_text().strip().splitlines()[-1:] or [""]
+                print(f"{d.name}: exit {p.returncode}: {tail[0][:200]}", flush=True)
+    print(table(args.out))
+
+
+# ---------------------------------------------------------------------------------------------- table
+#: The paper's Table 1 (PAMI 2017), CamVid test (233 images), for the same rows: (G, C, mIoU, BF)
+#: with median frequency balancing, then natural frequency; params (M); storage multiplier; infer ms.
+PAPER = {}
+
+
+def table(out_dir):
+    rows = []
+    for f in sorted(glob.glob(os.path.join(out_dir, "*", "result.json"))):
+        with open(f) as fh:
+            r = json.load(fh)
+        if r["test"].get("BF") is None:
+            preds = np.load(Path(f).parent / "pred_test.npz")["preds"]
+            root = os.environ.get("CAMVID", str(ROOT.parent / "shared" / "data" / "camvid"))
+            _, _, full = load_split(root, "test", 1.0)
+            r["test"]["BF"] = boundary_f1(full, preds)
+            with open(f, "w") as fh:
+                json.dump(r, fh, indent=1)
+        rows.append(r)
+    by = {(r["variant"], r["balancing"], r["seed"]): r for r in rows}
+    fmt = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    lines = ["| variant | seed | params | epochs | median freq: G / C / mIoU / BF | natural freq: G / C / mIoU / BF |",
+             "| --- | ---: | ---: | ---: | --- | --- |"]
+    for v in VARIANTS:
+        for s in sorted({k[2] for k in by if k[0] == v}):
+            cells = []
+            for b in BALANCINGS:
+                r = by.get((v, b, s))
+                t = r["test"] if r else {}
+                cells.append(" / ".join(fmt(t.get(k)) for k in ("G", "C", "mIoU", "BF")) if r else "-")
+            r = by.get((v, "median", s)) or by.get((v, "natural", s))
+            lines.append(f"| {v} | {s} | {r['params']:,} | {r['epochs_done']} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ cli
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def common(q):
+        q.add_argument("--data", default=os.environ.get("CAMVID", str(ROOT.parent / "shared" / "data" / "camvid")))
+        q.add_argument("--scale", type=float, default=1.0, help="training / prediction scale of 360x480")
+        q.add_argument("--batch-size", type=int, default=12, help="the paper's mini-batch of 12")
+        q.add_argument("--lr", type=float, default=1e-3)
+        q.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+        q.add_argument("--no-cosine", dest="cosine", action="store_false")
+        q.add_argument("--max-seconds", type=float, default=0, help="wall-clock cap per run (0: none)")
+        q.add_argument("--precision", choices=["float32", "mixed_bfloat16"], default="float32")
+        q.add_argument("--log-every", type=int, default=10, help="print the loss every N epochs")
+        q.add_argument("--limit", type=int, default=0, help="first N images of each split (smoke tests)")
+
+    r = sub.add_parser("run", help="one run")
+    common(r)
+    r.add_argument("--variant", default="segnet_basic")
+    r.add_argument("--balancing", choices=BALANCINGS, default="median")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--epochs", type=int, default=60)
+    r.add_argument("--val-every", type=int, default=0, help="validate every N epochs (keep the best)")
+    r.add_argument("--patience", type=int, default=0, help="stop after N validations without improvement")
+    r.add_argument("--no-bn-stats", dest="bn_stats", action="store_false")
+    r.add_argument("--save-weights", default="")
+    r.add_argument("--out", required=True)
+    r.add_argument("--overwrite", action="store_true")
+
+    s = sub.add_parser("study", help="every variant x balancing")
+    common(s)
+    s.add_argument("--variants", nargs="+", default=VARIANTS)
+    s.add_argument("--balancings", nargs="+", default=BALANCINGS)
+    s.add_argument("--extra-seeds", nargs="*", type=int, default=[1])
+    s.add_argument("--epochs", type=int, default=60)
+    s.add_argument("--jobs", type=int, default=1)
+    s.add_argument("--out", default="runs/decoders")
+
+    c = sub.add_parser("converge", help="SegNet-Basic until validation mIoU stops improving")
+    common(c)
+    c.add_argument("--max-epochs", type=int, default=300)
+    c.add_argument("--val-every", type=int, default=5)
+    c.add_argument("--patience", type=int, default=8)
+    c.add_argument("--out", default="runs/segnet_basic_camvid")
+    c.add_argument("--resume", action="store_true", help="continue the run in --out")
+    c.add_argument("--chunk-epochs", type=int, default=0, help="stop after N epochs (exit 3); resume later")
+
+    t = sub.add_parser("table", help="print the table of a study folder")
+    t.add_argument("out")
+
+    args = p.parse_args(argv)
+    if args.cmd == "run":
+        train_one(args)
+    elif args.cmd == "study":
+        study(args)
+    elif args.cmd == "converge":
+        args.variant, args.balancing, args.seed, args.epochs = "segnet_basic", "median", 0, args.max_epochs
+        args.bn_stats, args.save_weights = True, "segnet_basic_camvid.weights.h5"
+        if train_one(args) is None:
+            sys.exit(3)
+    else:
+        print(table(args.out))
+
+
+if __name__ == "__main__":
+    main()
