@@ -247,3 +247,38 @@ def test_variants_build_predict_and_train_on_jax(names):
     for name in names:
         assert result[name]["shape"] == [2, 45, 61, 3], name
         assert result[name]["finite"] and np.isfinite(result[name]["loss"]), name
+
+
+_NO_TF = textwrap.dedent(
+    """
+    import importlib, pathlib, sys, types
+    class NoTensorFlow:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "tensorflow":
+                raise ImportError("tensorflow blocked")
+    sys.meta_path.insert(0, NoTensorFlow())
+    root = pathlib.Path.cwd()
+    for pkg in ["kseg", "kseg.models", "kseg.layers", "kseg.backbones"]:  # skip the package __init__s
+        module = types.ModuleType(pkg)
+        module.__path__ = [str(root.joinpath(*pkg.split(".")))]
+        sys.modules[pkg] = module
+    decoders = importlib.import_module("kseg.models.segnet_decoders")
+    from kseg.metrics import BoundaryF1Score, boundary_f1_numpy
+    from kseg.models import registry
+    for name in decoders.VARIANTS:
+        registry.get(name).build(width_multiplier=1 / 16) if name != "segnet_basic" else None
+    assert "tensorflow" not in sys.modules
+    print("OK")
+    """
+)
+
+
+def test_variants_and_bf_import_and_build_without_tensorflow():
+    # A JAX-only machine (no TensorFlow installed) builds the variants and scores BF: their modules
+    # import nothing from TensorFlow.
+    pytest.importorskip("jax")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run([sys.executable, "-c", _NO_TF], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=root)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
