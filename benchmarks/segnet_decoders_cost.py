@@ -3,7 +3,8 @@
 Every variant of :mod:`kseg.models.segnet_decoders` (SegNet-Basic is the peer: the storage unit
 and the paper's reference row) at the paper's 360 x 480, 11 classes, untrained weights (cost does
 not depend on them), batch 1, float32, TensorFlow graph (``tf.function``) on this machine's CPUs,
-median of ``--runs`` forward passes after two warm-up passes. The paper's own numbers (Caffe,
+median (and min) of ``--runs`` forward passes after two warm-up passes, timed round-robin over
+the variants so that load from other processes on a shared machine falls on all of them alike. The paper's own numbers (Caffe,
 NVIDIA Titan, cuDNN v3, mean of 50) stand beside ours.
 
 Storage (:func:`kseg.models.segnet_decoders.decoder_storage_bytes`): "mult" is Table 1's storage
@@ -44,18 +45,22 @@ def build(name, num_classes):
     return kseg.models.get(name).build(num_classes=num_classes)
 
 
-def time_model(model, x, runs):
+def time_models(models, x, runs):
+    """Per model: (median, min) ms of `runs` passes, timed round-robin (one pass of each model per
+    round) so that load from other processes falls on every model alike."""
     import tensorflow as tf
 
-    fn = tf.function(lambda t: model(t, training=False))
-    for _ in range(2):
-        fn(x).numpy()
-    times = []
+    fns = {name: tf.function(lambda t, m=m: m(t, training=False)) for name, m in models.items()}
+    for fn in fns.values():
+        for _ in range(2):
+            fn(x).numpy()
+    times = {name: [] for name in fns}
     for _ in range(runs):
-        t0 = time.perf_counter()
-        fn(x).numpy()
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn(x).numpy()
+            times[name].append(1000 * (time.perf_counter() - t0))
+    return {name: (statistics.median(t), min(t)) for name, t in times.items()}
 
 
 def main(argv=None):
@@ -66,7 +71,6 @@ def main(argv=None):
     parser.add_argument("--models", nargs="+", default=None, help="registry names (default: all of Table 1)")
     args = parser.parse_args(argv)
 
-    import keras
     import numpy as np
     import tensorflow as tf
 
@@ -78,22 +82,20 @@ def main(argv=None):
     x = tf.constant(np.random.default_rng(0).uniform(0, 255, (1, h, w, 3)).astype("float32"))
     mb = 1e-6
     print(f"SegNet decoder variants at {h}x{w}, {args.num_classes} classes, batch 1, float32, TF graph on "
-          f"{os.cpu_count()} CPUs, median of {args.runs}; paper: Caffe on a Titan GPU")
+          f"{os.cpu_count()} CPUs, median (min) of {args.runs} round-robin passes; paper: Caffe on a Titan GPU")
+    models = {name: build(name, args.num_classes) for name in names}
+    ms = time_models(models, x, args.runs)
     header = (f"{'variant':<40} {'params':>10} {'paper M':>7} | {'mult':>5} {'paper':>5} {'first MB':>8} "
-              f"{'all MB':>7} {'kseg mask MB':>12} | {'CPU ms':>8} {'paper ms':>8}")
+              f"{'all MB':>7} {'kseg mask MB':>12} | {'CPU ms':>8} {'(min)':>7} {'paper ms':>8}")
     print(header)
     print("-" * len(header))
-    for name in names:
-        model = build(name, args.num_classes)
+    for name, model in models.items():
         s = decoder_storage_bytes(model, (h, w))
         first = s["first_layer"]["indices_2bit"] + s["first_layer"]["feature_maps"]
-        ms = time_model(model, x, args.runs)
         p_params, p_mult, p_ms = PAPER.get(name, (float("nan"), "?", float("nan")))
         print(f"{name:<40} {kseg.count_params(model):>10,} {p_params:>7.3f} | {s['storage_multiplier_paper']:>5g} "
               f"{p_mult:>5} {first * mb:>8.3f} {s['total'] * mb:>7.3f} {s['indices_stored'] * mb:>12.1f} | "
-              f"{ms:>8.1f} {p_ms:>8.1f}", flush=True)
-        del model
-        keras.backend.clear_session()
+              f"{ms[name][0]:>8.1f} {ms[name][1]:>7.1f} {p_ms:>8.1f}", flush=True)
     return 0
 
 

@@ -183,6 +183,7 @@ _JAX = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # the default run checks BF on JAX in tests/models/test_segnet_decoders.py's JAX subprocess
 def test_runs_on_jax():
     pytest.importorskip("jax")
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2"}
