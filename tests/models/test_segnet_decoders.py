@@ -1,5 +1,6 @@
 """SegNet's decoder variants (PAMI 2017, Sec. 3.1, Table 1): parameter arithmetic, sizes, storage, JAX."""
 
+import inspect
 import json
 import os
 import subprocess
@@ -61,8 +62,11 @@ PAPER = {
 
 
 def build(name, **kwargs):
-    if name == "segnet_basic":
-        kwargs.pop("width_multiplier", None)
+    if name == "segnet_basic":  # its builder takes `width` (channels) or, later, `width_multiplier`
+        params = inspect.signature(kseg.SegNetBasic).parameters
+        multiplier = kwargs.pop("width_multiplier", 1.0)
+        kwargs["width_multiplier" if "width_multiplier" in params else "width"] = (
+            multiplier if "width_multiplier" in params else round(64 * multiplier))
         return kseg.SegNetBasic(**{"input_shape": (None, None, 3), **kwargs})
     return kseg.models.get(name).build(**kwargs)
 
@@ -137,7 +141,7 @@ def test_odd_input_size_restored(name):
 
 
 def test_shared_encoder_layer_names_transfer_from_segnet_basic():
-    src = kseg.SegNetBasic(num_classes=K, input_shape=(None, None, 3), width=8)
+    src = build("segnet_basic", num_classes=K, width_multiplier=8 / 64)
     enc = {"norm", "pool1", "pool4"} | {f"conv{s}" for s in range(1, 5)} | {f"conv{s}_bn" for s in range(1, 5)}
     for name in VARIANTS[2:]:
         model = build(name, width_multiplier=8 / 64)
