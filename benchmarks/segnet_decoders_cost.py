@@ -4,8 +4,8 @@ Every variant of :mod:`kseg.models.segnet_decoders` (SegNet-Basic is the peer: t
 and the paper's reference row) at the paper's 360 x 480, 11 classes, untrained weights (cost does
 not depend on them), batch 1, float32, TensorFlow graph (``tf.function``) on this machine's CPUs,
 median (and min) of ``--runs`` forward passes after two warm-up passes, timed round-robin over
-the variants so that load from other processes on a shared machine falls on all of them alike. The paper's own numbers (Caffe,
-NVIDIA Titan, cuDNN v3, mean of 50) stand beside ours.
+the variants so that load from other processes on a shared machine falls on all of them alike.
+The paper's own numbers (Caffe, NVIDIA Titan, cuDNN v3, mean of 50) stand beside ours.
 
 Storage (:func:`kseg.models.segnet_decoders.decoder_storage_bytes`): "mult" is Table 1's storage
 multiplier (first-layer storage in the paper's unit, which counts SegNet-Basic's indices as

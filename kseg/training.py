@@ -813,7 +813,8 @@ def demo(data=None, out_dir="runs/demo", budget_seconds=None, download=False, sy
     result = evaluate(
         model, root, "test", batch_size=cfg["batch_size"], steps=eval_steps, verbose=0 if prefix else verbose
     )
-    scores = {k: result[k] for k in ("global_accuracy", "class_average_accuracy", "mean_iou", "boundary_f1", "per_class")}
+    scores = {k: result[k] for k in ("global_accuracy", "class_average_accuracy", "mean_iou", "boundary_f1",
+                                     "per_class")}
     print_fn(f"{prefix}test split, {result['num_images']} images:")
     print_fn(km.format_scores(scores, prefix=prefix))
     test_images = [p for p, _ in kdata.find_pairs(root, "test")][: cfg["num_overlays"]]
