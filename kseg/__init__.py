@@ -38,7 +38,10 @@ from kseg.models import (  # noqa: E402
     SharpMask,
 )
 from kseg.utils import count_params  # noqa: E402
-from kseg.models.segnet_decoders import BilinearInterpolation, FCNBasic, FCNBasicNoAddition, FCNBasicNoAdditionNoDimReduction, FCNBasicNoDimReduction, SegNetBasicEncoderAddition, SegNetBasicSingleChannelDecoder  # noqa: E402,E501
+from kseg.models.segnet_decoders import (  # noqa: E402  (SegNet Table 1's decoder variants)
+    BilinearInterpolation, FCNBasic, FCNBasicNoAddition, FCNBasicNoAdditionNoDimReduction,
+    FCNBasicNoDimReduction, SegNetBasicEncoderAddition, SegNetBasicSingleChannelDecoder,
+)
 
 __all__ = models.MODELS + [
     "AtrousSpatialPyramid", "count_params", "proposals",

@@ -527,7 +527,7 @@ def evaluate(
     steps=None,
     verbose=1,
 ):
-    """The SegNet paper's three metrics and a per-class table on one split.
+    """The SegNet paper's metrics (G, C, mIoU, BF) and a per-class table on one split.
 
     Args:
         model: a kseg model (or a path to a ``.keras`` file).
@@ -545,7 +545,7 @@ def evaluate(
         verbose: print a progress line per batch (1) or nothing (0).
 
     Returns:
-        ``{"global_accuracy", "class_average_accuracy", "mean_iou"}`` floats, ``"per_class"``
+        ``{"global_accuracy", "class_average_accuracy", "mean_iou", "boundary_f1"}`` floats, ``"per_class"``
         (a list of ``{"class", "name", "iou", "accuracy", "pixels"}``), ``"confusion_matrix"``
         (nested lists, ``[true][predicted]``), ``"num_images"``, ``"input_size"``.
     """
@@ -571,6 +571,7 @@ def evaluate(
     g = kmetrics.GlobalAccuracy(num_classes, ignore_label)
     c = kmetrics.ClassAverageAccuracy(num_classes, ignore_label)
     miou = kmetrics.MeanIoU(num_classes, ignore_label)
+    bf = kmetrics.BoundaryF1Score(num_classes, ignore_label)  # SegNet's BF (PAMI 2017, Sec. 3.3)
     seen = 0
     start = time.monotonic()
     for step, batch in enumerate(dataset):
@@ -578,7 +579,7 @@ def evaluate(
             break
         images, masks = batch[0], batch[1]
         logits = _predict_logits(model, images, input_size)
-        for m in (g, c, miou):
+        for m in (g, c, miou, bf):
             m.update_state(masks, logits)
         seen += int(images.shape[0])
         if verbose:
@@ -593,6 +594,7 @@ def evaluate(
         "global_accuracy": float(g.result()),
         "class_average_accuracy": float(c.result()),
         "mean_iou": float(miou.result()),
+        "boundary_f1": float(bf.result()),
         "per_class": table["per_class"],
         "confusion_matrix": cm.astype(int).tolist(),
         "num_images": seen,
@@ -811,7 +813,8 @@ def demo(data=None, out_dir="runs/demo", budget_seconds=None, download=False, sy
     result = evaluate(
         model, root, "test", batch_size=cfg["batch_size"], steps=eval_steps, verbose=0 if prefix else verbose
     )
-    scores = {k: result[k] for k in ("global_accuracy", "class_average_accuracy", "mean_iou", "per_class")}
+    scores = {k: result[k] for k in ("global_accuracy", "class_average_accuracy", "mean_iou", "boundary_f1",
+                                     "per_class")}
     print_fn(f"{prefix}test split, {result['num_images']} images:")
     print_fn(km.format_scores(scores, prefix=prefix))
     test_images = [p for p, _ in kdata.find_pairs(root, "test")][: cfg["num_overlays"]]

@@ -22,7 +22,10 @@ from kseg.models.parsenet import ParseNet
 from kseg.models.registry import ModelCard, cards, get, list_models, register
 from kseg.models.renet import ReNetClassifier, ReSeg
 from kseg.models.segnet import SegNet, SegNetBasic
-from kseg.models.segnet_decoders import BilinearInterpolation, FCNBasic, FCNBasicNoAddition, FCNBasicNoAdditionNoDimReduction, FCNBasicNoDimReduction, SegNetBasicEncoderAddition, SegNetBasicSingleChannelDecoder  # noqa: E501
+from kseg.models.segnet_decoders import (  # SegNet PAMI 2017 Table 1's decoder variants
+    BilinearInterpolation, FCNBasic, FCNBasicNoAddition, FCNBasicNoAdditionNoDimReduction,
+    FCNBasicNoDimReduction, SegNetBasicEncoderAddition, SegNetBasicSingleChannelDecoder,
+)
 
 list = list_models  # noqa: A001  (kseg.models.list(), as in the docs)
 
@@ -31,5 +34,8 @@ MODELS = [
     "DeepMask", "DeepMaskResNet50", "DilatedFrontEnd", "Dilation8", "FCN16s", "FCN32s", "FCN8s", "FCN8sAtOnce",
     "FastRCNN", "ION", "MultiPathNet", "ParseNet", "ReNetClassifier", "ReSeg", "SegNet", "SegNetBasic", "SharpMask",
 ]
-MODELS += ["BilinearInterpolation", "FCNBasic", "FCNBasicNoAddition", "FCNBasicNoAdditionNoDimReduction", "FCNBasicNoDimReduction", "SegNetBasicEncoderAddition", "SegNetBasicSingleChannelDecoder"]  # noqa: E501
+MODELS += [
+    "BilinearInterpolation", "FCNBasic", "FCNBasicNoAddition", "FCNBasicNoAdditionNoDimReduction",
+    "FCNBasicNoDimReduction", "SegNetBasicEncoderAddition", "SegNetBasicSingleChannelDecoder",
+]
 __all__ = MODELS + ["ModelCard", "cards", "get", "list", "list_models", "register"]

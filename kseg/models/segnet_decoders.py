@@ -425,7 +425,7 @@ def decoder_storage_bytes(model, input_hw):
         11.0
     """
     h, w = (int(v) for v in input_hw)
-    indices, maps = [], []  # (kind, tensor, pooled tensor for indices)
+    indices, maps = [], []  # masks read by unpooling layers; encoder maps read by additions
     for layer in model.layers:
         if not layer._inbound_nodes:
             continue
@@ -434,50 +434,36 @@ def decoder_storage_bytes(model, input_hw):
             indices.append(inputs[1])
         elif isinstance(layer, layers.Add):
             for t in inputs:
-                producer = _producer(t)
-                base = producer.name
+                base = _producer(t).name
                 if base.startswith("score_pool") or (base.startswith("pool") and base[4:].isdigit()):
                     maps.append(t)
-    tensors = indices + maps
-    if not tensors:
-        zero = {"indices_2bit": 0, "indices_stored": 0, "feature_maps": 0}
-        return {**zero, "total": 0, "first_layer": dict(zero), "storage_multiplier": 0.0,
-                "storage_multiplier_paper": 0.0}
-    probe = keras.Model(model.inputs, tensors)
-    specs = probe.compute_output_spec(keras.KerasTensor((1, h, w, 3)))
-    specs = specs if isinstance(specs, (list, tuple)) else [specs]
+    # pool1's pooled map sets the unit: its windows' indices at 2 bits each (SegNet-Basic's first layer).
+    pool1 = model.get_layer("pool1").output
+    pool1 = pool1[0] if isinstance(pool1, (list, tuple)) else pool1
+    tensors = [pool1] + indices + maps
+    specs = keras.Model(model.inputs, tensors).compute_output_spec(keras.KerasTensor((1, h, w, 3)))
+    pool1_spec, specs = specs[0], specs[1:]
     items = []
     for i, spec in enumerate(specs):
         _, th, tw, c = spec.shape
         size = np.dtype(spec.dtype).itemsize
         if i < len(indices):
             ph, pw = math.ceil(th / 2), math.ceil(tw / 2)  # pooled size = number of 2x2 windows
-            items.append({"kind": "indices", "hw": (ph, pw), "channels": c,
-                          "indices_2bit": ph * pw * c * 2 // 8, "indices_stored": th * tw * c * size,
-                          "feature_maps": 0})
+            items.append({"hw": (ph, pw), "indices_2bit": ph * pw * c * 2 // 8,
+                          "indices_stored": th * tw * c * size, "feature_maps": 0})
         else:
-            items.append({"kind": "maps", "hw": (th, tw), "channels": c, "indices_2bit": 0,
-                          "indices_stored": 0, "feature_maps": th * tw * c * size})
+            items.append({"hw": (th, tw), "indices_2bit": 0, "indices_stored": 0,
+                          "feature_maps": th * tw * c * size})
     keys = ("indices_2bit", "indices_stored", "feature_maps")
     out = {k: sum(it[k] for it in items) for k in keys}
     out["total"] = out["indices_2bit"] + out["feature_maps"]
-    top = max(it["hw"][0] * it["hw"][1] for it in items)
-    first = [it for it in items if it["hw"][0] * it["hw"][1] == top]
-    out["first_layer"] = {k: sum(it[k] for it in first) for k in keys}
-    # Units: first-layer pooling indices of SegNet-Basic's width (the first pooled map's channels).
-    pooled_elems = top * max(it["channels"] for it in first if it["kind"] == "indices") if any(
-        it["kind"] == "indices" for it in first) else None
-    if pooled_elems is None:
-        # No indices stored: the unit is what SegNet-Basic's indices would be for this encoder.
-        pool1 = model.get_layer("pool1")
-        spec = keras.Model(model.inputs, pool1.output if not isinstance(pool1.output, (list, tuple))
-                           else pool1.output[0]).compute_output_spec(keras.KerasTensor((1, h, w, 3)))
-        pooled_elems = spec.shape[1] * spec.shape[2] * spec.shape[3]
-    unit, unit_paper = pooled_elems * 2 / 8, pooled_elems * 2 / 8 / 4
+    top = max((it["hw"][0] * it["hw"][1] for it in items), default=0)
+    out["first_layer"] = {k: sum(it[k] for it in items if it["hw"][0] * it["hw"][1] == top) for k in keys}
+    unit = math.prod(pool1_spec.shape[1:]) * 2 / 8
     fmaps = out["first_layer"]["feature_maps"]
     if fmaps:
         out["storage_multiplier"] = fmaps / unit
-        out["storage_multiplier_paper"] = fmaps / unit_paper
-    else:  # indices only: 1 by definition of the unit
+        out["storage_multiplier_paper"] = fmaps / (unit / 4)
+    else:  # indices only (1: the unit itself) or nothing (0)
         out["storage_multiplier"] = out["storage_multiplier_paper"] = float(out["first_layer"]["indices_2bit"] > 0)
     return out
