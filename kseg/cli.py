@@ -16,7 +16,7 @@ import ast
 import json
 import sys
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "add_train_arguments"]
 
 
 def _model_arg(text):
@@ -30,16 +30,16 @@ def _model_arg(text):
     return key, value
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(prog="kseg", description="Classic segmentation models for Keras 3.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+def add_train_arguments(p):
+    """`kseg train`'s flags (semantic models, then the proposal/detection group), on parser `p`."""
+    from kseg.inference.cli import add_train_arguments as instance_arguments
 
-    p = sub.add_parser("train", help="train a registered model on a segmentation folder")
     p.add_argument("--model", required=True, help="registry name (see `kseg list`)")
-    p.add_argument("--data", required=True, help="dataset folder (CamVid or images/ + masks/ layout)")
+    p.add_argument("--data", required=True, help="dataset folder (CamVid or images/ + masks/ layout; COCO layout "
+                   "for the proposal/detection models)")
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--steps-per-epoch", type=int, default=None, help="default: one pass over the split")
+    p.add_argument("--steps-per-epoch", type=int, default=None,
+                   help="default: one pass over the split (proposal/detection models: 100)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), default=(360, 480),
                    help="training crop = the model's input size (default 360 480)")
@@ -47,7 +47,8 @@ def build_parser():
                    help="random rescaling before the crop (0.5 0.5: train on half-size images)")
     p.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
-    p.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd"))
+    p.add_argument("--optimizer", default=None, choices=("adam", "adamw", "sgd"),
+                   help="default adam (semantic models), sgd (proposal/detection models)")
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--no-class-weights", action="store_true", help="no median-frequency class weights")
     p.add_argument("--num-classes", type=int, default=11)
@@ -68,6 +69,17 @@ def build_parser():
                    help="Keras dtype policy the model is built under")
     p.add_argument("--strategy", default="default", choices=("default", "mirrored", "multiworker"),
                    help="tf.distribute strategy; multiworker reads TF_CONFIG (docs/distributed.md)")
+    instance_arguments(p)
+    return p
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="kseg", description="Classic segmentation models for Keras 3.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("train", help="train a registered model on a segmentation folder")
+    add_train_arguments(p)
 
     p = sub.add_parser("evaluate", help="global / class-average accuracy, mIoU and per-class IoU on a split")
     p.add_argument("--model-path", required=True, help="a .keras file")
@@ -129,7 +141,7 @@ def _train(args):
         scale_range=tuple(args.scale),
         flip=not args.no_flip,
         learning_rate=args.lr,
-        optimizer=args.optimizer,
+        optimizer=args.optimizer or "adam",
         weight_decay=args.weight_decay,
         class_weighting=None if args.no_class_weights else "median_frequency",
         num_classes=args.num_classes,

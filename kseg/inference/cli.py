@@ -70,21 +70,8 @@ def _split_paths(root, split):
 def build_parser():
     p = argparse.ArgumentParser(prog="kseg", description="proposal / detection tasks on COCO-format data")
     sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train")
-    t.add_argument("--model", required=True)
-    t.add_argument("--data", required=True, help="COCO-layout folder (annotations/instances_SPLIT.json, SPLIT/)")
-    t.add_argument("--split", default="train2017")
-    t.add_argument("--steps", type=int, default=200)
-    t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--model-arg", type=_model_arg, action="append", default=[], metavar="KEY=VALUE")
-    t.add_argument("--deepmask", default=None, help="SharpMask stage two: the trained DeepMask .keras")
-    t.add_argument("--proposal-model", default=None, help="detection: DeepMask/SharpMask .keras for proposals "
-                                                             "(default: jittered ground truth + random boxes)")
-    t.add_argument("--num-rois", type=int, default=64)
-    t.add_argument("--short-side", type=int, default=600)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", default=None)
+    t = sub.add_parser("train")  # the same flags as `kseg train` (kseg.cli.build_parser)
+    _semantic_train_arguments(t)
     e = sub.add_parser("evaluate")
     e.add_argument("--model-path", required=True)
     e.add_argument("--data", required=True)
@@ -109,6 +96,45 @@ def build_parser():
     x.add_argument("--proposal-model", default=None, help="detectors: the DeepMask/SharpMask .keras")
     x.add_argument("--short-side", type=int, default=600)
     return p
+
+
+def add_train_arguments(parser):
+    """The flags only the proposal / detection models read, as a group of `kseg train`'s parser."""
+    g = parser.add_argument_group(
+        "proposal and detection models (DeepMask, SharpMask, MultiPathNet, Fast R-CNN, ION)",
+        "--data is then a COCO-layout folder (annotations/instances_SPLIT.json, SPLIT/); these models also read "
+        "--epochs, --steps-per-epoch (default 100), --batch-size (DeepMask/SharpMask patches; detectors take one "
+        "image per step), --lr, --optimizer (default sgd: momentum 0.9, weight decay 5e-4, as the papers), "
+        "--weight-decay, --model-arg, --budget-seconds, --backup-every, --resume, --seed, --out, --quiet, "
+        "--precision and --strategy (default or mirrored)")
+    g.add_argument("--split", default="train2017", help="COCO split to train on (default train2017)")
+    g.add_argument("--steps", type=int, default=None,
+                   help="total optimizer steps (shorthand: epochs of --steps-per-epoch steps, or one epoch)")
+    g.add_argument("--deepmask", default=None, help="SharpMask stage two: the trained DeepMask .keras "
+                                                    "(its trunk settings are taken over)")
+    g.add_argument("--proposal-model", default=None, help="detection: DeepMask/SharpMask .keras for proposals "
+                                                          "(default: jittered ground truth + random boxes)")
+    g.add_argument("--num-rois", type=int, default=64, help="detection: ROIs per image")
+    g.add_argument("--short-side", type=int, default=600, help="detection: images resized to this shorter side")
+    g.add_argument("--clipnorm", type=float, default=None, help="gradient clipping (detectors: default 10)")
+    return g
+
+
+def _semantic_train_arguments(parser):
+    from kseg.cli import add_train_arguments as semantic
+
+    semantic(parser)
+
+
+def _schedule(args):
+    """(epochs, steps_per_epoch) from --epochs / --steps-per-epoch / --steps."""
+    if args.steps is not None:
+        if args.steps < 1:
+            raise ValueError(f"--steps must be >= 1, got {args.steps}")
+        if args.steps_per_epoch:
+            return -(-args.steps // args.steps_per_epoch), args.steps_per_epoch
+        return 1, args.steps
+    return args.epochs, args.steps_per_epoch or 100
 
 
 def _jittered(inst, rng, n=200):
@@ -146,46 +172,63 @@ def _train(args):
 
     from kseg import models
     from kseg.data.coco import load_coco
+    from kseg.inference.fit import fit_instance_model
 
     ann, img_dir = _split_paths(args.data, args.split)
     inst = load_coco(ann, img_dir)
     card = models.get(args.model)
     kwargs = dict(args.model_arg)
     out = pathlib.Path(args.out or f"runs/{card.name}")
-    out.mkdir(parents=True, exist_ok=True)
+    epochs, steps_per_epoch = _schedule(args)
     keras.utils.set_random_seed(args.seed)
     if card.task == "proposals":
         from kseg.data.instances import DEEPMASK_PAPER, DEEPMASK_RELEASED, SHARPMASK_RELEASED, PatchConfig, \
             deepmask_dataset
-        from kseg.inference.proposals import proposal_config, train_proposal_model
+        from kseg.inference.proposals import proposal_config
 
-        if args.deepmask:
-            kwargs["deepmask"] = keras.models.load_model(args.deepmask, safe_mode=True)
-        model = card.build(**kwargs)
-        cfg = proposal_config(model)
+        deepmask = keras.models.load_model(args.deepmask, safe_mode=True) if args.deepmask else None
+        if deepmask is not None:
+            kwargs["deepmask"] = deepmask
+
+        def build():
+            return card.build(**kwargs)
+
+        cfg = proposal_config(build())  # the patch geometry (the model is built again in fit's scope)
         base = SHARPMASK_RELEASED if cfg["refine"] else (DEEPMASK_RELEASED if cfg["context"] else DEEPMASK_PAPER)
         patch = PatchConfig(input_size=cfg["input_size"], context=cfg["context"],
                             object_size=-(-cfg["input_size"] * 128 // 224), label_size=cfg["output_size"],
                             shift=base.shift, scale=base.scale)
         ds = deepmask_dataset(inst, patch, args.batch_size, mask_freq=1.0 if cfg["refine"] else 0.5, seed=args.seed)
-        hist = train_proposal_model(model, ds, args.steps, learning_rate=args.lr, log_every=max(1, args.steps // 10))
+        clipnorm = args.clipnorm
     else:
-        from kseg.inference.detection import detection_dataset, train_detector
+        from kseg.inference.detection import detection_dataset
 
         kwargs.setdefault("num_classes", inst.num_classes)
         kwargs.setdefault("num_rois", args.num_rois)
-        model = card.build(**kwargs)
+
+        def build():
+            return card.build(**kwargs)
+
         if args.proposal_model:
             props = {i: p["boxes"] for i, p in _proposals_for(inst, args.proposal_model, inst.image_ids).items()}
         else:
             props = _jittered(inst, np.random.default_rng(args.seed))
+        segmentation = bool(kwargs.get("segmentation_loss", False))  # ION's regulariser
         ds = detection_dataset(inst, props, num_rois=kwargs["num_rois"], short_side=args.short_side,
-                               max_side=int(args.short_side * 5 / 3), seed=args.seed,
-                               segmentation="seg" in {layer.name for layer in model.layers})
-        hist = train_detector(model, ds, args.steps, learning_rate=args.lr, log_every=max(1, args.steps // 10))
-    model.save(out / "model.keras")
-    (out / "history.json").write_text(json.dumps(hist))
-    print(f"saved {out / 'model.keras'} (last loss {hist[-1]['loss']:.4f})")
+                               max_side=int(args.short_side * 5 / 3), seed=args.seed, segmentation=segmentation)
+        clipnorm = 10.0 if args.clipnorm is None else args.clipnorm
+    config = {k: v for k, v in vars(args).items() if k not in ("command",)}
+    model, history = fit_instance_model(
+        build, ds, out, epochs=epochs, steps_per_epoch=steps_per_epoch, learning_rate=args.lr,
+        optimizer=args.optimizer or "sgd", weight_decay=args.weight_decay, clipnorm=clipnorm, resume=args.resume,
+        backup_every=args.backup_every, budget_seconds=args.budget_seconds, verbose=2 if args.quiet else 1,
+        strategy=args.strategy, precision=args.precision, config=config)
+    (out / "history.json").write_text(json.dumps(history.history))
+    done = json.loads((out / "train_config.json").read_text())
+    print(f"trained {done['steps_done']} of {done['planned_steps']} planned steps in {done['train_seconds']:.0f} s"
+          + (" (stopped by --budget-seconds)" if done["stopped_by_budget"] else ""))
+    print(f"saved {out / 'model.keras'} (last loss {history.history['loss'][-1]:.4f}; last.keras, log.csv, "
+          f"TensorBoard: {out / 'logs'})")
 
 
 def _evaluate(args, task):
