@@ -89,7 +89,11 @@ def build_parser():
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="resize images to this for the model (default: the model's input size)")
     p.add_argument("--ignore-label", type=int, default=11, help="-1 for none")
-    p.add_argument("--json", default=None, help="also write the results to this file")
+    p.add_argument("--json", default=None, help="also write the results to this file (and, beside it, the "
+                   "per-class IoU bar chart and the confusion matrix as PNGs)")
+    p.add_argument("--save-overlays", default=None, metavar="DIR",
+                   help="write image | prediction | ground truth | errors PNGs and the charts into DIR")
+    p.add_argument("--max-overlays", type=int, default=8, help="how many images --save-overlays draws")
 
     p = sub.add_parser("predict", help="write a label PNG and a colour overlay PNG per image")
     p.add_argument("--model-path", required=True, help="a .keras file")
@@ -171,12 +175,21 @@ def _evaluate(args):
         batch_size=args.batch_size,
         input_size=tuple(args.input_size) if args.input_size else "model",
         ignore_label=_ignore(args.ignore_label),
+        save_overlays=args.save_overlays,
+        max_overlays=args.max_overlays,
     )
     print(f"{args.split} split, {result['num_images']} images:")
     print(metrics.format_scores(result))
     if args.json:
+        import pathlib
+
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
+        charts = training.save_charts(pathlib.Path(args.json).parent, result)
+        print(f"wrote {args.json}, {charts['iou_chart']}, {charts['confusion_matrix']}")
+    if args.save_overlays:
+        print(f"wrote {min(args.max_overlays, result['num_images'])} comparisons (image | prediction | ground truth "
+              f"| errors) and the charts to {args.save_overlays}")
 
 
 def _predict(args):

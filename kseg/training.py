@@ -156,8 +156,9 @@ def compile_model(
 class TimeBudget(keras.callbacks.Callback):
     """Stop training once `seconds` of wall time have passed (checked after every step)."""
 
-    def __init__(self, seconds):
+    def __init__(self, seconds, verbose=1):
         super().__init__()
+        self.verbose = verbose
         if not float(seconds) > 0:
             raise ValueError(f"seconds must be > 0, got {seconds}")
         self.seconds = float(seconds)
@@ -171,6 +172,14 @@ class TimeBudget(keras.callbacks.Callback):
         if time.monotonic() - self.start >= self.seconds:
             self.model.stop_training = True
             self.stopped_at = time.monotonic() - self.start
+
+    def on_train_end(self, logs=None):
+        if self.stopped_at is not None and self.verbose:
+            params = self.params or {}
+            planned = (params.get("epochs") or 0) * (params.get("steps") or 0)
+            done = int(self.model.optimizer.iterations.numpy()) if self.model.optimizer is not None else None
+            print(f"time budget of {self.seconds:.0f} s reached: training stopped after {done}"
+                  + (f" of {planned} planned steps" if planned else " steps"), flush=True)
 
 
 def compute_bn_statistics(model, dataset, steps):
@@ -410,7 +419,7 @@ def train(
         keras.callbacks.TensorBoard(str(out / "logs"), update_freq="epoch"),
     ]
     if budget_seconds is not None:
-        own.append(TimeBudget(budget_seconds))
+        own.append(TimeBudget(budget_seconds, verbose=verbose))
     history = model.fit(
         train_ds,
         validation_data=val_ds,
@@ -526,6 +535,8 @@ def evaluate(
     class_names=None,
     steps=None,
     verbose=1,
+    save_overlays=None,
+    max_overlays=8,
 ):
     """The SegNet paper's three metrics and a per-class table on one split.
 
@@ -543,6 +554,9 @@ def evaluate(
         class_names: names for the table (default: CamVid's when there are 11 classes).
         steps: evaluate only this many batches.
         verbose: print a progress line per batch (1) or nothing (0).
+        save_overlays: a folder: write ``<n>_comparison.png`` (image | prediction | ground truth |
+            errors, :func:`kseg.viz.comparison`) for the first `max_overlays` images, and the charts
+            ``iou_per_class.png`` / ``confusion_matrix.png`` (:func:`save_charts`).
 
     Returns:
         ``{"global_accuracy", "class_average_accuracy", "mean_iou"}`` floats, ``"per_class"``
@@ -580,6 +594,8 @@ def evaluate(
         logits = _predict_logits(model, images, input_size)
         for m in (g, c, miou):
             m.update_state(masks, logits)
+        if save_overlays is not None and seen < max_overlays:
+            _save_comparisons(save_overlays, images, masks, logits, seen, max_overlays, class_names, ignore_label)
         seen += int(images.shape[0])
         if verbose:
             print(f"\revaluate {split}: {seen} images, {time.monotonic() - start:.1f}s", end="", flush=True)
@@ -589,6 +605,9 @@ def evaluate(
         raise ValueError(f"no images to evaluate in split {split!r}")
     cm = np.asarray(g.total_cm)
     table = kmetrics.scores_from_confusion_matrix(cm, class_names)
+    if save_overlays is not None:
+        save_charts(save_overlays, {"per_class": table["per_class"], "confusion_matrix": cm.tolist(),
+                                    "mean_iou": float(miou.result())}, class_names)
     return {
         "global_accuracy": float(g.result()),
         "class_average_accuracy": float(c.result()),
@@ -597,6 +616,34 @@ def evaluate(
         "confusion_matrix": cm.astype(int).tolist(),
         "num_images": seen,
         "input_size": None if input_size is None else list(input_size),
+    }
+
+
+def _save_comparisons(folder, images, masks, logits, first, limit, class_names, ignore_label):
+    from kseg import viz
+
+    colours = viz.palette(len(class_names))
+    preds = np.asarray(logits).argmax(-1)
+    for k in range(min(len(preds), limit - first)):
+        panel = viz.comparison(np.clip(np.asarray(images[k]), 0, 255).astype(np.uint8), preds[k], np.asarray(masks[k]),
+                               colours, class_names, ignore_label)
+        viz.save_rgb_png(pathlib.Path(folder) / f"{first + k:03d}_comparison.png", panel)
+
+
+def save_charts(folder, result, class_names=None):
+    """Write ``iou_per_class.png`` (bar chart) and ``confusion_matrix.png`` of an :func:`evaluate`
+    result into `folder`; returns their paths."""
+    from kseg import viz
+
+    folder = pathlib.Path(folder)
+    rows = result["per_class"]
+    names = class_names or [r.get("name", str(i)) for i, r in enumerate(rows)]
+    title = f"per-class IoU (mean IoU {result['mean_iou']:.3f})" if "mean_iou" in result else "per-class IoU"
+    return {
+        "iou_chart": viz.save_rgb_png(folder / "iou_per_class.png",
+                                      viz.iou_bar_chart(rows, title, colors=viz.palette(len(rows)))),
+        "confusion_matrix": viz.save_rgb_png(folder / "confusion_matrix.png",
+                                             viz.confusion_matrix_image(result["confusion_matrix"], names)),
     }
 
 
@@ -611,8 +658,10 @@ def _default_class_names(num_classes):
     return [str(i) for i in range(num_classes)]
 
 
-def predict(model, image_paths, out_dir, input_size="model", palette=None, alpha=0.5):
-    """Segment images; write ``<stem>_labels.png`` (class ids) and ``<stem>_overlay.png`` per image.
+def predict(model, image_paths, out_dir, input_size="model", palette=None, alpha=0.5, class_names=None):
+    """Segment images; write ``<stem>_labels.png`` (class ids as a palette PNG: ids preserved, colours
+    visible) and ``<stem>_overlay.png`` (the colours over the image, a legend of the classes present
+    below) per image.
 
     Args:
         model: a kseg model (or a path to a ``.keras`` file).
@@ -621,6 +670,7 @@ def predict(model, image_paths, out_dir, input_size="model", palette=None, alpha
         input_size: as in :func:`evaluate`; the labels are at each image's own size.
         palette: ``(num_classes, 3)`` colours (default :func:`kseg.viz.palette`: CamVid's).
         alpha: overlay opacity.
+        class_names: names for the legend (default: CamVid's when there are 11 classes).
 
     Returns:
         A list of ``{"image", "labels", "overlay"}`` paths, one per image.
@@ -635,6 +685,7 @@ def predict(model, image_paths, out_dir, input_size="model", palette=None, alpha
         raise ValueError("no images given to predict")
     num_classes = _num_classes_of(model)
     colours = viz.palette(num_classes) if palette is None else np.asarray(palette, np.uint8)
+    names = list(class_names) if class_names is not None else _default_class_names(num_classes)
     if input_size == "model":
         input_size = model_input_size(model)
     input_size = as_size(input_size, "input_size")
@@ -646,11 +697,12 @@ def predict(model, image_paths, out_dir, input_size="model", palette=None, alpha
         image = viz.read_rgb(path)
         logits = _predict_logits(model, image[None].astype(np.float32), input_size)
         labels = np.asarray(logits)[0].argmax(-1).astype(np.uint8)
+        shown = viz.with_legend(viz.overlay(image, labels, colours, alpha), names, colours, labels)
         results.append(
             {
                 "image": str(path),
-                "labels": viz.save_label_png(out / f"{path.stem}_labels.png", labels),
-                "overlay": viz.save_rgb_png(out / f"{path.stem}_overlay.png", viz.overlay(image, labels, colours, alpha)),
+                "labels": viz.save_label_png(out / f"{path.stem}_labels.png", labels, colours),
+                "overlay": viz.save_rgb_png(out / f"{path.stem}_overlay.png", shown),
             }
         )
     return results
@@ -802,15 +854,23 @@ def demo(data=None, out_dir="runs/demo", budget_seconds=None, download=False, sy
     )
     train_seconds = time.monotonic() - start
     steps = int(model.optimizer.iterations.numpy())
-    print_fn(f"{prefix}trained {steps} steps ({steps * cfg['batch_size']} crops) in {train_seconds:.0f} s")
+    planned = int(cfg["epochs"]) * int(cfg["steps_per_epoch"])
+    print_fn(f"{prefix}trained {steps} of {planned} planned steps ({steps * cfg['batch_size']} crops) in "
+             f"{train_seconds:.0f} s (training, BatchNorm statistics and checkpoints)")
+    if steps < planned:
+        print_fn(f"{prefix}WARNING: the {cfg['budget_seconds']:.0f} s time budget stopped training at "
+                 f"{steps}/{planned} steps ({100 * steps / planned:.0f}%): the scores below are for a shorter run "
+                 "than the demo's; pass a larger --budget-seconds (this machine is slower or busier)")
     size = model_input_size(model)
     print_fn(
         f"{prefix}evaluating on the test split: predicting at {size[0]}x{size[1]}, "
         "scoring against the full-resolution labels (void ignored)"
     )
     result = evaluate(
-        model, root, "test", batch_size=cfg["batch_size"], steps=eval_steps, verbose=0 if prefix else verbose
+        model, root, "test", batch_size=cfg["batch_size"], steps=eval_steps, verbose=0 if prefix else verbose,
+        save_overlays=out / "comparisons", max_overlays=cfg["num_overlays"],
     )
+    charts = save_charts(out, result)
     scores = {k: result[k] for k in ("global_accuracy", "class_average_accuracy", "mean_iou", "per_class")}
     print_fn(f"{prefix}test split, {result['num_images']} images:")
     print_fn(km.format_scores(scores, prefix=prefix))
@@ -818,11 +878,17 @@ def demo(data=None, out_dir="runs/demo", budget_seconds=None, download=False, sy
     overlays = predict(model, test_images, out / "overlays")
     model_path = out / "model.keras"
     print_fn(f"{prefix}wrote {len(overlays)} overlays to {out / 'overlays'} and the model to {model_path}")
+    print_fn(f"{prefix}pictures: {out / 'comparisons'}/*_comparison.png (image | prediction | ground truth | "
+             f"errors), {charts['iou_chart']}, {charts['confusion_matrix']}")
     result.update(
         data=str(root),
         synthetic=bool(prefix),
         train_seconds=train_seconds,
         train_steps=steps,
+        planned_steps=planned,
+        stopped_by_budget=steps < planned,
+        charts=charts,
+        comparisons=sorted(str(p) for p in (out / "comparisons").glob("*_comparison.png")),
         overlays=overlays,
         model_path=str(model_path),
         settings={k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},

@@ -32,13 +32,17 @@ def test_train_evaluate_predict_export_through_main(tiny_root, tmp_path, capsys)
 
     results = tmp_path / "eval.json"
     rc = cli.main(["evaluate", "--model-path", str(model_path), "--data", str(tiny_root), "--split", "test",
-                   "--json", str(results)])
+                   "--json", str(results), "--save-overlays", str(tmp_path / "cmp"), "--max-overlays", "1"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "global accuracy" in printed and "class-average accuracy" in printed and "mean IoU" in printed
     assert "Bicyclist" in printed  # the per-class table
     scores = json.loads(results.read_text())
     assert scores["num_images"] == 2 and 0 <= scores["mean_iou"] <= 1
+    assert (tmp_path / "iou_per_class.png").is_file() and (tmp_path / "confusion_matrix.png").is_file()
+    panels = sorted((tmp_path / "cmp").glob("*_comparison.png"))  # image | prediction | truth | errors
+    assert len(panels) == 1 and Image.open(panels[0]).size[0] == 4 * 48 + 3 * 4
+    assert (tmp_path / "cmp" / "iou_per_class.png").is_file()
 
     images = sorted(str(p) for p in (tiny_root / "test").glob("*.png"))
     rc = cli.main(["predict", "--model-path", str(model_path), *images, "--out", str(tmp_path / "pred")])

@@ -88,6 +88,9 @@ def build_parser():
     pr.add_argument("--top", type=int, default=10, help="proposals/detections drawn")
     pr.add_argument("--proposal-model", default=None)
     pr.add_argument("--short-side", type=int, default=600)
+    pr.add_argument("--data", default=None, help="detectors: a COCO-layout folder whose category names label "
+                                                "the boxes (else class indices)")
+    pr.add_argument("--split", default="val2017")
     x = sub.add_parser("export")
     x.add_argument("model_path")
     x.add_argument("--out", required=True, help="SavedModel folder (serving_default: image -> boxes, scores, masks)")
@@ -270,28 +273,13 @@ def _evaluate(args, task):
         pathlib.Path(args.json).write_text(json.dumps(out, indent=1))
 
 
-def draw(image, masks, boxes, labels=None, scores=None, alpha=0.45):
-    """RGB uint8 image with each mask tinted and its box outlined (PIL)."""
-    from PIL import Image, ImageDraw
+def draw(image, masks, boxes, labels=None, scores=None, alpha=0.45, names=None):
+    """RGB PIL image: each mask tinted, its box outlined, ``label score`` written (:func:`kseg.viz.draw_instances`)."""
+    from PIL import Image
 
-    from kseg.viz import generic_palette
+    from kseg.viz import draw_instances
 
-    img = np.asarray(image, np.float32).copy()
-    colors = np.asarray(generic_palette(max(len(boxes), 1) + 1), np.float32)[1:]
-    for k, m in enumerate(masks):
-        sel = np.asarray(m) > 0
-        img[sel] = (1 - alpha) * img[sel] + alpha * colors[k % len(colors)]
-    pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
-    d = ImageDraw.Draw(pil)
-    for k, (y1, x1, y2, x2) in enumerate(np.asarray(boxes)):
-        c = tuple(int(v) for v in colors[k % len(colors)])
-        d.rectangle([float(x1), float(y1), float(x2), float(y2)], outline=c, width=2)
-        text = "" if labels is None else str(int(labels[k]))
-        if scores is not None:
-            text = f"{text} {float(scores[k]):.2f}".strip()
-        if text:
-            d.text((float(x1) + 2, float(y1) + 1), text, fill=c)
-    return pil
+    return Image.fromarray(draw_instances(image, masks, boxes, labels, scores, names=names, alpha=alpha))
 
 
 def _predict(args, task):
@@ -310,6 +298,12 @@ def _predict(args, task):
     else:
         pm = model
     fc = FullyConvolutionalDeepMask(pm)
+    names = None
+    if task == "detection" and args.data:
+        from kseg.data.coco import load_coco
+
+        inst = load_coco(*_split_paths(args.data, args.split), validate=False)
+        names = {lab: inst.coco.cats[cat]["name"] for lab, cat in inst.label_to_cat.items()}
     for path in args.images:
         with Image.open(path) as im:
             image = np.asarray(im.convert("RGB"), np.float32)
@@ -321,7 +315,8 @@ def _predict(args, task):
             labels = res["labels"][: args.top]
         else:
             res, labels = props, None
-        pil = draw(image, res["masks"][: args.top], res["boxes"][: args.top], labels, res["scores"][: args.top])
+        pil = draw(image, res["masks"][: args.top], res["boxes"][: args.top], labels, res["scores"][: args.top],
+                   names=names)
         target = out / (pathlib.Path(path).stem + f"_{task}.png")
         pil.save(target)
         print(f"wrote {target}")
