@@ -79,7 +79,8 @@ def build_parser():
     e.add_argument("--max-proposals", type=int, default=1000)
     e.add_argument("--proposal-model", default=None)
     e.add_argument("--short-side", type=int, default=600)
-    e.add_argument("--limit", type=int, default=None, help="first N images only")
+    e.add_argument("--limit", type=int, default=None, help="score only the first N images of the split "
+                                                            "(default: every image)")
     e.add_argument("--json", default=None)
     pr = sub.add_parser("predict")
     pr.add_argument("--model-path", required=True)
@@ -246,8 +247,8 @@ def _evaluate(args, task):
     if task == "proposals":
         res = _proposals_for(inst, args.model_path, ids, args.max_proposals)
         ks = tuple(k for k in (10, 100, 1000) if k <= args.max_proposals) or (args.max_proposals,)
-        out = {f"mask {k}": v for k, v in proposal_recall(inst, res, ks, "segm").items()}
-        out.update({f"box {k}": v for k, v in proposal_recall(inst, res, ks, "bbox").items()})
+        out = {f"mask {k}": v for k, v in proposal_recall(inst, res, ks, "segm", image_ids=ids).items()}
+        out.update({f"box {k}": v for k, v in proposal_recall(inst, res, ks, "bbox", image_ids=ids).items()})
     else:
         from kseg.evaluation.coco_eval import encode_masks
         from kseg.inference.detection import detect
@@ -265,8 +266,10 @@ def _evaluate(args, task):
             r = detect(model, image, p["boxes"], p["mask_probs"], short_side=args.short_side,
                        mask_windows=p["windows"])
             res[i] = {**r, "masks": encode_masks(r["masks"])}
-        out = {f"box {k}": v for k, v in detection_ap(inst, res, "bbox").items()}
-        out.update({f"mask {k}": v for k, v in detection_ap(inst, res, "segm").items()})
+        out = {f"box {k}": v for k, v in detection_ap(inst, res, "bbox", image_ids=ids).items()}
+        out.update({f"mask {k}": v for k, v in detection_ap(inst, res, "segm", image_ids=ids).items()})
+    print(f"{args.split}: {len(ids)} of {len(inst.image_ids)} images scored"
+          + (" (--limit)" if len(ids) < len(inst.image_ids) else ""))
     for k, v in out.items():
         print(f"{k:<24} {v:.4f}")
     if args.json:
