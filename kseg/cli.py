@@ -51,6 +51,8 @@ def add_train_arguments(p):
                    help="default adam (semantic models), sgd (proposal/detection models)")
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--no-class-weights", action="store_true", help="no median-frequency class weights")
+    p.add_argument("--loss", default="cross_entropy", choices=("cross_entropy", "dice", "focal"),
+                   help="segmentation loss (void ignored, class weights as pixel weights; kseg.losses)")
     p.add_argument("--num-classes", type=int, default=11)
     p.add_argument("--ignore-label", type=int, default=11, help="-1 for none")
     p.add_argument("--val-split", default="val", help="'none' to train without validation")
@@ -161,6 +163,7 @@ def _train(args):
         model_kwargs=dict(args.model_arg),
         precision=args.precision,
         strategy=args.strategy,
+        loss=args.loss,
     )
     print(f"saved {args.out or f'runs/{args.model}'}/model.keras (best: best.keras, log: log.csv, TensorBoard: logs/)")
 

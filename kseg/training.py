@@ -121,6 +121,7 @@ def compile_model(
     momentum=0.9,
     weight_decay=None,
     jit_compile="auto",
+    loss="cross_entropy",
 ):
     """Compile `model` with the segmentation loss and the paper's three metrics.
 
@@ -132,6 +133,9 @@ def compile_model(
         learning_rate: the optimizer's learning rate (a float or a schedule).
         weight_decay: decoupled weight decay for ``adamw`` / ``sgd``.
         jit_compile: passed to ``model.compile``.
+        loss: ``"cross_entropy"`` (default), ``"dice"``, ``"focal"`` (:func:`kseg.losses.get_loss`;
+            all ignore `ignore_label` and take the class weights as per-pixel sample weights) or a
+            Keras loss.
 
     Returns:
         The model (compiled in place).
@@ -142,7 +146,7 @@ def compile_model(
         raise ValueError(f"num_classes={num_classes} but the model outputs {_num_classes_of(model)} classes")
     model.compile(
         optimizer=_make_optimizer(optimizer, learning_rate, momentum, weight_decay),
-        loss=losses.segmentation_loss(ignore_label),
+        loss=losses.get_loss(loss, int(num_classes), ignore_label),
         metrics=kmetrics.segmentation_metrics(int(num_classes), ignore_label),
         jit_compile=jit_compile,
     )
@@ -271,6 +275,7 @@ def train(
     jit_compile="auto",
     precision="float32",
     strategy="default",
+    loss="cross_entropy",
 ):
     """Train a model with ``model.fit`` on a segmentation folder (CamVid or generic layout).
 
@@ -316,6 +321,7 @@ def train(
             ``TF_CONFIG``; trained by :func:`kseg.distribute.train_folder_distributed`, a custom
             loop with SGD, step-exact checkpoints in ``out_dir`` that resume on their own, no random
             augmentation; see ``docs/distributed.md``), or a ``tf.distribute.Strategy``.
+        loss: ``"cross_entropy"``, ``"dice"`` or ``"focal"`` (see :func:`compile_model`).
 
     Returns:
         ``(model, history)``; the trained model is also saved as ``out_dir/model.keras``. With
@@ -326,6 +332,8 @@ def train(
     from kseg.precision import precision_scope
 
     if strategy == "multiworker":
+        if loss != "cross_entropy":
+            raise ValueError(f"strategy='multiworker' trains with the cross-entropy only, got loss={loss!r}")
         # Collective ops must be configured before any other TensorFlow op runs.
         return _train_multiworker(
             distribute.get_strategy("multiworker"), model_or_name, data_root, out_dir, epochs, steps_per_epoch,
@@ -407,6 +415,7 @@ def train(
                 learning_rate=learning_rate,
                 weight_decay=weight_decay,
                 jit_compile=jit_compile,
+                loss=loss,
             )
 
     out.mkdir(parents=True, exist_ok=True)
@@ -457,6 +466,7 @@ def train(
                 "scale_range": [low, high],
                 "learning_rate": float(learning_rate) if not callable(learning_rate) else "schedule",
                 "optimizer": str(optimizer),
+                "loss": loss if isinstance(loss, str) else type(loss).__name__,
                 "bn_statistics_steps": int(bn_statistics_steps or 0),
                 "class_weights": None if weights is None else [float(w) for w in weights],
                 "num_classes": num_classes,

@@ -23,12 +23,13 @@ def test_train_evaluate_predict_export_through_main(tiny_root, tmp_path, capsys)
     rc = cli.main(
         ["train", "--model", "segnet_basic", "--data", str(tiny_root), "--epochs", "1", "--steps-per-epoch", "2",
          "--batch-size", "2", "--crop", "32", "48", "--scale", "1", "1", "--lr", "0.01", "--model-arg", "width=4",
-         "--out", str(out), "--quiet"]
+         "--out", str(out), "--quiet", "--loss", "focal"]
     )
     assert rc == 0
     model_path = out / "model.keras"
     assert model_path.is_file() and (out / "best.keras").is_file() and (out / "log.csv").is_file()
     assert json.loads((out / "train_config.json").read_text())["learning_rate"] == 0.01
+    assert json.loads((out / "train_config.json").read_text())["loss"] == "focal"
 
     results = tmp_path / "eval.json"
     rc = cli.main(["evaluate", "--model-path", str(model_path), "--data", str(tiny_root), "--split", "test",
