@@ -71,6 +71,10 @@ def add_train_arguments(p):
                    help="Keras dtype policy the model is built under")
     p.add_argument("--strategy", default="default", choices=("default", "mirrored", "multiworker"),
                    help="tf.distribute strategy; multiworker reads TF_CONFIG (docs/distributed.md)")
+    p.add_argument("--config", default=None, metavar="RUN.yaml",
+                   help="read the options from this YAML file (keys: these options' names; the command line "
+                   "wins); every run writes its resolved config to OUT/config.yaml")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     instance_arguments(p)
     return p
 
@@ -133,7 +137,12 @@ def _ignore(value):
 
 
 def _train(args):
-    from kseg import training
+    from kseg import config, training
+
+    if args.print_config:
+        print(config.dump_config(config.resolved_config(args)), end="")
+        return
+    config.write_config(args, args.out or f"runs/{args.model}")
 
     val = None if str(args.val_split).lower() == "none" else args.val_split
     training.train(
@@ -259,6 +268,14 @@ def main(argv=None):
     """Entry point of the ``kseg`` console script; returns the exit status."""
     from kseg.inference.cli import dispatch  # proposal / detection models (task != "semantic")
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        from kseg.config import expand_argv
+
+        argv = expand_argv(argv)  # kseg train --config RUN.yaml: the file's options, then the command line's
+    except (ValueError, FileNotFoundError) as err:
+        print(f"kseg {argv[0]}: error: {err}", file=sys.stderr)
+        return 2
     handled = dispatch(argv)
     if handled is not None:
         return handled

@@ -178,11 +178,17 @@ def _train(args):
     from kseg.data.coco import load_coco
     from kseg.inference.fit import fit_instance_model
 
+    from kseg import config as kconfig
+
+    if args.print_config:
+        print(kconfig.dump_config(kconfig.resolved_config(args)), end="")
+        return
     ann, img_dir = _split_paths(args.data, args.split)
     inst = load_coco(ann, img_dir)
     card = models.get(args.model)
     kwargs = dict(args.model_arg)
     out = pathlib.Path(args.out or f"runs/{card.name}")
+    kconfig.write_config(args, out)
     epochs, steps_per_epoch = _schedule(args)
     keras.utils.set_random_seed(args.seed)
     if card.task == "proposals":
@@ -221,7 +227,7 @@ def _train(args):
         ds = detection_dataset(inst, props, num_rois=kwargs["num_rois"], short_side=args.short_side,
                                max_side=int(args.short_side * 5 / 3), seed=args.seed, segmentation=segmentation)
         clipnorm = 10.0 if args.clipnorm is None else args.clipnorm
-    config = {k: v for k, v in vars(args).items() if k not in ("command",)}
+    config = kconfig.resolved_config(args)
     model, history = fit_instance_model(
         build, ds, out, epochs=epochs, steps_per_epoch=steps_per_epoch, learning_rate=args.lr,
         optimizer=args.optimizer or "sgd", weight_decay=args.weight_decay, clipnorm=clipnorm, resume=args.resume,
