@@ -526,6 +526,9 @@ def _predict_logits(model, images, input_size):
     """Logits at the images' own size: resize in, predict, resize the logits back (bilinear)."""
     import tensorflow as tf
 
+    from kseg.utils import warn_if_unit_range
+
+    warn_if_unit_range(images, "kseg predict / evaluate")
     size = tuple(int(v) for v in images.shape[1:3])
     x = images if input_size is None or tuple(input_size) == size else tf.image.resize(images, input_size)
     logits = model.predict_on_batch(x)

@@ -234,6 +234,9 @@ def proposals(model, image, scales=DEFAULT_SCALES, max_proposals=100, mask_thres
     image = np.asarray(image, np.float32)
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"image must be (H, W, 3), got shape {image.shape}")
+    from kseg.utils import warn_if_unit_range
+
+    warn_if_unit_range(image, "kseg.proposals")
     if int(max_proposals) < 1:
         raise ValueError(f"max_proposals must be >= 1, got {max_proposals}")
     fc = fully_convolutional or FullyConvolutionalDeepMask(model)
