@@ -326,9 +326,19 @@ def _predict(args, task):
             res, labels = props, None
         pil = draw(image, res["masks"][: args.top], res["boxes"][: args.top], labels, res["scores"][: args.top],
                    names=names)
+        n = min(args.top, len(res["boxes"]))
+        if n == 0:  # say so on the picture, not only in the terminal
+            from PIL import ImageDraw
+
+            from kseg.viz import _font
+
+            d = ImageDraw.Draw(pil)
+            d.rectangle([2, 2, 250, 26], fill=(0, 0, 0))
+            d.text((6, 6), f"no {task} scored >= 0.05", fill=(255, 80, 80), font=_font(16))
         target = out / (pathlib.Path(path).stem + f"_{task}.png")
         pil.save(target)
-        print(f"wrote {target}")
+        best = f", best score {float(res['scores'][0]):.3f}" if n else " (none scored >= 0.05: an untrained detector?)"
+        print(f"wrote {target}: {n} {task} drawn{best}")
 
 
 def _export(args, task):
