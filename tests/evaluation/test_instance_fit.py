@@ -90,12 +90,12 @@ def test_fit_callbacks_resume_and_checkpoint(tmp_path):
     assert record["planned_steps"] == 4 and record["steps_done"] == 4
 
 
-def test_fit_detector_mixed_precision_and_budget(tmp_path):
+def test_fit_detector_mirrored_mixed_precision_and_budget(tmp_path):
     keras.utils.set_random_seed(0)
     ds = tf.data.Dataset.from_tensors(_det_data()).repeat()
     model, history = fit_instance_model(lambda: MultiPathNet(**TINY_MPN), ds, tmp_path / "det", epochs=3,
                                         steps_per_epoch=2, precision="mixed_bfloat16", clipnorm=10.0, verbose=0,
-                                        budget_seconds=1e-6)
+                                        strategy="mirrored", budget_seconds=1e-6)
     assert model.dtype_policy.name == "mixed_bfloat16"
     assert np.isfinite(history.history["loss"]).all() and {"cls_loss", "box_loss"} <= set(history.history)
     import json
