@@ -1,6 +1,5 @@
 """kseg train --config / --print-config: every option has a key, the file round-trips, the command line wins."""
 
-import pytest
 import yaml
 
 from kseg import cli, config, data
