@@ -142,6 +142,11 @@ def _train(args):
     if args.print_config:
         print(config.dump_config(config.resolved_config(args)), end="")
         return
+    for flag, value in (("--steps", args.steps), ("--deepmask", args.deepmask),
+                        ("--proposal-model", args.proposal_model), ("--clipnorm", args.clipnorm)):
+        if value is not None:
+            raise ValueError(f"{flag} is for the proposal/detection models; {args.model} is a semantic model "
+                             "(use --epochs and --steps-per-epoch)")
     config.write_config(args, args.out or f"runs/{args.model}")
 
     val = None if str(args.val_split).lower() == "none" else args.val_split
