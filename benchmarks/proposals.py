@@ -54,8 +54,8 @@ def evaluate(model, val, max_proposals, scales, limit=None):
         t0 = time.time()
         results[i] = proposals(model, img, scales=scales, max_proposals=max_proposals, fully_convolutional=fc)
         t += time.time() - t0
-    segm = proposal_recall(val, results, max_dets=(10, 100), iou_type="segm")
-    bbox = proposal_recall(val, results, max_dets=(10, 100), iou_type="bbox")
+    segm = proposal_recall(val, results, max_dets=(10, 100), iou_type="segm", image_ids=ids)
+    bbox = proposal_recall(val, results, max_dets=(10, 100), iou_type="bbox", image_ids=ids)
     return {"mask AR@10": segm["AR@10"], "mask AR@100": segm["AR@100"], "box AR@10": bbox["AR@10"],
             "box AR@100": bbox["AR@100"], "s/image": t / len(ids)}
 
@@ -168,8 +168,8 @@ def _proposal_cache(args, train_set, val, val_ids):
             arrays[f"val/{i}/{k}"] = v
         for_ar[i] = {"boxes": r["boxes"], "scores": r["scores"], "masks": encode_masks(r["masks"])}
     seconds = time.time() - t0
-    segm = proposal_recall(val, for_ar, max_dets=(10, 100), iou_type="segm")
-    bbox = proposal_recall(val, for_ar, max_dets=(10, 100), iou_type="bbox")
+    segm = proposal_recall(val, for_ar, max_dets=(10, 100), iou_type="segm", image_ids=val_ids)
+    bbox = proposal_recall(val, for_ar, max_dets=(10, 100), iou_type="bbox", image_ids=val_ids)
     ar = (f"proposal model {args.proposals}, {len(scales)} scales, {args.max_proposals} proposals/image; val2017 "
           f"({len(val_ids)} images) mask AR@10 {segm['AR@10']:.4f} AR@100 {segm['AR@100']:.4f}, box AR@10 "
           f"{bbox['AR@10']:.4f} AR@100 {bbox['AR@100']:.4f}; {seconds:.0f}s for "
@@ -224,10 +224,10 @@ def detection(args):
             if "masks" in r:
                 r["masks"] = encode_masks(r["masks"])
             res[i] = r
-        box = detection_ap(val, res, "bbox")
+        box = detection_ap(val, res, "bbox", image_ids=val_ids)
         row = {"steps": args.steps, "train s": h[-1]["seconds"], "box AP": box["AP"], "box AP50": box["AP50"]}
         if not jittered:
-            mask = detection_ap(val, res, "segm")
+            mask = detection_ap(val, res, "segm", image_ids=val_ids)
             row.update({"mask AP": mask["AP"], "mask AP50": mask["AP50"]})
         row.update({"last loss": h[-1]["loss"], "dets/image": float(np.mean([len(r["scores"]) for r in res.values()])),
                     "eval s": time.time() - t0})

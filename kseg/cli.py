@@ -16,7 +16,7 @@ import ast
 import json
 import sys
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "add_train_arguments"]
 
 
 def _model_arg(text):
@@ -30,16 +30,16 @@ def _model_arg(text):
     return key, value
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(prog="kseg", description="Classic segmentation models for Keras 3.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+def add_train_arguments(p):
+    """`kseg train`'s flags (semantic models, then the proposal/detection group), on parser `p`."""
+    from kseg.inference.cli import add_train_arguments as instance_arguments
 
-    p = sub.add_parser("train", help="train a registered model on a segmentation folder")
     p.add_argument("--model", required=True, help="registry name (see `kseg list`)")
-    p.add_argument("--data", required=True, help="dataset folder (CamVid or images/ + masks/ layout)")
+    p.add_argument("--data", required=True, help="dataset folder (CamVid or images/ + masks/ layout; COCO layout "
+                   "for the proposal/detection models)")
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--steps-per-epoch", type=int, default=None, help="default: one pass over the split")
+    p.add_argument("--steps-per-epoch", type=int, default=None,
+                   help="default: one pass over the split (proposal/detection models: 100)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), default=(360, 480),
                    help="training crop = the model's input size (default 360 480)")
@@ -47,9 +47,12 @@ def build_parser():
                    help="random rescaling before the crop (0.5 0.5: train on half-size images)")
     p.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
-    p.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd"))
+    p.add_argument("--optimizer", default=None, choices=("adam", "adamw", "sgd"),
+                   help="default adam (semantic models), sgd (proposal/detection models)")
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--no-class-weights", action="store_true", help="no median-frequency class weights")
+    p.add_argument("--loss", default="cross_entropy", choices=("cross_entropy", "dice", "focal"),
+                   help="segmentation loss (void ignored, class weights as pixel weights; kseg.losses)")
     p.add_argument("--num-classes", type=int, default=11)
     p.add_argument("--ignore-label", type=int, default=11, help="-1 for none")
     p.add_argument("--val-split", default="val", help="'none' to train without validation")
@@ -68,6 +71,21 @@ def build_parser():
                    help="Keras dtype policy the model is built under")
     p.add_argument("--strategy", default="default", choices=("default", "mirrored", "multiworker"),
                    help="tf.distribute strategy; multiworker reads TF_CONFIG (docs/distributed.md)")
+    p.add_argument("--config", default=None, metavar="RUN.yaml",
+                   help="read the options from this YAML file (keys: these options' names; the command line "
+                   "wins); every run writes its resolved config to OUT/config.yaml")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    instance_arguments(p)
+    return p
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="kseg", description="Classic segmentation models for Keras 3.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("train", help="train a registered model on a segmentation folder")
+    add_train_arguments(p)
 
     p = sub.add_parser("evaluate", help="global / class-average accuracy, mIoU and per-class IoU on a split")
     p.add_argument("--model-path", required=True, help="a .keras file")
@@ -77,7 +95,11 @@ def build_parser():
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="resize images to this for the model (default: the model's input size)")
     p.add_argument("--ignore-label", type=int, default=11, help="-1 for none")
-    p.add_argument("--json", default=None, help="also write the results to this file")
+    p.add_argument("--json", default=None, help="also write the results to this file (and, beside it, the "
+                   "per-class IoU bar chart and the confusion matrix as PNGs)")
+    p.add_argument("--save-overlays", default=None, metavar="DIR",
+                   help="write image | prediction | ground truth | errors PNGs and the charts into DIR")
+    p.add_argument("--max-overlays", type=int, default=8, help="how many images --save-overlays draws")
 
     p = sub.add_parser("predict", help="write a label PNG and a colour overlay PNG per image")
     p.add_argument("--model-path", required=True, help="a .keras file")
@@ -115,7 +137,17 @@ def _ignore(value):
 
 
 def _train(args):
-    from kseg import training
+    from kseg import config, training
+
+    if args.print_config:
+        print(config.dump_config(config.resolved_config(args)), end="")
+        return
+    for flag, value in (("--steps", args.steps), ("--deepmask", args.deepmask),
+                        ("--proposal-model", args.proposal_model), ("--clipnorm", args.clipnorm)):
+        if value is not None:
+            raise ValueError(f"{flag} is for the proposal/detection models; {args.model} is a semantic model "
+                             "(use --epochs and --steps-per-epoch)")
+    config.write_config(args, args.out or f"runs/{args.model}")
 
     val = None if str(args.val_split).lower() == "none" else args.val_split
     training.train(
@@ -129,7 +161,7 @@ def _train(args):
         scale_range=tuple(args.scale),
         flip=not args.no_flip,
         learning_rate=args.lr,
-        optimizer=args.optimizer,
+        optimizer=args.optimizer or "adam",
         weight_decay=args.weight_decay,
         class_weighting=None if args.no_class_weights else "median_frequency",
         num_classes=args.num_classes,
@@ -145,6 +177,7 @@ def _train(args):
         model_kwargs=dict(args.model_arg),
         precision=args.precision,
         strategy=args.strategy,
+        loss=args.loss,
     )
     print(f"saved {args.out or f'runs/{args.model}'}/model.keras (best: best.keras, log: log.csv, TensorBoard: logs/)")
 
@@ -159,12 +192,21 @@ def _evaluate(args):
         batch_size=args.batch_size,
         input_size=tuple(args.input_size) if args.input_size else "model",
         ignore_label=_ignore(args.ignore_label),
+        save_overlays=args.save_overlays,
+        max_overlays=args.max_overlays,
     )
     print(f"{args.split} split, {result['num_images']} images:")
     print(metrics.format_scores(result))
     if args.json:
+        import pathlib
+
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
+        charts = training.save_charts(pathlib.Path(args.json).parent, result)
+        print(f"wrote {args.json}, {charts['iou_chart']}, {charts['confusion_matrix']}")
+    if args.save_overlays:
+        print(f"wrote {min(args.max_overlays, result['num_images'])} comparisons (image | prediction | ground truth "
+              f"| errors) and the charts to {args.save_overlays}")
 
 
 def _predict(args):
@@ -231,6 +273,14 @@ def main(argv=None):
     """Entry point of the ``kseg`` console script; returns the exit status."""
     from kseg.inference.cli import dispatch  # proposal / detection models (task != "semantic")
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        from kseg.config import expand_argv
+
+        argv = expand_argv(argv)  # kseg train --config RUN.yaml: the file's options, then the command line's
+    except (ValueError, FileNotFoundError) as err:
+        print(f"kseg {argv[0]}: error: {err}", file=sys.stderr)
+        return 2
     handled = dispatch(argv)
     if handled is not None:
         return handled

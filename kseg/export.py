@@ -148,6 +148,16 @@ def export_saved_model(model, path, input_shape=None):
     Returns:
         The path, as a string.
     """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise NotImplementedError(
+            f"kseg.export.export_saved_model traces the model with TensorFlow and needs KERAS_BACKEND=tensorflow "
+            f"(this is {keras.backend.backend()!r}). On {keras.backend.backend()}, use Keras' own "
+            "model.export(path, format='tf_saved_model') (its 'serve' endpoint returns the logits: add the "
+            "softmax / argmax yourself), or save the model (.keras) and run "
+            "`KERAS_BACKEND=tensorflow kseg export MODEL.keras --out DIR` for kseg's uint8 labels/probabilities "
+            "signature.")
     tf = _tf()
     path = _check_path(path)
     if path.exists() and not path.is_dir():
@@ -331,6 +341,17 @@ def export_tflite(
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
             content = converter.convert()
     except Exception as err:  # ConverterError: an op without a builtin kernel, most often
+        crfs = [layer.name for layer in getattr(model, "layers", [])
+                if type(layer).__name__ in ("DenseCRF", "CRFRNN") and not getattr(layer, "tflite_builtins", True)]
+        if crfs:
+            raise ValueError(
+                f"TFLite conversion of {getattr(model, 'name', model)!r} failed: its CRF layer(s) {crfs} were built "
+                "with tflite_builtins=False, whose permutohedral lattice uses ops TFLite has no builtin kernel for. "
+                "Build the model with tflite_builtins=True (e.g. kseg.CRFasRNN(..., tflite_builtins=True), "
+                "DeepLabV1(crf=True, crf_params={'tflite_builtins': True}); same weights, "
+                "kseg.utils.transfer_weights copies them) and export that, or export a SavedModel instead. "
+                f"Converter's message (start): {str(err).strip()[:300]}"
+            ) from err
         raise ValueError(
             f"TFLite conversion of {getattr(model, 'name', model)!r} with builtin ops only failed "
             f"(kseg never falls back to Flex ops): {str(err).strip()[:2000]}"

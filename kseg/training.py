@@ -121,6 +121,7 @@ def compile_model(
     momentum=0.9,
     weight_decay=None,
     jit_compile="auto",
+    loss="cross_entropy",
 ):
     """Compile `model` with the segmentation loss and the paper's three metrics.
 
@@ -132,6 +133,9 @@ def compile_model(
         learning_rate: the optimizer's learning rate (a float or a schedule).
         weight_decay: decoupled weight decay for ``adamw`` / ``sgd``.
         jit_compile: passed to ``model.compile``.
+        loss: ``"cross_entropy"`` (default), ``"dice"``, ``"focal"`` (:func:`kseg.losses.get_loss`;
+            all ignore `ignore_label` and take the class weights as per-pixel sample weights) or a
+            Keras loss.
 
     Returns:
         The model (compiled in place).
@@ -142,7 +146,7 @@ def compile_model(
         raise ValueError(f"num_classes={num_classes} but the model outputs {_num_classes_of(model)} classes")
     model.compile(
         optimizer=_make_optimizer(optimizer, learning_rate, momentum, weight_decay),
-        loss=losses.segmentation_loss(ignore_label),
+        loss=losses.get_loss(loss, int(num_classes), ignore_label),
         metrics=kmetrics.segmentation_metrics(int(num_classes), ignore_label),
         jit_compile=jit_compile,
     )
@@ -156,8 +160,9 @@ def compile_model(
 class TimeBudget(keras.callbacks.Callback):
     """Stop training once `seconds` of wall time have passed (checked after every step)."""
 
-    def __init__(self, seconds):
+    def __init__(self, seconds, verbose=1):
         super().__init__()
+        self.verbose = verbose
         if not float(seconds) > 0:
             raise ValueError(f"seconds must be > 0, got {seconds}")
         self.seconds = float(seconds)
@@ -171,6 +176,14 @@ class TimeBudget(keras.callbacks.Callback):
         if time.monotonic() - self.start >= self.seconds:
             self.model.stop_training = True
             self.stopped_at = time.monotonic() - self.start
+
+    def on_train_end(self, logs=None):
+        if self.stopped_at is not None and self.verbose:
+            params = self.params or {}
+            planned = (params.get("epochs") or 0) * (params.get("steps") or 0)
+            done = int(self.model.optimizer.iterations.numpy()) if self.model.optimizer is not None else None
+            print(f"time budget of {self.seconds:.0f} s reached: training stopped after {done}"
+                  + (f" of {planned} planned steps" if planned else " steps"), flush=True)
 
 
 def compute_bn_statistics(model, dataset, steps):
@@ -262,6 +275,7 @@ def train(
     jit_compile="auto",
     precision="float32",
     strategy="default",
+    loss="cross_entropy",
 ):
     """Train a model with ``model.fit`` on a segmentation folder (CamVid or generic layout).
 
@@ -307,6 +321,7 @@ def train(
             ``TF_CONFIG``; trained by :func:`kseg.distribute.train_folder_distributed`, a custom
             loop with SGD, step-exact checkpoints in ``out_dir`` that resume on their own, no random
             augmentation; see ``docs/distributed.md``), or a ``tf.distribute.Strategy``.
+        loss: ``"cross_entropy"``, ``"dice"`` or ``"focal"`` (see :func:`compile_model`).
 
     Returns:
         ``(model, history)``; the trained model is also saved as ``out_dir/model.keras``. With
@@ -317,6 +332,8 @@ def train(
     from kseg.precision import precision_scope
 
     if strategy == "multiworker":
+        if loss != "cross_entropy":
+            raise ValueError(f"strategy='multiworker' trains with the cross-entropy only, got loss={loss!r}")
         # Collective ops must be configured before any other TensorFlow op runs.
         return _train_multiworker(
             distribute.get_strategy("multiworker"), model_or_name, data_root, out_dir, epochs, steps_per_epoch,
@@ -398,6 +415,7 @@ def train(
                 learning_rate=learning_rate,
                 weight_decay=weight_decay,
                 jit_compile=jit_compile,
+                loss=loss,
             )
 
     out.mkdir(parents=True, exist_ok=True)
@@ -410,7 +428,7 @@ def train(
         keras.callbacks.TensorBoard(str(out / "logs"), update_freq="epoch"),
     ]
     if budget_seconds is not None:
-        own.append(TimeBudget(budget_seconds))
+        own.append(TimeBudget(budget_seconds, verbose=verbose))
     history = model.fit(
         train_ds,
         validation_data=val_ds,
@@ -448,6 +466,7 @@ def train(
                 "scale_range": [low, high],
                 "learning_rate": float(learning_rate) if not callable(learning_rate) else "schedule",
                 "optimizer": str(optimizer),
+                "loss": loss if isinstance(loss, str) else type(loss).__name__,
                 "bn_statistics_steps": int(bn_statistics_steps or 0),
                 "class_weights": None if weights is None else [float(w) for w in weights],
                 "num_classes": num_classes,
@@ -507,6 +526,9 @@ def _predict_logits(model, images, input_size):
     """Logits at the images' own size: resize in, predict, resize the logits back (bilinear)."""
     import tensorflow as tf
 
+    from kseg.utils import warn_if_unit_range
+
+    warn_if_unit_range(images, "kseg predict / evaluate")
     size = tuple(int(v) for v in images.shape[1:3])
     x = images if input_size is None or tuple(input_size) == size else tf.image.resize(images, input_size)
     logits = model.predict_on_batch(x)
@@ -526,6 +548,8 @@ def evaluate(
     class_names=None,
     steps=None,
     verbose=1,
+    save_overlays=None,
+    max_overlays=8,
 ):
     """The SegNet paper's metrics (G, C, mIoU, BF) and a per-class table on one split.
 
@@ -543,6 +567,9 @@ def evaluate(
         class_names: names for the table (default: CamVid's when there are 11 classes).
         steps: evaluate only this many batches.
         verbose: print a progress line per batch (1) or nothing (0).
+        save_overlays: a folder: write ``<n>_comparison.png`` (image | prediction | ground truth |
+            errors, :func:`kseg.viz.comparison`) for the first `max_overlays` images, and the charts
+            ``iou_per_class.png`` / ``confusion_matrix.png`` (:func:`save_charts`).
 
     Returns:
         ``{"global_accuracy", "class_average_accuracy", "mean_iou", "boundary_f1"}`` floats, ``"per_class"``
@@ -581,6 +608,8 @@ def evaluate(
         logits = _predict_logits(model, images, input_size)
         for m in (g, c, miou, bf):
             m.update_state(masks, logits)
+        if save_overlays is not None and seen < max_overlays:
+            _save_comparisons(save_overlays, images, masks, logits, seen, max_overlays, class_names, ignore_label)
         seen += int(images.shape[0])
         if verbose:
             print(f"\revaluate {split}: {seen} images, {time.monotonic() - start:.1f}s", end="", flush=True)
@@ -590,6 +619,9 @@ def evaluate(
         raise ValueError(f"no images to evaluate in split {split!r}")
     cm = np.asarray(g.total_cm)
     table = kmetrics.scores_from_confusion_matrix(cm, class_names)
+    if save_overlays is not None:
+        save_charts(save_overlays, {"per_class": table["per_class"], "confusion_matrix": cm.tolist(),
+                                    "mean_iou": float(miou.result())}, class_names)
     return {
         "global_accuracy": float(g.result()),
         "class_average_accuracy": float(c.result()),
@@ -599,6 +631,34 @@ def evaluate(
         "confusion_matrix": cm.astype(int).tolist(),
         "num_images": seen,
         "input_size": None if input_size is None else list(input_size),
+    }
+
+
+def _save_comparisons(folder, images, masks, logits, first, limit, class_names, ignore_label):
+    from kseg import viz
+
+    colours = viz.palette(len(class_names))
+    preds = np.asarray(logits).argmax(-1)
+    for k in range(min(len(preds), limit - first)):
+        panel = viz.comparison(np.clip(np.asarray(images[k]), 0, 255).astype(np.uint8), preds[k], np.asarray(masks[k]),
+                               colours, class_names, ignore_label)
+        viz.save_rgb_png(pathlib.Path(folder) / f"{first + k:03d}_comparison.png", panel)
+
+
+def save_charts(folder, result, class_names=None):
+    """Write ``iou_per_class.png`` (bar chart) and ``confusion_matrix.png`` of an :func:`evaluate`
+    result into `folder`; returns their paths."""
+    from kseg import viz
+
+    folder = pathlib.Path(folder)
+    rows = result["per_class"]
+    names = class_names or [r.get("name", str(i)) for i, r in enumerate(rows)]
+    title = f"per-class IoU (mean IoU {result['mean_iou']:.3f})" if "mean_iou" in result else "per-class IoU"
+    return {
+        "iou_chart": viz.save_rgb_png(folder / "iou_per_class.png",
+                                      viz.iou_bar_chart(rows, title, colors=viz.palette(len(rows)))),
+        "confusion_matrix": viz.save_rgb_png(folder / "confusion_matrix.png",
+                                             viz.confusion_matrix_image(result["confusion_matrix"], names)),
     }
 
 
@@ -613,8 +673,10 @@ def _default_class_names(num_classes):
     return [str(i) for i in range(num_classes)]
 
 
-def predict(model, image_paths, out_dir, input_size="model", palette=None, alpha=0.5):
-    """Segment images; write ``<stem>_labels.png`` (class ids) and ``<stem>_overlay.png`` per image.
+def predict(model, image_paths, out_dir, input_size="model", palette=None, alpha=0.5, class_names=None):
+    """Segment images; write ``<stem>_labels.png`` (class ids as a palette PNG: ids preserved, colours
+    visible) and ``<stem>_overlay.png`` (the colours over the image, a legend of the classes present
+    below) per image.
 
     Args:
         model: a kseg model (or a path to a ``.keras`` file).
@@ -623,6 +685,7 @@ def predict(model, image_paths, out_dir, input_size="model", palette=None, alpha
         input_size: as in :func:`evaluate`; the labels are at each image's own size.
         palette: ``(num_classes, 3)`` colours (default :func:`kseg.viz.palette`: CamVid's).
         alpha: overlay opacity.
+        class_names: names for the legend (default: CamVid's when there are 11 classes).
 
     Returns:
         A list of ``{"image", "labels", "overlay"}`` paths, one per image.
@@ -637,6 +700,7 @@ def predict(model, image_paths, out_dir, input_size="model", palette=None, alpha
         raise ValueError("no images given to predict")
     num_classes = _num_classes_of(model)
     colours = viz.palette(num_classes) if palette is None else np.asarray(palette, np.uint8)
+    names = list(class_names) if class_names is not None else _default_class_names(num_classes)
     if input_size == "model":
         input_size = model_input_size(model)
     input_size = as_size(input_size, "input_size")
@@ -648,11 +712,12 @@ def predict(model, image_paths, out_dir, input_size="model", palette=None, alpha
         image = viz.read_rgb(path)
         logits = _predict_logits(model, image[None].astype(np.float32), input_size)
         labels = np.asarray(logits)[0].argmax(-1).astype(np.uint8)
+        shown = viz.with_legend(viz.overlay(image, labels, colours, alpha), names, colours, labels)
         results.append(
             {
                 "image": str(path),
-                "labels": viz.save_label_png(out / f"{path.stem}_labels.png", labels),
-                "overlay": viz.save_rgb_png(out / f"{path.stem}_overlay.png", viz.overlay(image, labels, colours, alpha)),
+                "labels": viz.save_label_png(out / f"{path.stem}_labels.png", labels, colours),
+                "overlay": viz.save_rgb_png(out / f"{path.stem}_overlay.png", shown),
             }
         )
     return results
@@ -804,15 +869,23 @@ def demo(data=None, out_dir="runs/demo", budget_seconds=None, download=False, sy
     )
     train_seconds = time.monotonic() - start
     steps = int(model.optimizer.iterations.numpy())
-    print_fn(f"{prefix}trained {steps} steps ({steps * cfg['batch_size']} crops) in {train_seconds:.0f} s")
+    planned = int(cfg["epochs"]) * int(cfg["steps_per_epoch"])
+    print_fn(f"{prefix}trained {steps} of {planned} planned steps ({steps * cfg['batch_size']} crops) in "
+             f"{train_seconds:.0f} s (training, BatchNorm statistics and checkpoints)")
+    if steps < planned:
+        print_fn(f"{prefix}WARNING: the {cfg['budget_seconds']:.0f} s time budget stopped training at "
+                 f"{steps}/{planned} steps ({100 * steps / planned:.0f}%): the scores below are for a shorter run "
+                 "than the demo's; pass a larger --budget-seconds (this machine is slower or busier)")
     size = model_input_size(model)
     print_fn(
         f"{prefix}evaluating on the test split: predicting at {size[0]}x{size[1]}, "
         "scoring against the full-resolution labels (void ignored)"
     )
     result = evaluate(
-        model, root, "test", batch_size=cfg["batch_size"], steps=eval_steps, verbose=0 if prefix else verbose
+        model, root, "test", batch_size=cfg["batch_size"], steps=eval_steps, verbose=0 if prefix else verbose,
+        save_overlays=out / "comparisons", max_overlays=cfg["num_overlays"],
     )
+    charts = save_charts(out, result)
     scores = {k: result[k] for k in ("global_accuracy", "class_average_accuracy", "mean_iou", "boundary_f1",
                                      "per_class")}
     print_fn(f"{prefix}test split, {result['num_images']} images:")
@@ -821,11 +894,17 @@ def demo(data=None, out_dir="runs/demo", budget_seconds=None, download=False, sy
     overlays = predict(model, test_images, out / "overlays")
     model_path = out / "model.keras"
     print_fn(f"{prefix}wrote {len(overlays)} overlays to {out / 'overlays'} and the model to {model_path}")
+    print_fn(f"{prefix}pictures: {out / 'comparisons'}/*_comparison.png (image | prediction | ground truth | "
+             f"errors), {charts['iou_chart']}, {charts['confusion_matrix']}")
     result.update(
         data=str(root),
         synthetic=bool(prefix),
         train_seconds=train_seconds,
         train_steps=steps,
+        planned_steps=planned,
+        stopped_by_budget=steps < planned,
+        charts=charts,
+        comparisons=sorted(str(p) for p in (out / "comparisons").glob("*_comparison.png")),
         overlays=overlays,
         model_path=str(model_path),
         settings={k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},

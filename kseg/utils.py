@@ -3,6 +3,7 @@
 import math
 
 import keras
+import numpy as np
 
 __all__ = ["as_size", "count_params", "transfer_weights"]
 
@@ -52,3 +53,23 @@ def transfer_weights(source, target):
         layer.set_weights(sw)
         copied.add(layer.name)
     return copied
+
+
+_RANGE_WARNED = set()
+
+
+def warn_if_unit_range(images, where):
+    """Warn once per `where` when float images look like [0, 1] (max <= 1): kseg's models expect RGB in
+    [0, 255] (their first layer subtracts the mean pixel). Returns `images` unchanged."""
+    import warnings
+
+    a = np.asarray(images)
+    if where in _RANGE_WARNED or a.size == 0 or not np.issubdtype(a.dtype, np.floating):
+        return images
+    top = float(a.max())
+    if 0.0 < top <= 1.0:
+        _RANGE_WARNED.add(where)
+        warnings.warn(f"{where}: the images are in [0, {top:.3g}], but kseg models expect RGB in [0, 255] "
+                      "(the first layer subtracts the mean pixel): multiply them by 255 (or drop a Rescaling(1/255) "
+                      "from the pipeline). Warned once.", UserWarning, stacklevel=3)
+    return images

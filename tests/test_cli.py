@@ -23,22 +23,27 @@ def test_train_evaluate_predict_export_through_main(tiny_root, tmp_path, capsys)
     rc = cli.main(
         ["train", "--model", "segnet_basic", "--data", str(tiny_root), "--epochs", "1", "--steps-per-epoch", "2",
          "--batch-size", "2", "--crop", "32", "48", "--scale", "1", "1", "--lr", "0.01", "--model-arg", "width=4",
-         "--out", str(out), "--quiet"]
+         "--out", str(out), "--quiet", "--loss", "focal"]
     )
     assert rc == 0
     model_path = out / "model.keras"
     assert model_path.is_file() and (out / "best.keras").is_file() and (out / "log.csv").is_file()
     assert json.loads((out / "train_config.json").read_text())["learning_rate"] == 0.01
+    assert json.loads((out / "train_config.json").read_text())["loss"] == "focal"
 
     results = tmp_path / "eval.json"
     rc = cli.main(["evaluate", "--model-path", str(model_path), "--data", str(tiny_root), "--split", "test",
-                   "--json", str(results)])
+                   "--json", str(results), "--save-overlays", str(tmp_path / "cmp"), "--max-overlays", "1"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "global accuracy" in printed and "class-average accuracy" in printed and "mean IoU" in printed
     assert "Bicyclist" in printed  # the per-class table
     scores = json.loads(results.read_text())
     assert scores["num_images"] == 2 and 0 <= scores["mean_iou"] <= 1
+    assert (tmp_path / "iou_per_class.png").is_file() and (tmp_path / "confusion_matrix.png").is_file()
+    panels = sorted((tmp_path / "cmp").glob("*_comparison.png"))  # image | prediction | truth | errors
+    assert len(panels) == 1 and Image.open(panels[0]).size[0] == 4 * 48 + 3 * 4
+    assert (tmp_path / "cmp" / "iou_per_class.png").is_file()
 
     images = sorted(str(p) for p in (tiny_root / "test").glob("*.png"))
     rc = cli.main(["predict", "--model-path", str(model_path), *images, "--out", str(tmp_path / "pred")])

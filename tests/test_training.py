@@ -1,6 +1,7 @@
 """kseg.training end to end on a tiny synthetic CamVid-layout folder, the resume path, the demo."""
 
 import csv
+import pathlib
 import json
 
 import keras
@@ -76,12 +77,15 @@ def test_predict_writes_label_and_overlay_pngs(trained, tiny_root, tmp_path):
     assert len(results) == 2
     for r, image_path in zip(results, images):
         labels_img, overlay_img = Image.open(r["labels"]), Image.open(r["overlay"])
-        assert labels_img.mode == "L" and overlay_img.mode == "RGB"
+        assert labels_img.mode == "P" and overlay_img.mode == "RGB"  # palette PNG: the ids, coloured
         labels, overlay = np.asarray(labels_img), np.asarray(overlay_img)
         image = np.asarray(Image.open(image_path).convert("RGB"))
         assert labels.shape == image.shape[:2] and labels.max() < 11
+        np.testing.assert_array_equal(np.asarray(labels_img.convert("RGB")), np.asarray(camvid.PALETTE, np.uint8)[labels])
         colours = np.asarray(camvid.PALETTE, np.float32)[labels]
-        np.testing.assert_allclose(overlay, np.round(0.5 * image + 0.5 * colours), atol=1)
+        h = image.shape[0]  # the overlay, then the legend of the classes present below it
+        np.testing.assert_allclose(overlay[:h], np.round(0.5 * image + 0.5 * colours), atol=1)
+        assert overlay.shape[0] > h and (overlay[h:] == 255).mean() > 0.5
 
 
 def test_viz_palette_and_overlay():
@@ -170,7 +174,12 @@ def test_demo_on_synthetic_data_labels_every_line(tmp_path):
     assert result["synthetic"] is True
     assert lines and all(line.startswith(training.SYNTHETIC_LABEL) for text in lines for line in text.splitlines())
     assert (tmp_path / "model.keras").is_file() and len(result["overlays"]) == 1
-    assert json.loads((tmp_path / "demo_results.json").read_text())["synthetic"] is True
+    saved = json.loads((tmp_path / "demo_results.json").read_text())
+    assert saved["synthetic"] is True
+    # planned vs done, said honestly: a 1 s budget stops this run early, and the report says so
+    assert saved["planned_steps"] == 10 * 2 and 1 <= saved["train_steps"] <= 20
+    assert saved["stopped_by_budget"] == (saved["train_steps"] < 20)
+    assert any(f"of {saved['planned_steps']} planned steps" in line for line in lines)
 
 
 def test_demo_pipeline_on_camvid(camvid_dir, tmp_path):
@@ -186,7 +195,16 @@ def test_demo_pipeline_on_camvid(camvid_dir, tmp_path):
     labelled = sum(map(sum, result["confusion_matrix"]))  # scored at full resolution, void left out
     assert 0.8 * 2 * 360 * 480 < labelled < 2 * 360 * 480
     overlay = Image.open(result["overlays"][0]["overlay"])
-    assert overlay.size == (480, 360)
+    assert overlay.size[0] == 480 and overlay.size[1] > 360  # the image, then its legend
+    labels = Image.open(result["overlays"][0]["labels"])
+    assert labels.mode == "P" and labels.size == (480, 360)  # a palette PNG: ids kept, colours visible
+    assert np.asarray(labels).max() < 11
+    assert labels.getpalette()[:3] == [int(v) for v in viz.palette(11)[0]]
+    for key in ("iou_chart", "confusion_matrix"):
+        assert Image.open(result["charts"][key]).size[0] > 300
+    assert pathlib.Path(result["charts"]["iou_chart"]).parent == tmp_path  # beside demo_results.json
+    panel = Image.open(result["comparisons"][0])  # image | prediction | ground truth | errors
+    assert panel.size[0] == 4 * 480 + 3 * 4 and panel.size[1] > 360
 
 
 def test_compute_bn_statistics_is_the_average_over_batches():

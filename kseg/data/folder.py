@@ -464,9 +464,21 @@ def segmentation_dataset(
         mask = tf.ensure_shape(tf.cast(mask[..., :1], tf.int32), (*static_hw, 1))
         return image, mask
 
+    def warn_range(image):
+        from kseg.utils import warn_if_unit_range
+
+        warn_if_unit_range(image, "kseg.data.segmentation_dataset (after augment)")
+        return np.float32(0)
+
     def apply_augment(image, mask):
         out = augment({"images": image, "segmentation_masks": mask})
         image = tf.cast(out["images"], tf.float32)
+        # an augment that rescales to [0, 1] (keras.layers.Rescaling(1/255)) is warned about, once
+        check = tf.cond(tf.reduce_max(image) <= 1.0,
+                        lambda: tf.numpy_function(warn_range, [image], tf.float32, stateful=True),
+                        lambda: tf.constant(0.0))
+        with tf.control_dependencies([check]):
+            image = tf.identity(image)
         mask = out["segmentation_masks"]
         if mask.dtype.is_floating:
             mask = tf.round(mask)

@@ -81,13 +81,27 @@ def _evaluate(instances, dets, iou_type, use_cats, max_dets, image_ids):
     return ev
 
 
-def proposal_recall(instances, results, max_dets=(10, 100, 1000), iou_type="segm"):
+def _image_ids(instances, results, image_ids):
+    """The images scored: every image of the split by default (those without results count as misses,
+    as COCOeval given the split's ids); results for images outside them are an error."""
+    ids = list(instances.image_ids) if image_ids is None else [int(i) for i in image_ids]
+    unknown = sorted(set(results) - set(ids))
+    if unknown:
+        raise ValueError(f"results for image ids {unknown[:5]}{'...' if len(unknown) > 5 else ''} that are not "
+                         f"{'in the split' if image_ids is None else 'among image_ids'}")
+    return ids
+
+
+def proposal_recall(instances, results, max_dets=(10, 100, 1000), iou_type="segm", image_ids=None):
     """Class-agnostic AR@k of ``{image_id: proposals}`` (``-1`` categories ignored; crowds ignored).
+
+    Every image of the split is scored unless `image_ids` says otherwise: an image without results
+    counts as all its objects missed (leaving images out does not raise the score).
 
     Returns ``{"AR@10": .., "AR@100": .., ...}`` and ``AR_small/medium/large@max`` at the largest k.
     """
     dets = to_coco_results(instances, results, iou_type, class_agnostic=True)
-    ev = _evaluate(instances, dets, iou_type, False, max_dets, list(results))
+    ev = _evaluate(instances, dets, iou_type, False, max_dets, _image_ids(instances, results, image_ids))
     rec = ev.eval["recall"]  # (T, K, A, M)
     out = {}
     for m, k in enumerate(ev.params.maxDets):
@@ -99,10 +113,14 @@ def proposal_recall(instances, results, max_dets=(10, 100, 1000), iou_type="segm
     return out
 
 
-def detection_ap(instances, results, iou_type="bbox", max_dets=(1, 10, 100)):
-    """COCO AP / AP50 / AP75 of class-labelled detections ``{image_id: {boxes, scores, labels[, masks]}}``."""
+def detection_ap(instances, results, iou_type="bbox", max_dets=(1, 10, 100), image_ids=None):
+    """COCO AP / AP50 / AP75 of class-labelled detections ``{image_id: {boxes, scores, labels[, masks]}}``.
+
+    Every image of the split is scored unless `image_ids` says otherwise (absent ones: misses), as
+    pycocotools' ``COCOeval`` with the split's image ids.
+    """
     dets = to_coco_results(instances, results, iou_type)
-    ev = _evaluate(instances, dets, iou_type, True, max_dets, list(results))
+    ev = _evaluate(instances, dets, iou_type, True, max_dets, _image_ids(instances, results, image_ids))
     with contextlib.redirect_stdout(io.StringIO()):
         ev.summarize()
     s = ev.stats

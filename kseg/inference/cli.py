@@ -70,21 +70,8 @@ def _split_paths(root, split):
 def build_parser():
     p = argparse.ArgumentParser(prog="kseg", description="proposal / detection tasks on COCO-format data")
     sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train")
-    t.add_argument("--model", required=True)
-    t.add_argument("--data", required=True, help="COCO-layout folder (annotations/instances_SPLIT.json, SPLIT/)")
-    t.add_argument("--split", default="train2017")
-    t.add_argument("--steps", type=int, default=200)
-    t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--model-arg", type=_model_arg, action="append", default=[], metavar="KEY=VALUE")
-    t.add_argument("--deepmask", default=None, help="SharpMask stage two: the trained DeepMask .keras")
-    t.add_argument("--proposal-model", default=None, help="detection: DeepMask/SharpMask .keras for proposals "
-                                                             "(default: jittered ground truth + random boxes)")
-    t.add_argument("--num-rois", type=int, default=64)
-    t.add_argument("--short-side", type=int, default=600)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", default=None)
+    t = sub.add_parser("train")  # the same flags as `kseg train` (kseg.cli.build_parser)
+    _semantic_train_arguments(t)
     e = sub.add_parser("evaluate")
     e.add_argument("--model-path", required=True)
     e.add_argument("--data", required=True)
@@ -92,7 +79,8 @@ def build_parser():
     e.add_argument("--max-proposals", type=int, default=1000)
     e.add_argument("--proposal-model", default=None)
     e.add_argument("--short-side", type=int, default=600)
-    e.add_argument("--limit", type=int, default=None, help="first N images only")
+    e.add_argument("--limit", type=int, default=None, help="score only the first N images of the split "
+                                                            "(default: every image)")
     e.add_argument("--json", default=None)
     pr = sub.add_parser("predict")
     pr.add_argument("--model-path", required=True)
@@ -101,6 +89,9 @@ def build_parser():
     pr.add_argument("--top", type=int, default=10, help="proposals/detections drawn")
     pr.add_argument("--proposal-model", default=None)
     pr.add_argument("--short-side", type=int, default=600)
+    pr.add_argument("--data", default=None, help="detectors: a COCO-layout folder whose category names label "
+                                                "the boxes (else class indices)")
+    pr.add_argument("--split", default="val2017")
     x = sub.add_parser("export")
     x.add_argument("model_path")
     x.add_argument("--out", required=True, help="SavedModel folder (serving_default: image -> boxes, scores, masks)")
@@ -109,6 +100,45 @@ def build_parser():
     x.add_argument("--proposal-model", default=None, help="detectors: the DeepMask/SharpMask .keras")
     x.add_argument("--short-side", type=int, default=600)
     return p
+
+
+def add_train_arguments(parser):
+    """The flags only the proposal / detection models read, as a group of `kseg train`'s parser."""
+    g = parser.add_argument_group(
+        "proposal and detection models (DeepMask, SharpMask, MultiPathNet, Fast R-CNN, ION)",
+        "--data is then a COCO-layout folder (annotations/instances_SPLIT.json, SPLIT/); these models also read "
+        "--epochs, --steps-per-epoch (default 100), --batch-size (DeepMask/SharpMask patches; detectors take one "
+        "image per step), --lr, --optimizer (default sgd: momentum 0.9, weight decay 5e-4, as the papers), "
+        "--weight-decay, --model-arg, --budget-seconds, --backup-every, --resume, --seed, --out, --quiet, "
+        "--precision and --strategy (default or mirrored)")
+    g.add_argument("--split", default="train2017", help="COCO split to train on (default train2017)")
+    g.add_argument("--steps", type=int, default=None,
+                   help="total optimizer steps (shorthand: epochs of --steps-per-epoch steps, or one epoch)")
+    g.add_argument("--deepmask", default=None, help="SharpMask stage two: the trained DeepMask .keras "
+                                                    "(its trunk settings are taken over)")
+    g.add_argument("--proposal-model", default=None, help="detection: DeepMask/SharpMask .keras for proposals "
+                                                          "(default: jittered ground truth + random boxes)")
+    g.add_argument("--num-rois", type=int, default=64, help="detection: ROIs per image")
+    g.add_argument("--short-side", type=int, default=600, help="detection: images resized to this shorter side")
+    g.add_argument("--clipnorm", type=float, default=None, help="gradient clipping (detectors: default 10)")
+    return g
+
+
+def _semantic_train_arguments(parser):
+    from kseg.cli import add_train_arguments as semantic
+
+    semantic(parser)
+
+
+def _schedule(args):
+    """(epochs, steps_per_epoch) from --epochs / --steps-per-epoch / --steps."""
+    if args.steps is not None:
+        if args.steps < 1:
+            raise ValueError(f"--steps must be >= 1, got {args.steps}")
+        if args.steps_per_epoch:
+            return -(-args.steps // args.steps_per_epoch), args.steps_per_epoch
+        return 1, args.steps
+    return args.epochs, args.steps_per_epoch or 100
 
 
 def _jittered(inst, rng, n=200):
@@ -146,46 +176,69 @@ def _train(args):
 
     from kseg import models
     from kseg.data.coco import load_coco
+    from kseg.inference.fit import fit_instance_model
 
+    from kseg import config as kconfig
+
+    if args.print_config:
+        print(kconfig.dump_config(kconfig.resolved_config(args)), end="")
+        return
     ann, img_dir = _split_paths(args.data, args.split)
     inst = load_coco(ann, img_dir)
     card = models.get(args.model)
     kwargs = dict(args.model_arg)
     out = pathlib.Path(args.out or f"runs/{card.name}")
-    out.mkdir(parents=True, exist_ok=True)
+    kconfig.write_config(args, out)
+    epochs, steps_per_epoch = _schedule(args)
     keras.utils.set_random_seed(args.seed)
     if card.task == "proposals":
         from kseg.data.instances import DEEPMASK_PAPER, DEEPMASK_RELEASED, SHARPMASK_RELEASED, PatchConfig, \
             deepmask_dataset
-        from kseg.inference.proposals import proposal_config, train_proposal_model
+        from kseg.inference.proposals import proposal_config
 
-        if args.deepmask:
-            kwargs["deepmask"] = keras.models.load_model(args.deepmask, safe_mode=True)
-        model = card.build(**kwargs)
-        cfg = proposal_config(model)
+        deepmask = keras.models.load_model(args.deepmask, safe_mode=True) if args.deepmask else None
+        if deepmask is not None:
+            kwargs["deepmask"] = deepmask
+
+        def build():
+            return card.build(**kwargs)
+
+        cfg = proposal_config(build())  # the patch geometry (the model is built again in fit's scope)
         base = SHARPMASK_RELEASED if cfg["refine"] else (DEEPMASK_RELEASED if cfg["context"] else DEEPMASK_PAPER)
         patch = PatchConfig(input_size=cfg["input_size"], context=cfg["context"],
                             object_size=-(-cfg["input_size"] * 128 // 224), label_size=cfg["output_size"],
                             shift=base.shift, scale=base.scale)
         ds = deepmask_dataset(inst, patch, args.batch_size, mask_freq=1.0 if cfg["refine"] else 0.5, seed=args.seed)
-        hist = train_proposal_model(model, ds, args.steps, learning_rate=args.lr, log_every=max(1, args.steps // 10))
+        clipnorm = args.clipnorm
     else:
-        from kseg.inference.detection import detection_dataset, train_detector
+        from kseg.inference.detection import detection_dataset
 
         kwargs.setdefault("num_classes", inst.num_classes)
         kwargs.setdefault("num_rois", args.num_rois)
-        model = card.build(**kwargs)
+
+        def build():
+            return card.build(**kwargs)
+
         if args.proposal_model:
             props = {i: p["boxes"] for i, p in _proposals_for(inst, args.proposal_model, inst.image_ids).items()}
         else:
             props = _jittered(inst, np.random.default_rng(args.seed))
+        segmentation = bool(kwargs.get("segmentation_loss", False))  # ION's regulariser
         ds = detection_dataset(inst, props, num_rois=kwargs["num_rois"], short_side=args.short_side,
-                               max_side=int(args.short_side * 5 / 3), seed=args.seed,
-                               segmentation="seg" in {layer.name for layer in model.layers})
-        hist = train_detector(model, ds, args.steps, learning_rate=args.lr, log_every=max(1, args.steps // 10))
-    model.save(out / "model.keras")
-    (out / "history.json").write_text(json.dumps(hist))
-    print(f"saved {out / 'model.keras'} (last loss {hist[-1]['loss']:.4f})")
+                               max_side=int(args.short_side * 5 / 3), seed=args.seed, segmentation=segmentation)
+        clipnorm = 10.0 if args.clipnorm is None else args.clipnorm
+    config = kconfig.resolved_config(args)
+    model, history = fit_instance_model(
+        build, ds, out, epochs=epochs, steps_per_epoch=steps_per_epoch, learning_rate=args.lr,
+        optimizer=args.optimizer or "sgd", weight_decay=args.weight_decay, clipnorm=clipnorm, resume=args.resume,
+        backup_every=args.backup_every, budget_seconds=args.budget_seconds, verbose=2 if args.quiet else 1,
+        strategy=args.strategy, precision=args.precision, config=config)
+    (out / "history.json").write_text(json.dumps(history.history))
+    done = json.loads((out / "train_config.json").read_text())
+    print(f"trained {done['steps_done']} of {done['planned_steps']} planned steps in {done['train_seconds']:.0f} s"
+          + (" (stopped by --budget-seconds)" if done["stopped_by_budget"] else ""))
+    print(f"saved {out / 'model.keras'} (last loss {history.history['loss'][-1]:.4f}; last.keras, log.csv, "
+          f"TensorBoard: {out / 'logs'})")
 
 
 def _evaluate(args, task):
@@ -200,8 +253,8 @@ def _evaluate(args, task):
     if task == "proposals":
         res = _proposals_for(inst, args.model_path, ids, args.max_proposals)
         ks = tuple(k for k in (10, 100, 1000) if k <= args.max_proposals) or (args.max_proposals,)
-        out = {f"mask {k}": v for k, v in proposal_recall(inst, res, ks, "segm").items()}
-        out.update({f"box {k}": v for k, v in proposal_recall(inst, res, ks, "bbox").items()})
+        out = {f"mask {k}": v for k, v in proposal_recall(inst, res, ks, "segm", image_ids=ids).items()}
+        out.update({f"box {k}": v for k, v in proposal_recall(inst, res, ks, "bbox", image_ids=ids).items()})
     else:
         from kseg.evaluation.coco_eval import encode_masks
         from kseg.inference.detection import detect
@@ -219,36 +272,23 @@ def _evaluate(args, task):
             r = detect(model, image, p["boxes"], p["mask_probs"], short_side=args.short_side,
                        mask_windows=p["windows"])
             res[i] = {**r, "masks": encode_masks(r["masks"])}
-        out = {f"box {k}": v for k, v in detection_ap(inst, res, "bbox").items()}
-        out.update({f"mask {k}": v for k, v in detection_ap(inst, res, "segm").items()})
+        out = {f"box {k}": v for k, v in detection_ap(inst, res, "bbox", image_ids=ids).items()}
+        out.update({f"mask {k}": v for k, v in detection_ap(inst, res, "segm", image_ids=ids).items()})
+    print(f"{args.split}: {len(ids)} of {len(inst.image_ids)} images scored"
+          + (" (--limit)" if len(ids) < len(inst.image_ids) else ""))
     for k, v in out.items():
         print(f"{k:<24} {v:.4f}")
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(out, indent=1))
 
 
-def draw(image, masks, boxes, labels=None, scores=None, alpha=0.45):
-    """RGB uint8 image with each mask tinted and its box outlined (PIL)."""
-    from PIL import Image, ImageDraw
+def draw(image, masks, boxes, labels=None, scores=None, alpha=0.45, names=None):
+    """RGB PIL image: each mask tinted, its box outlined, ``label score`` written (:func:`kseg.viz.draw_instances`)."""
+    from PIL import Image
 
-    from kseg.viz import generic_palette
+    from kseg.viz import draw_instances
 
-    img = np.asarray(image, np.float32).copy()
-    colors = np.asarray(generic_palette(max(len(boxes), 1) + 1), np.float32)[1:]
-    for k, m in enumerate(masks):
-        sel = np.asarray(m) > 0
-        img[sel] = (1 - alpha) * img[sel] + alpha * colors[k % len(colors)]
-    pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
-    d = ImageDraw.Draw(pil)
-    for k, (y1, x1, y2, x2) in enumerate(np.asarray(boxes)):
-        c = tuple(int(v) for v in colors[k % len(colors)])
-        d.rectangle([float(x1), float(y1), float(x2), float(y2)], outline=c, width=2)
-        text = "" if labels is None else str(int(labels[k]))
-        if scores is not None:
-            text = f"{text} {float(scores[k]):.2f}".strip()
-        if text:
-            d.text((float(x1) + 2, float(y1) + 1), text, fill=c)
-    return pil
+    return Image.fromarray(draw_instances(image, masks, boxes, labels, scores, names=names, alpha=alpha))
 
 
 def _predict(args, task):
@@ -267,6 +307,12 @@ def _predict(args, task):
     else:
         pm = model
     fc = FullyConvolutionalDeepMask(pm)
+    names = None
+    if task == "detection" and args.data:
+        from kseg.data.coco import load_coco
+
+        inst = load_coco(*_split_paths(args.data, args.split), validate=False)
+        names = {lab: inst.coco.cats[cat]["name"] for lab, cat in inst.label_to_cat.items()}
     for path in args.images:
         with Image.open(path) as im:
             image = np.asarray(im.convert("RGB"), np.float32)
@@ -278,10 +324,21 @@ def _predict(args, task):
             labels = res["labels"][: args.top]
         else:
             res, labels = props, None
-        pil = draw(image, res["masks"][: args.top], res["boxes"][: args.top], labels, res["scores"][: args.top])
+        pil = draw(image, res["masks"][: args.top], res["boxes"][: args.top], labels, res["scores"][: args.top],
+                   names=names)
+        n = min(args.top, len(res["boxes"]))
+        if n == 0:  # say so on the picture, not only in the terminal
+            from PIL import ImageDraw
+
+            from kseg.viz import _font
+
+            d = ImageDraw.Draw(pil)
+            d.rectangle([2, 2, 250, 26], fill=(0, 0, 0))
+            d.text((6, 6), f"no {task} scored >= 0.05", fill=(255, 80, 80), font=_font(16))
         target = out / (pathlib.Path(path).stem + f"_{task}.png")
         pil.save(target)
-        print(f"wrote {target}")
+        best = f", best score {float(res['scores'][0]):.3f}" if n else " (none scored >= 0.05: an untrained detector?)"
+        print(f"wrote {target}: {n} {task} drawn{best}")
 
 
 def _export(args, task):

@@ -13,7 +13,6 @@
   image; given in the compact form, only the kept detections' masks are pasted).
 """
 
-import time
 import weakref
 
 import keras
@@ -129,30 +128,22 @@ def detection_loss(targets, outputs, thresholds, box_weight=1.0, seg_weight=1.0)
     return total, cls_loss, box_loss
 
 
-def train_detector(model, dataset, steps, learning_rate=1e-3, momentum=0.9, weight_decay=5e-4, log_every=0):
-    """SGD on :func:`detection_loss` (Fast R-CNN's optimiser: momentum 0.9, weight decay 5e-4)."""
-    thresholds = heads_of(model)
-    opt = keras.optimizers.SGD(learning_rate, momentum=momentum, weight_decay=weight_decay, clipnorm=10.0)
-    variables = model.trainable_variables
+def train_detector(model, dataset, steps, learning_rate=1e-3, momentum=0.9, weight_decay=5e-4, log_every=0,
+                   clipnorm=10.0, callbacks=()):
+    """SGD on :func:`detection_loss` (Fast R-CNN's optimiser: momentum 0.9, weight decay 5e-4), with ``fit``.
 
-    @tf.function(reduce_retracing=True)
-    def step(inputs, targets):
-        with tf.GradientTape() as tape:
-            out = model(inputs, training=True)
-            loss, cls_l, box_l = detection_loss(targets, out, thresholds)
-        grads = tape.gradient(loss, variables)
-        opt.apply_gradients(zip(grads, variables))
-        return loss, cls_l, box_l
+    Runs :class:`kseg.inference.fit.InstanceTrainer` for `steps` one-step epochs; returns per-step
+    dicts (``loss``, ``cls_loss``, ``box_loss``, ``seconds``).
+    """
+    from kseg.inference.fit import InstanceTrainer
+    from kseg.inference.proposals import _StepLog
 
-    history, t0 = [], time.time()
-    for i, (inputs, targets) in enumerate(dataset.take(steps)):
-        loss, cls_l, box_l = step(inputs, targets)
-        history.append({"loss": float(loss), "cls_loss": float(cls_l), "box_loss": float(box_l),
-                        "seconds": time.time() - t0})
-        if log_every and (i + 1) % log_every == 0:
-            print(f"step {i + 1}/{steps} loss {float(loss):.4f} cls {float(cls_l):.4f} box {float(box_l):.4f} "
-                  f"({time.time() - t0:.0f}s)", flush=True)
-    return history
+    trainer = InstanceTrainer(model)
+    trainer.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=momentum, weight_decay=weight_decay,
+                                                   clipnorm=clipnorm), jit_compile=False)
+    log = _StepLog(("loss", "cls_loss", "box_loss"), int(steps), log_every)
+    trainer.fit(dataset, epochs=int(steps), steps_per_epoch=1, verbose=0, callbacks=[log, *callbacks], shuffle=False)
+    return log.history
 
 
 _INFERENCE_FNS = weakref.WeakKeyDictionary()

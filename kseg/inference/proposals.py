@@ -24,7 +24,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kseg.models.deepmask import deepmask_loss, sharpmask_loss
 from kseg.ops.masks import paste_masks
 
 __all__ = ["proposals", "proposal_config", "FullyConvolutionalDeepMask", "train_proposal_model",
@@ -234,6 +233,9 @@ def proposals(model, image, scales=DEFAULT_SCALES, max_proposals=100, mask_thres
     image = np.asarray(image, np.float32)
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"image must be (H, W, 3), got shape {image.shape}")
+    from kseg.utils import warn_if_unit_range
+
+    warn_if_unit_range(image, "kseg.proposals")
     if int(max_proposals) < 1:
         raise ValueError(f"max_proposals must be >= 1, got {max_proposals}")
     fc = fully_convolutional or FullyConvolutionalDeepMask(model)
@@ -245,39 +247,44 @@ def proposals(model, image, scales=DEFAULT_SCALES, max_proposals=100, mask_thres
     return res
 
 
-def train_proposal_model(model, dataset, steps, learning_rate=1e-3, momentum=0.9, weight_decay=5e-4,
-                         score_weight=1.0 / 32, log_every=0, clipnorm=None):
-    """SGD on the DeepMask joint loss (or SharpMask's mask loss when `model` refines).
+class _StepLog(keras.callbacks.Callback):
+    """Per-step history rows (fit runs one step per epoch) and a log line every `log_every` steps."""
 
-    The released schedule: SGD, momentum 0.9, weight decay 5e-4, learning rate 1e-3.
+    def __init__(self, keys, steps, log_every):
+        super().__init__()
+        self.keys, self.steps, self.log_every = keys, steps, log_every
+        self.history, self.t0 = [], None
+
+    def on_train_begin(self, logs=None):
+        self.t0 = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {k: float(logs[k]) for k in self.keys}
+        row["seconds"] = time.time() - self.t0
+        self.history.append(row)
+        if self.log_every and (epoch + 1) % self.log_every == 0:
+            parts = " ".join(f"{k.replace('_loss', '')} {row[k]:.4f}" for k in self.keys[1:])
+            print(f"step {epoch + 1}/{self.steps} loss {row['loss']:.4f} {parts} ({row['seconds']:.0f}s)", flush=True)
+
+
+def train_proposal_model(model, dataset, steps, learning_rate=1e-3, momentum=0.9, weight_decay=5e-4,
+                         score_weight=1.0 / 32, log_every=0, clipnorm=None, callbacks=()):
+    """SGD on the DeepMask joint loss (or SharpMask's mask loss when `model` refines), with ``fit``.
+
+    The released schedule: SGD, momentum 0.9, weight decay 5e-4, learning rate 1e-3. Runs
+    :class:`kseg.inference.fit.InstanceTrainer` for `steps` one-step epochs (so every step has its
+    own history row; `callbacks` are Keras callbacks). For checkpoints, TensorBoard and resume use
+    :func:`kseg.inference.fit.fit_instance_model` (what ``kseg train`` runs).
     Returns a list of per-step dicts (``loss``, ``mask_loss``, ``score_loss``, ``seconds``).
     """
-    refine = proposal_config(model)["refine"]
-    opt = keras.optimizers.SGD(learning_rate, momentum=momentum, weight_decay=weight_decay, clipnorm=clipnorm)
-    variables = model.trainable_variables
+    from kseg.inference.fit import InstanceTrainer
 
-    @tf.function
-    def step(images, targets):
-        with tf.GradientTape() as tape:
-            out = model(images, training=True)
-            if refine:
-                loss, mask_l, score_l = sharpmask_loss(targets, out)
-            else:
-                loss, mask_l, score_l = deepmask_loss(targets, out, score_weight)
-        grads = tape.gradient(loss, variables)
-        opt.apply_gradients(zip(grads, variables))
-        return loss, mask_l, score_l
-
-    history = []
-    t0 = time.time()
-    for i, (images, targets) in enumerate(dataset.take(steps)):
-        loss, mask_l, score_l = step(images, targets)
-        history.append({"loss": float(loss), "mask_loss": float(mask_l), "score_loss": float(score_l),
-                        "seconds": time.time() - t0})
-        if log_every and (i + 1) % log_every == 0:
-            print(f"step {i + 1}/{steps} loss {float(loss):.4f} mask {float(mask_l):.4f} "
-                  f"score {float(score_l):.4f} ({time.time() - t0:.0f}s)", flush=True)
-    return history
+    trainer = InstanceTrainer(model, score_weight=score_weight)
+    trainer.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=momentum, weight_decay=weight_decay,
+                                                   clipnorm=clipnorm), jit_compile=False)
+    log = _StepLog(("loss", "mask_loss", "score_loss"), int(steps), log_every)
+    trainer.fit(dataset, epochs=int(steps), steps_per_epoch=1, verbose=0, callbacks=[log, *callbacks], shuffle=False)
+    return log.history
 
 
 def export_proposals(model, path, scales=DEFAULT_SCALES, max_proposals=100, mask_threshold=0.2):

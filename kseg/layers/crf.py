@@ -106,11 +106,19 @@ class DenseCRF(keras.layers.Layer):
         self.tflite_builtins = bool(tflite_builtins)
         self.trainable = False
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         import tensorflow as tf
 
         from kseg.crf.meanfield import dense_crf
 
+        if training:
+            raise ValueError(
+                f"DenseCRF layer {self.name!r} is inference-only: DeepLab (Chen et al., ICLR 2015) trains the "
+                "network alone and applies the fully connected CRF as post-processing, so no gradient flows "
+                "through it (under fit: 'No gradients provided for any variable'). Train without it, e.g. "
+                "DeepLabV1(crf=False), then build DeepLabV1(crf=True) and copy the weights "
+                "(kseg.utils.transfer_weights(trained, with_crf)); or train a CRF end to end with CRF-as-RNN "
+                "(kseg.CRFasRNN, layer kseg.layers.CRFRNN).")
         _check_inputs("DenseCRF", inputs)
         logits, image = inputs
         logits = tf.stop_gradient(tf.cast(logits, tf.float32))

@@ -75,7 +75,7 @@ def _score(x, num_classes, name):
 )
 def CRFasRNN(num_classes=21, input_shape=(500, 500, 3), input_tensor=None, encoder_weights=None,
              num_iterations=5, num_iterations_inference=10, theta_alpha=160.0, theta_beta=3.0, theta_gamma=3.0,
-             spatial_weight=3.0, bilateral_weight=5.0, width=1.0, name="crf_as_rnn"):
+             spatial_weight=3.0, bilateral_weight=5.0, width=1.0, tflite_builtins=False, name="crf_as_rnn"):
     """CRF-as-RNN: FCN-8s unaries refined by trainable mean-field iterations.
 
     Reference: Zheng et al., "Conditional Random Fields as Recurrent Neural Networks", ICCV 2015,
@@ -93,6 +93,8 @@ def CRFasRNN(num_classes=21, input_shape=(500, 500, 3), input_tensor=None, encod
         theta_alpha, theta_beta, theta_gamma, spatial_weight, bilateral_weight: CRF kernel widths
             and initial kernel weights (the authors' 160, 3, 3, 3, 5).
         width: VGG16 width multiplier (1.0 = paper; small only for fast tests).
+        tflite_builtins: build the CRF's lattice from TFLite builtin ops only (slower in TensorFlow; needed
+            for ``kseg.export.export_tflite``; same weights).
         name: model name.
 
     Returns:
@@ -129,6 +131,7 @@ def CRFasRNN(num_classes=21, input_shape=(500, 500, 3), input_tensor=None, encod
         num_classes, num_iterations=num_iterations, num_iterations_inference=num_iterations_inference,
         theta_alpha=theta_alpha, theta_beta=theta_beta, theta_gamma=theta_gamma,
         spatial_weight=spatial_weight, bilateral_weight=bilateral_weight, name="inference1",
+        tflite_builtins=tflite_builtins,
     )([coarse, inputs])
     model = keras.Model(inputs, refined, name=name)
     if encoder_weights is not None:

@@ -39,6 +39,8 @@ Example::
     sharp = kseg.SharpMask(deepmask=model)                # trunk + score copied and frozen
 """
 
+import re
+
 import keras
 from keras import layers
 
@@ -46,7 +48,7 @@ from kseg.layers.normalization import ImageNormalization
 from kseg.models.registry import ModelCard, register
 from kseg.utils import transfer_weights
 
-__all__ = ["DeepMask", "DeepMaskResNet50", "SharpMask", "deepmask_loss", "sharpmask_loss", "soft_margin",
+__all__ = ["DeepMask", "DeepMaskResNet50", "SharpMask", "trunk_settings", "deepmask_loss", "sharpmask_loss", "soft_margin",
            "VGGA_DEEPMASK", "RESNET50_STAGES", "SHARPMASK_SKIPS"]
 
 #: VGG-A convs kept by DeepMask (the 5th pooling and the classifier removed).
@@ -274,8 +276,8 @@ def DeepMaskResNet50(**kwargs):
     notes="Input: 192x192 window; outputs {'masks': (B,160,160) logits, 'scores': (B,1)}. Train in two "
           "stages: DeepMask, then SharpMask(deepmask=...) with trunk and score branch frozen.",
 ))
-def SharpMask(trunk="resnet50", deepmask=None, freeze=True, input_size=None, context=None, km=32, ks=32,
-              feature_dim=512, score_hidden=None, width_multiplier=1.0, depths=None, dropout=0.5,
+def SharpMask(trunk=None, deepmask=None, freeze=True, input_size=None, context=None, km=32, ks=32,
+              feature_dim=None, score_hidden=None, width_multiplier=None, depths=None, dropout=0.5,
               freeze_bn=True, name="sharpmask"):
     """SharpMask (Pinheiro et al., ECCV 2016): DeepMask's trunk + score branch + refinement modules.
 
@@ -287,16 +289,27 @@ def SharpMask(trunk="resnet50", deepmask=None, freeze=True, input_size=None, con
         freeze: freeze everything copied from DeepMask (the released code trains only the
             refinement in stage two).
         km, ks: widths of the top-down and skip paths (32, 32 as released; multiples of 16).
-        Others: as :func:`DeepMask`.
+        Others: as :func:`DeepMask`. With `deepmask`, every trunk setting left at ``None`` (``trunk``,
+            ``input_size``, ``context``, ``width_multiplier``, ``depths``, ``feature_dim``,
+            ``score_hidden``) is read from it (also from a ``.keras``-loaded model), so
+            ``SharpMask(deepmask=DeepMaskResNet50(width_multiplier=0.25))`` builds the matching trunk.
 
     Returns a ``keras.Model``: window -> ``{"masks": (B, input_size, input_size), "scores": (B, 1)}``.
     """
     if deepmask is not None:
-        cfg = deepmask.deepmask_config if hasattr(deepmask, "deepmask_config") else None
-        if cfg is not None and cfg["trunk"] != trunk:
+        cfg = trunk_settings(deepmask)
+        if trunk is not None and cfg["trunk"] != trunk:
             raise ValueError(f"deepmask has trunk {cfg['trunk']!r}, SharpMask was asked for {trunk!r}")
-        if input_size is None and cfg is not None:
+        trunk = cfg["trunk"]
+        if input_size is None:
             input_size, context = cfg["input_size"], cfg["context"]
+        width_multiplier = cfg["width_multiplier"] if width_multiplier is None else width_multiplier
+        depths = cfg["depths"] if depths is None else depths
+        feature_dim = cfg["feature_dim"] if feature_dim is None else feature_dim
+        score_hidden = cfg["score_hidden"] if score_hidden is None else score_hidden
+    trunk = "resnet50" if trunk is None else trunk
+    width_multiplier = 1.0 if width_multiplier is None else width_multiplier
+    feature_dim = 512 if feature_dim is None else feature_dim
     if score_hidden is None:
         score_hidden = (512, 1024) if trunk == "vgg" else (1024,)
     input_size, context, _ = _defaults(trunk, input_size, context, None)
@@ -309,6 +322,30 @@ def SharpMask(trunk="resnet50", deepmask=None, freeze=True, input_size=None, con
                 if layer.name in copied:
                     layer.trainable = False
     return model
+
+
+def trunk_settings(model):
+    """The trunk settings of a DeepMask/SharpMask model, read from its layers (works after loading).
+
+    Returns ``{"trunk", "input_size", "context", "width_multiplier", "depths", "feature_dim",
+    "score_hidden"}`` (``depths`` is ``None`` for the VGG trunk).
+    """
+    names = [layer.name for layer in model.layers]
+    if "score" not in names:
+        raise ValueError(f"model {model.name!r} is not a DeepMask/SharpMask model (no 'score' layer)")
+    resnet = "trunk_conv" in names
+    window = int(model.inputs[0].shape[1])
+    crop = model.get_layer("context_crop").cropping[0][0] if "context_crop" in names else 0
+    first = model.get_layer("conv1" if resnet else VGGA_DEEPMASK[0][0])
+    width = first.filters / 64.0
+    depths = None
+    if resnet:
+        depths = tuple(len({n.split("_")[1] for n in names if n.startswith(f"{stage}_") and n.endswith("_add")})
+                       for stage in ("layer1", "layer2", "layer3"))
+    fc = model.get_layer("trunk_fc" if resnet else "mask_lowrank")
+    hidden = tuple(model.get_layer(n).units for n in sorted(n for n in names if re.fullmatch(r"score_fc\d+", n)))
+    return {"trunk": "resnet50" if resnet else "vgg", "input_size": window - 32 * crop, "context": 16 * crop,
+            "width_multiplier": width, "depths": depths, "feature_dim": fc.units, "score_hidden": hidden}
 
 
 def soft_margin(labels, logits):

@@ -50,6 +50,23 @@ def test_recall_and_ap_on_exact_answers(tmp_path):
         proposal_recall(inst, res, iou_type="keypoints")
 
 
+def test_every_image_of_the_split_is_scored(tmp_path):
+    """Leaving an image out of the results counts its objects as missed (COCOeval over the split's ids)."""
+    inst = _instances(tmp_path)
+    ds = dict(inst.dataset)
+    ds["images"] = ds["images"] + [{"id": 2, "file_name": "a.png", "height": 60, "width": 80}]
+    ds["annotations"] = ds["annotations"] + [{**a, "id": a["id"] + 10, "image_id": 2} for a in ds["annotations"]]
+    inst2 = CocoInstances(ds, image_dir=tmp_path)
+    gt = inst2.instances(1)
+    dets = {1: {"boxes": gt["boxes"], "scores": np.array([0.9, 0.8]), "labels": gt["labels"], "masks": gt["masks"]}}
+    # 2 of 4 objects found, ranked first: precision 1 up to recall 0.5, nothing after -> AP ~ 0.5
+    assert detection_ap(inst2, dets, "bbox")["AP"] == pytest.approx(0.5, abs=0.01)
+    assert detection_ap(inst2, dets, "bbox", image_ids=[1])["AP"] == pytest.approx(1.0)  # asked for: one image
+    assert proposal_recall(inst2, dets, (10,), "bbox")["AR@10"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="not among image_ids"):
+        detection_ap(inst2, dets, "bbox", image_ids=[2])
+
+
 def test_coco_tiny_ground_truth_recall(coco_tiny_dir):
     inst = load_coco(coco_tiny_dir / "annotations" / "instances_val2017.json")
     ids = inst.image_ids[:5]
@@ -57,5 +74,5 @@ def test_coco_tiny_ground_truth_recall(coco_tiny_dir):
     for i in ids:
         gt = inst.instances(i)
         res[i] = {"boxes": gt["boxes"], "scores": np.linspace(1, 0.5, len(gt["boxes"])), "masks": gt["masks"]}
-    ar = proposal_recall(inst, res, max_dets=(10, 100, 1000))
+    ar = proposal_recall(inst, res, max_dets=(10, 100, 1000), image_ids=ids)
     assert ar["AR@100"] == pytest.approx(1.0)
