@@ -267,8 +267,15 @@ def run_opencv(net, prototxt_dir, caffemodel, data, outputs):
         cvnet.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
         for b in external:
             cvnet.setInput(np.ascontiguousarray(blobs[b]), b)
+        # OpenCV may name a layer after its top when they differ (seen for the net's last layer)
+        known = set(cvnet.getLayerNames())
+        top_of = {layer.name: layer.top[0] for layer in part}
+        requests = {k: (n if n is None or n in known else top_of[n]) for k, n in requests.items()}
         names = sorted({n for n in requests.values() if n is not None})
-        results = dict(zip(names, cvnet.forward(names))) if names else {}
+        try:
+            results = dict(zip(names, cvnet.forward(names))) if names else {}
+        except cv2.error as err:
+            raise RuntimeError(f"{path}: OpenCV failed fetching {names}: {err}") from err
         for (kind, key), lname in requests.items():
             if kind == "blob":
                 blobs[key] = np.array(results[lname])
@@ -505,4 +512,68 @@ def dilation8_camvid(num_classes=11, width=1.0, input_hw=(900, 1100)):
         x = net.conv(name, x, num_classes, 3, pad=d, dilation=d)
         net.relu(name.replace("conv", "relu") if "conv" in name else name + "_relu", x)
     net.conv("ctx_final", x, num_classes, 1)
+    return net
+
+
+def deeplab_v2_vgg16(num_classes=21, width=1.0, fc_width=1024, input_hw=(513, 513)):
+    """DeepLab-v2 VGG16 ASPP-L (xmojiao/deeplab_v2@da09c8b : voc2012/config/deeplab_largeFOV/train.prototxt):
+    v1's trunk without pool5a; four branches fc6_k (3x3, dilation = pad = 6/12/18/24) -> fc7_k ->
+    fc8_voc12_k, summed (``fc8_voc12``). Single scale, up to the sum."""
+    net = Net("deeplab_v2_vgg16", "xmojiao/deeplab_v2@da09c8b : voc2012/config/deeplab_largeFOV/train.prototxt",
+              (1, 3, *input_hw))
+    x = _deeplab_vgg_trunk(net, width, pool5a=False)
+    scores = []
+    for k, rate in enumerate((6, 12, 18, 24), start=1):
+        h = net.conv(f"fc6_{k}", x, fc_width, 3, pad=rate, dilation=rate)
+        net.relu(f"relu6_{k}", h)
+        net.dropout(f"drop6_{k}", h)
+        h = net.conv(f"fc7_{k}", h, fc_width, 1)
+        net.relu(f"relu7_{k}", h)
+        net.dropout(f"drop7_{k}", h)
+        scores.append(net.conv(f"fc8_voc12_{k}", h, num_classes, 1))
+    s = net.eltwise_sum("fc8_voc12_sum12", scores[0], scores[1])
+    s = net.eltwise_sum("fc8_voc12_sum123", s, scores[2])
+    net.eltwise_sum("fc8_voc12", s, scores[3])
+    return net
+
+
+RESNET101 = ((2, 3, 64, 256, 1, 1), (3, 4, 128, 512, 2, 1), (4, 23, 256, 1024, 1, 2), (5, 3, 512, 2048, 1, 4))
+
+
+def deeplab_v2_resnet101(num_classes=21, width=1.0, input_hw=(513, 513), depths=None):
+    """DeepLab-v2 ResNet-101 (DrSleep/tensorflow-deeplab-resnet@066023c : misc/deploy.prototxt, the authors'
+    deploy net): MSRA names, no conv bias, BatchNorm (global stats) + Scale after every conv, pool1 max
+    3x3/s2/p1, stride on res3a's 1x1 convs, res4 dilation 2, res5 dilation 4; ASPP ``fc1_voc12_c0..c3``
+    (3x3, dilation = pad = 6/12/18/24, with bias) summed (``fc1_voc12``). Single scale."""
+    net = Net("deeplab_v2_resnet101", "DrSleep/tensorflow-deeplab-resnet@066023c : misc/deploy.prototxt",
+              (1, 3, *input_hw))
+    x = net.conv("conv1", "data", scale(64, width), 7, pad=3, stride=2, bias=False)
+    net.batchnorm_scale("bn_conv1", "scale_conv1", x)
+    net.relu("conv1_relu", x)
+    x = net.pool("pool1", x, kernel=3, stride=2, pad=1)
+    for (stage, blocks, mid, out, stride, dilation), n in zip(RESNET101, depths or [r[1] for r in RESNET101]):
+        mid, out = scale(mid, width), scale(out, width)
+        names = (["a", "b", "c"] if stage in (2, 5) else ["a"] + [f"b{i}" for i in range(1, n)])[:n]
+        for i, block in enumerate(names):
+            pre, bn, sc = f"res{stage}{block}", f"bn{stage}{block}", f"scale{stage}{block}"
+            s = stride if i == 0 else 1
+            if i == 0:
+                short = net.conv(f"{pre}_branch1", x, out, 1, stride=s, bias=False)
+                net.batchnorm_scale(f"{bn}_branch1", f"{sc}_branch1", short)
+            else:
+                short = x
+            y = net.conv(f"{pre}_branch2a", x, mid, 1, stride=s, bias=False)
+            net.batchnorm_scale(f"{bn}_branch2a", f"{sc}_branch2a", y)
+            net.relu(f"{pre}_branch2a_relu", y)
+            y = net.conv(f"{pre}_branch2b", y, mid, 3, pad=dilation, dilation=dilation, bias=False)
+            net.batchnorm_scale(f"{bn}_branch2b", f"{sc}_branch2b", y)
+            net.relu(f"{pre}_branch2b_relu", y)
+            y = net.conv(f"{pre}_branch2c", y, out, 1, bias=False)
+            net.batchnorm_scale(f"{bn}_branch2c", f"{sc}_branch2c", y)
+            x = net.eltwise_sum(pre, short, y)
+            net.relu(f"{pre}_relu", x)
+    scores = [net.conv(f"fc1_voc12_c{k}", x, num_classes, 3, pad=r, dilation=r) for k, r in enumerate((6, 12, 18, 24))]
+    s = net.eltwise_sum("fc1_voc12_c01", scores[0], scores[1])
+    s = net.eltwise_sum("fc1_voc12_c012", s, scores[2])
+    net.eltwise_sum("fc1_voc12", s, scores[3])
     return net
