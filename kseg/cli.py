@@ -51,11 +51,12 @@ def build_parser():
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--no-class-weights", action="store_true", help="no median-frequency class weights")
     p.add_argument("--num-classes", type=int, default=11)
-    p.add_argument("--ignore-label", type=int, default=11, help="-1 for none")
+    p.add_argument("--ignore-class", "--ignore-label", dest="ignore_class", type=int, default=11,
+                   help="label no loss or metric counts (-1 for none; --ignore-label is its old name)")
     p.add_argument("--val-split", default="val", help="'none' to train without validation")
     p.add_argument("--validation-steps", type=int, default=None)
     p.add_argument("--model-arg", type=_model_arg, action="append", default=[], metavar="KEY=VALUE",
-                   help="extra builder argument, e.g. width=32 (repeatable)")
+                   help="extra builder argument, e.g. width_multiplier=0.5 (repeatable)")
     p.add_argument("--budget-seconds", type=float, default=None, help="stop after this much training time")
     p.add_argument("--backup-every", type=int, default=None, help="also back up every N steps")
     p.add_argument("--bn-stats-steps", type=int, default=0,
@@ -76,7 +77,8 @@ def build_parser():
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="resize images to this for the model (default: the model's input size)")
-    p.add_argument("--ignore-label", type=int, default=11, help="-1 for none")
+    p.add_argument("--ignore-class", "--ignore-label", dest="ignore_class", type=int, default=11,
+                   help="label not scored (-1 for none; --ignore-label is its old name)")
     p.add_argument("--json", default=None, help="also write the results to this file")
 
     p = sub.add_parser("predict", help="write a label PNG and a colour overlay PNG per image")
@@ -133,7 +135,7 @@ def _train(args):
         weight_decay=args.weight_decay,
         class_weighting=None if args.no_class_weights else "median_frequency",
         num_classes=args.num_classes,
-        ignore_label=_ignore(args.ignore_label),
+        ignore_class=_ignore(args.ignore_class),
         val_split=val,
         validation_steps=args.validation_steps,
         resume=args.resume,
@@ -158,7 +160,7 @@ def _evaluate(args):
         split=args.split,
         batch_size=args.batch_size,
         input_size=tuple(args.input_size) if args.input_size else "model",
-        ignore_label=_ignore(args.ignore_label),
+        ignore_class=_ignore(args.ignore_class),
     )
     print(f"{args.split} split, {result['num_images']} images:")
     print(metrics.format_scores(result))
@@ -218,9 +220,10 @@ def _list(args):
     from kseg import models
 
     rows = [card.summary_row() for card in models.cards()]
-    print(f"{'name':<22} {'paper':<40} {'params':>12} {'stride':>6}  task")
+    print(f"{'name':<22} {'paper':<40} {'params':>12} {'stride':>6}  {'task':<14} presets (weights=)")
     for r in rows:
-        print(f"{r['name']:<22} {r['paper'][:40]:<40} {r['params']:>12,} {r['output_stride']:>6}  {r['task']}")
+        presets = ", ".join(r["presets"]) or "-"
+        print(f"{r['name']:<22} {r['paper'][:40]:<40} {r['params']:>12,} {r['output_stride']:>6}  {r['task']:<14} {presets}")
 
 
 _COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export, "demo": _demo,

@@ -4,7 +4,7 @@ import math
 
 import keras
 
-__all__ = ["as_size", "count_params", "transfer_weights"]
+__all__ = ["as_size", "count_params", "renamed_argument", "transfer_weights"]
 
 
 def count_params(model):
@@ -52,3 +52,24 @@ def transfer_weights(source, target):
         layer.set_weights(sw)
         copied.add(layer.name)
     return copied
+
+
+def renamed_argument(old, new):
+    """Decorator: accept keyword `old` as a deprecated alias of `new` (a DeprecationWarning says so)."""
+    import functools
+    import warnings
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            if old in kwargs:
+                if new in kwargs:
+                    raise TypeError(f"{fn.__qualname__}: pass {new}= only ({old}= is its deprecated name)")
+                warnings.warn(f"{fn.__qualname__}({old}=...) is deprecated: use {new}=", DeprecationWarning,
+                              stacklevel=2)
+                kwargs[new] = kwargs.pop(old)
+            return fn(*args, **kwargs)
+
+        return inner
+
+    return wrap
