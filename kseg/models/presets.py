@@ -141,7 +141,8 @@ PRESETS = {
             preprocessing=_SEGNET_PRE, source=_SEGNET_ZOO,
             prototxt_url=f"{_SEGNET_SRC} : Example_Models/segnet_basic_camvid.prototxt",
             score=None, score_source="not printed for this file in the authors' repository",
-            notes=_SEGNET_BN + " The net starts with an LRN on the raw BGR image.",
+            notes=_SEGNET_BN + " The net starts with an LRN on the raw BGR image. The released deploy names the "
+                  "classifier 'dense_softmax_inner_prod' (kseg: conv_classifier).",
             builder_kwargs={"num_classes": 11},
         ),
     ),
