@@ -1,4 +1,4 @@
-"""The ``kseg`` command: ``kseg train | evaluate | predict | export | demo | list``.
+"""The ``kseg`` command: ``kseg train | evaluate | predict | export | demo | list | convert``.
 
 Argument parsing only: every subcommand calls :mod:`kseg.training` or :mod:`kseg.export`.
 
@@ -8,6 +8,7 @@ Argument parsing only: every subcommand calls :mod:`kseg.training` or :mod:`kseg
     kseg evaluate --model-path runs/segnet_basic/best.keras --data ../shared/data/camvid --split test
     kseg predict --model-path runs/segnet_basic/best.keras img1.png img2.png --out predictions/
     kseg export runs/segnet_basic/best.keras --format tflite --out segnet_basic.tflite
+    kseg convert --model fcn8s fcn8s-heavy-pascal.caffemodel --out fcn8s.weights.h5
     kseg list
 """
 
@@ -109,6 +110,13 @@ def build_parser():
     p.add_argument("--quiet", action="store_true")
 
     sub.add_parser("list", help="the registered models")
+
+    p = sub.add_parser("convert", help="convert the authors' .caffemodel / .t7 file into a .weights.h5")
+    p.add_argument("--model", required=True, help="registry name (see `kseg list`)")
+    p.add_argument("file", help="the authors' weights file (.caffemodel, .t7)")
+    p.add_argument("--out", default=None, help="output .weights.h5 (default: MODEL.weights.h5)")
+    p.add_argument("--model-arg", type=_model_arg, action="append", default=[], metavar="KEY=VALUE",
+                   help="builder argument the file needs, e.g. num_classes=21 (repeatable)")
     return parser
 
 
@@ -226,8 +234,23 @@ def _list(args):
         print(f"{r['name']:<22} {r['paper'][:40]:<40} {r['params']:>12,} {r['output_stride']:>6}  {r['task']:<14} {presets}")
 
 
+def _convert(args):
+    from kseg.convert import atomic_path
+    from kseg.models.weights import convert
+
+    out = args.out or f"{args.model}.weights.h5"
+    if not out.endswith(".weights.h5"):
+        raise ValueError(f"--out must end with '.weights.h5' (Keras' weights format), got {out!r}")
+    try:
+        with atomic_path(out) as tmp:  # a failed conversion leaves no partial file behind
+            convert(args.model, args.file, tmp, **dict(args.model_arg))
+    except (OSError, KeyError) as err:
+        raise ValueError(f"{args.file}: {err}") from err
+    print(f"{args.file} -> {out}")
+
+
 _COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export, "demo": _demo,
-             "list": _list}
+             "list": _list, "convert": _convert}
 
 
 def main(argv=None):

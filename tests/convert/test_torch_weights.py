@@ -275,3 +275,36 @@ def test_mismatches_are_listed(tmp_path):
     np.testing.assert_array_equal(model.get_layer("conv1").get_weights()[0], before)   # nothing set
     with pytest.raises(ConversionError, match="ResNet-50 trunk only"):
         torch_weights.load_t7(DeepMask(trunk="vgg", width_multiplier=M, input_size=64), path)
+
+
+# ------------------------------------------------------------------------------- kseg convert CLI
+
+def test_cli_convert_t7_to_weights_h5(tmp_path, capsys):
+    from kseg import cli
+
+    g = _Gen(8)
+    src = write_t7(tmp_path / "model.t7", _deepmask_file(g))
+    out = tmp_path / "out" / "deepmask_resnet50.weights.h5"
+    args = ["convert", "--model", "deepmask_resnet50", str(src), "--out", str(out),
+            "--model-arg", "width_multiplier=0.125", "--model-arg", "depths=(1, 2, 1)"]
+    assert cli.main(args) == 0
+    assert out.is_file() and sorted(p.name for p in out.parent.iterdir()) == [out.name]   # no temp file left
+    model = DeepMask(trunk="resnet50", width_multiplier=M, depths=DEPTHS)
+    model.load_weights(str(out))
+    want = read_t7(src)["model"]["maskBranch"]["modules"][0]["modules"][0]["weight"]
+    np.testing.assert_array_equal(model.get_layer("mask_fc").get_weights()[0], want.T)
+
+    # a file that does not fit: exit 2, one line naming the file, the old output untouched
+    bad = _deepmask_file(_Gen(9))
+    bad["model"]["scoreBranch"]["modules"][4] = g.linear(1024, 3)
+    bad_path = write_t7(tmp_path / "bad.t7", bad)
+    before = out.read_bytes()
+    capsys.readouterr()
+    args[3], args[5] = str(bad_path), str(out)
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bad.t7" in err and "score" in err
+    assert out.read_bytes() == before and sorted(p.name for p in out.parent.iterdir()) == [out.name]
+    assert cli.main(["convert", "--model", "deepmask_resnet50", str(tmp_path / "none.t7"),
+                     "--out", str(tmp_path / "x.weights.h5")]) == 2
+    assert "none.t7" in capsys.readouterr().err
