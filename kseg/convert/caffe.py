@@ -386,47 +386,56 @@ def write_caffemodel(
     a V2 string (for ``v1=True`` it is written as the V1 enum; an int is written as is).
     ``double`` writes ``double_data`` instead of float ``data``. ``legacy_shape`` (default: the
     same as ``v1``) writes the old num/channels/height/width fields instead of ``shape``.
-    Array data is streamed from the arrays' own buffers (no serialised copy of the file in RAM).
-    Returns the path.
+    Array data is streamed from the arrays' own buffers (no serialised copy of the file in RAM);
+    ``layers`` may be a generator. Returns the path.
     """
     path = os.fspath(path)
     legacy_shape = v1 if legacy_shape is None else legacy_shape
-    net = _Chunks()
-    net.field_bytes(1, name.encode())
-    for entry in layers:
-        lname, ltype, blobs = entry[0], entry[1], entry[2]
-        bottoms = entry[3] if len(entry) > 3 else ()
-        tops = entry[4] if len(entry) > 4 else ()
-        m = _Chunks()
-        if v1:
-            if isinstance(ltype, int):
-                code = ltype
-            elif ltype in _V2_TO_V1:
-                code = _V2_TO_V1[ltype]
-            else:
-                raise ValueError(f"layer {lname!r}: type {ltype!r} has no V1 enum value")
-            for b in bottoms:
-                m.field_bytes(2, b.encode())
-            for t in tops:
-                m.field_bytes(3, t.encode())
-            m.field_bytes(4, lname.encode())
-            m.field_varint(5, code)
-            blob_field = 6
-        else:
-            m.field_bytes(1, lname.encode())
-            m.field_bytes(2, str(ltype).encode())
-            for b in bottoms:
-                m.field_bytes(3, b.encode())
-            for t in tops:
-                m.field_bytes(4, t.encode())
-            blob_field = 7
-        for b in blobs:
-            m.field_message(blob_field, _blob_chunks(b, double, legacy_shape))
-        net.field_message(2 if v1 else 100, m)
     with open(path, "wb") as f:
-        for part in net.parts:
+        head = _Chunks()
+        head.field_bytes(1, name.encode())
+        for part in head.parts:
             f.write(part)
+        # NetParameter has no length prefix of its own: each layer is serialised and written as it
+        # comes, so a generator of layers never holds more than one layer's arrays.
+        for entry in layers:
+            net = _Chunks()
+            net.field_message(2 if v1 else 100, _layer_chunks(entry, v1, double, legacy_shape))
+            for part in net.parts:
+                f.write(part)
     return path
+
+
+def _layer_chunks(entry, v1: bool, double: bool, legacy_shape: bool) -> _Chunks:
+    lname, ltype, blobs = entry[0], entry[1], entry[2]
+    bottoms = entry[3] if len(entry) > 3 else ()
+    tops = entry[4] if len(entry) > 4 else ()
+    m = _Chunks()
+    if v1:
+        if isinstance(ltype, int):
+            code = ltype
+        elif ltype in _V2_TO_V1:
+            code = _V2_TO_V1[ltype]
+        else:
+            raise ValueError(f"layer {lname!r}: type {ltype!r} has no V1 enum value")
+        for b in bottoms:
+            m.field_bytes(2, b.encode())
+        for t in tops:
+            m.field_bytes(3, t.encode())
+        m.field_bytes(4, lname.encode())
+        m.field_varint(5, code)
+        blob_field = 6
+    else:
+        m.field_bytes(1, lname.encode())
+        m.field_bytes(2, str(ltype).encode())
+        for b in bottoms:
+            m.field_bytes(3, b.encode())
+        for t in tops:
+            m.field_bytes(4, t.encode())
+        blob_field = 7
+    for b in blobs:
+        m.field_message(blob_field, _blob_chunks(b, double, legacy_shape))
+    return m
 
 
 # ------------------------------------------------------------------------------ prototxt (text)
