@@ -187,8 +187,8 @@ PRESETS = {
                            "224x224 (HyeonwooNoh/DeconvNet@87dd133 : inference/util/preprocess_image.m)"),
             source="HyeonwooNoh/DeconvNet@87dd133 : README.md and model/get_model.sh",
             prototxt_url="http://cvlab.postech.ac.kr/research/deconvnet/model/DeconvNet/DeconvNet_inference_deploy.prototxt",
-            score="69.6 mIoU (VOC 2012 test, DeconvNet alone; 72.5 EDeconvNet+CRF)",
-            score_source="Noh et al., ICCV 2015, Table 1",
+            score="72.5 mIoU (VOC 2012 test) for EDeconvNet+CRF, the ensemble with FCN-8s; DeconvNet alone: Table 1",
+            score_source="Noh et al., ICCV 2015 (arXiv:1505.04366), abstract; the per-model figures of Table 1 not re-checked here",
             notes=("V1 prototxt (layers/BN/UNPOOLING enums of HyeonwooNoh/caffe); BN in INFERENCE mode holds "
                    "scale and shift with the statistics folded in (training/003_make_bn_layer_testable). "
                    "Deploy size 224x224 (unpool_size fixed there); kseg's DeconvNet unpools to each "
@@ -205,8 +205,9 @@ PRESETS = {
             source=("the authors' model page http://ccvl.stat.ucla.edu/deeplab-models/deeplab-largefov/ as "
                     "mirrored by mitmul/deeplab-public-ver2 : deeplab/download.sh (BASE_URL + file)"),
             prototxt_url="http://www.cs.jhu.edu/~alanlab/ccvl/DeepLab-LargeFOV/test.prototxt",
-            score="62.25 mIoU val before CRF, 67.64 with the CRF; 70.3 test (DeepLab-CRF-LargeFOV)",
-            score_source="Chen et al., ICLR 2015 (arXiv:1412.7062v4), Tables 2 and 4 (values recalled, check the PDF)",
+            score=None,
+            score_source=("Chen et al., ICLR 2015 (arXiv:1412.7062), Tables 2 (val) and 4 (test) for DeepLab(-CRF)-LargeFOV; "
+                          "not re-checked here (the abstract's 71.6% test is the best, multi-scale variant, not this file)"),
             notes="The net ends at fc8 (stride 8); the authors' bilinear Interp + CRF run outside it.",
             builder_kwargs={"num_classes": VOC_CLASSES},
         ),
@@ -238,7 +239,7 @@ PRESETS = {
                     "third-party download scripts"),
             prototxt_url="test.prototxt inside the archive",
             score="79.7 mIoU (VOC 2012 test, with the CRF)",
-            score_source="Chen et al., PAMI 2018, Table 6 (value recalled, check the PDF)",
+            score_source="Chen et al., PAMI 2018 (arXiv:1606.00915), abstract",
             notes="ResNet-101 convs have no bias; BN + Scale are frozen Caffe layers (BatchNorm eps 1e-5).",
             builder_kwargs={"num_classes": VOC_CLASSES},
         ),
@@ -253,7 +254,7 @@ PRESETS = {
                            "Image zero-padded at the bottom/right to 500x500"),
             source="torrvision/crfasrnn@2156669 : python-scripts/download_trained_model.sh",
             prototxt_url="torrvision/crfasrnn@2156669 : python-scripts/TVG_CRFRNN_new_deploy.prototxt",
-            score="74.7 mIoU (VOC 2012 test, with COCO)", score_source="Zheng et al., ICCV 2015, Table 2 (value recalled)",
+            score=None, score_source="Zheng et al., ICCV 2015, VOC 2012 test table (trained with COCO); not re-checked here",
             notes=("URL is a goo.gl short link (the service is shut down; it may no longer resolve). The deploy "
                    "prototxt's three Crop layers carry no offsets: the authors' Caffe computed them from the coordinate "
                    "maps, i.e. 5, 9 and 31 as FCN-8s, which is what the weights were trained with (a stock Caffe "
@@ -298,7 +299,8 @@ PRESETS = {
                            "(fyu/dilation@0f10574 : predict.py, datasets/camvid.json)"),
             source="fyu/dilation@0f10574 : pretrained/download_camvid.sh",
             prototxt_url="fyu/dilation@0f10574 : models/dilation8_camvid_deploy.prototxt",
-            score="65.3 mIoU (CamVid test)", score_source="Yu & Koltun, ICLR 2016, Table 5 (value recalled)",
+            score="65.3 mIoU (CamVid test)",
+            score_source="Yu & Koltun, ICLR 2016 (arXiv:1511.07122), CamVid results table (as also listed by paperswithcode)",
             notes="Context module of the camvid deploy prototxt.",
             builder_kwargs={"num_classes": 11},
         ),

@@ -577,3 +577,30 @@ def deeplab_v2_resnet101(num_classes=21, width=1.0, input_hw=(513, 513), depths=
     s = net.eltwise_sum("fc1_voc12_c012", s, scores[2])
     net.eltwise_sum("fc1_voc12", s, scores[3])
     return net
+
+
+def parsenet(num_classes=21, width=1.0, fc_width=1024, input_hw=(321, 321), context_hw=(41, 41)):
+    """ParseNet early fusion (Liu et al., ICLR 2016 workshop, Sec. 3 / Fig. 1) on DeepLab-LargeFOV.
+
+    The authors' deploy file (weiliu89/caffe, branch fcn, ``models/parsenet``) was not reachable here,
+    so this net follows the paper and kseg's layer names: ``pool6`` global average pooling of ``fc7``,
+    SSD-style ``Normalize`` layers (per-position L2, learned per-channel scale; ``fc7_norm``,
+    ``pool6_norm``), the context vector copied back to ``fc7``'s size (``Interp`` to ``context_hw``),
+    ``Concat`` and ``fc8``. The layer names of the released file are therefore not verified.
+    """
+    net = Net("parsenet", "Liu et al., arXiv:1506.04579, Sec. 3 (authors' deploy not read)", (1, 3, *input_hw))
+    x = _deeplab_vgg_trunk(net, width)
+    x = net.conv("fc6", x, fc_width, 3, pad=12, dilation=12)
+    net.relu("relu6", x)
+    net.dropout("drop6", x)
+    x = net.conv("fc7", x, fc_width, 1)
+    net.relu("relu7", x)
+    net.dropout("drop7", x)
+    net.add("pool6", "Pooling", x, pooling_param={"pool": "AVE", "global_pooling": True})
+    net.add("fc7_norm", "Normalize", x, norm_param={"across_spatial": False, "channel_shared": False})
+    net.add("pool6_norm", "Normalize", "pool6", norm_param={"across_spatial": False, "channel_shared": False})
+    net.add("pool6_unpool", "Interp", "pool6_norm",
+            interp_param={"height": int(context_hw[0]), "width": int(context_hw[1])})
+    net.add("fc7_concat", "Concat", ["fc7_norm", "pool6_unpool"])
+    net.conv("fc8", "fc7_concat", num_classes, 1)
+    return net

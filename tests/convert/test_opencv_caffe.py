@@ -55,6 +55,7 @@ CASES = {
                          {f"fc8_{k}": f"fc8_voc12_{k}" for k in range(1, 5)}, (37, 45), {}),
     "deeplab_v2_resnet101": ("deeplab_v2_resnet101", prototxts.deeplab_v2_resnet101, "fc1_voc12", "fc1_voc12",
                              "preprocess", {}, (37, 45), {}),
+    "parsenet": ("parsenet", prototxts.parsenet, "fc8", "fc8", "preprocess", {}, (37, 45), {}),
     "dilation8": ("dilation8", prototxts.dilation8_camvid, "context", "ctx_final", "reflect_pad", {}, (17, 21),
                   {"num_classes": 11}),
 }
@@ -63,7 +64,7 @@ CASES = {
 BN_KIND = {"deeplab_v2_resnet101": "BatchNorm"}
 
 # Full width is cheap enough for the default run here (small maps, few parameters).
-FULL_IS_FAST = {"segnet_basic", "segnet", "deeplab_v1"}
+FULL_IS_FAST = {"segnet_basic", "segnet", "deeplab_v1", "parsenet"}
 
 
 def _width_kwargs(builder, width):
@@ -92,7 +93,7 @@ def agreement(case, width, tmp_path, seed=0):
     if kwargs is None:
         pytest.skip(f"{model_name} has no width option")
     kwargs.update(extra)
-    if model_name in ("deeplab_v1", "deeplab_v2_vgg16") and width != 1.0:
+    if model_name in ("deeplab_v1", "deeplab_v2_vgg16", "parsenet") and width != 1.0:
         kwargs["fc_width"] = prototxts.scale(1024, width)
     if model_name == "dilation8":
         kwargs.setdefault("dropout", 0.5)
@@ -101,11 +102,13 @@ def agreement(case, width, tmp_path, seed=0):
     gen_kwargs = {"width": width}
     if "num_classes" in extra:
         gen_kwargs["num_classes"] = extra["num_classes"]
-    if model_name in ("deeplab_v1", "deeplab_v2_vgg16"):
+    if model_name in ("deeplab_v1", "deeplab_v2_vgg16", "parsenet"):
         gen_kwargs["fc_width"] = kwargs.get("fc_width", 1024)
 
     image = np.random.default_rng(seed + 1).uniform(0, 255, (1, *hw, 3)).astype(np.float32)
     feed = _nchw(keras.Model(model.inputs, model.get_layer(cv_in).output)(image))
+    if model_name == "parsenet":
+        gen_kwargs["context_hw"] = tuple(model.get_layer("fc7").output.shape[1:3])
     net = generator(input_hw=feed.shape[2:], **gen_kwargs)
 
     caffemodel = str(tmp_path / f"{case}.caffemodel")
