@@ -160,6 +160,15 @@ def test_unpacked_float_data_is_read(tmp_path):
     np.testing.assert_array_equal(got.reshape(-1), [1.5, -2.0])
 
 
+def test_double_data_converted_in_pieces(tmp_path, monkeypatch):
+    from kseg.convert import caffe
+
+    monkeypatch.setattr(caffe, "_CHUNK_VALUES", 7)      # many pieces, a ragged last one
+    w = np.random.default_rng(2).normal(size=(5, 3, 2, 2))
+    got = read_caffemodel(write_caffemodel(tmp_path / "d.caffemodel", [("c", "Convolution", [w])], double=True))
+    np.testing.assert_array_equal(got["c"].blobs[0], w.astype(np.float32))
+
+
 def test_round_trip_and_order(tmp_path):
     layers = _layers(7)
     for v1 in (False, True):
