@@ -55,6 +55,10 @@ class Preset:
         score_source: where that score is printed (README line, paper table).
         notes: anything a user must know (deviations between prototxt and weights, mean quirks).
         builder_kwargs: builder arguments this file needs (``num_classes``, variants ...).
+        channel_order: ``"BGR"`` or ``"RGB"``: the channel order the first layer was trained on.
+        mean: per-channel value subtracted, in ``channel_order`` (``(0, 0, 0)``: none).
+        std: per-channel divisor after the mean (``(1, 1, 1)`` for the Caffe nets).
+        input_scale: factor applied to [0, 255] pixels before the mean (1 for Caffe, 1/255 for Torch).
         archive_member: file inside a ``"zip"`` download that holds the weights; ``None`` where
             that name is not established (then the one ``.caffemodel`` that is not
             ``init.caffemodel`` is meant).
@@ -79,10 +83,16 @@ class Preset:
     notes: str = ""
     builder_kwargs: dict = dataclasses.field(default_factory=dict)
     archive_member: Optional[str] = None
+    channel_order: str = "BGR"
+    mean: tuple = BGR_MEAN_VGG
+    std: tuple = (1.0, 1.0, 1.0)
+    input_scale: float = 1.0
 
     def __post_init__(self):
         if self.format not in ("caffemodel", "t7", "zip"):
             raise ValueError(f"Preset {self.name!r}: format must be 'caffemodel', 't7' or 'zip', got {self.format!r}")
+        if self.channel_order not in ("BGR", "RGB") or len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError(f"Preset {self.name!r}: channel_order must be BGR/RGB with 3 mean and std values")
         if self.archive_member and self.format != "zip":
             raise ValueError(f"Preset {self.name!r}: archive_member only applies to format 'zip'")
         if not self.url.startswith(("http://", "https://")):
@@ -143,7 +153,7 @@ PRESETS = {
             score=None, score_source="not printed for this file in the authors' repository",
             notes=_SEGNET_BN + " The net starts with an LRN on the raw BGR image. The released deploy names the "
                   "classifier 'dense_softmax_inner_prod' (kseg: conv_classifier).",
-            builder_kwargs={"num_classes": 11},
+            builder_kwargs={"num_classes": 11}, mean=(0.0, 0.0, 0.0),
         ),
     ),
     "segnet": (
@@ -154,7 +164,7 @@ PRESETS = {
             preprocessing=_SEGNET_PRE, source=_SEGNET_ZOO,
             prototxt_url=f"{_SEGNET_SRC} : Example_Models/segnet_model_driving_webdemo.prototxt",
             score=None, score_source="not printed for this file in the authors' repository",
-            notes=_SEGNET_BN + " Deploy input 360x480.", builder_kwargs={"num_classes": 12},
+            notes=_SEGNET_BN + " Deploy input 360x480.", builder_kwargs={"num_classes": 12}, mean=(0.0, 0.0, 0.0),
         ),
         Preset(
             name="sun", url="http://mi.eng.cam.ac.uk/~agk34/resources/SegNet/segnet_sun.caffemodel",
@@ -164,7 +174,7 @@ PRESETS = {
             prototxt_url=f"{_SEGNET_SRC} : Example_Models/segnet_sun.prototxt",
             score=None, score_source="not printed for this file in the authors' repository",
             notes=_SEGNET_BN + " The classifier has 38 outputs (37 classes and void), as the prototxt.",
-            builder_kwargs={"num_classes": 38},
+            builder_kwargs={"num_classes": 38}, mean=(0.0, 0.0, 0.0),
         ),
         Preset(
             name="pascal", url="http://mi.eng.cam.ac.uk/~agk34/resources/SegNet/segnet_pascal.caffemodel",
@@ -175,7 +185,7 @@ PRESETS = {
             score=None, score_source="not printed for this file in the authors' repository",
             notes=_SEGNET_BN + " The zoo calls it the Dropout encoder-decoder variant for 224x224 input; "
                   "its prototxt must be checked against kseg's SegNet before use.",
-            builder_kwargs={"num_classes": VOC_CLASSES},
+            builder_kwargs={"num_classes": VOC_CLASSES}, mean=(0.0, 0.0, 0.0),
         ),
     ),
     "deconvnet": (
@@ -209,7 +219,7 @@ PRESETS = {
             score_source=("Chen et al., ICLR 2015 (arXiv:1412.7062), Tables 2 (val) and 4 (test) for DeepLab(-CRF)-LargeFOV; "
                           "not re-checked here (the abstract's 71.6% test is the best, multi-scale variant, not this file)"),
             notes="The net ends at fc8 (stride 8); the authors' bilinear Interp + CRF run outside it.",
-            builder_kwargs={"num_classes": VOC_CLASSES},
+            builder_kwargs={"num_classes": VOC_CLASSES}, mean=(104.008, 116.669, 122.675),
         ),
     ),
     "deeplab_v2_vgg16": (
@@ -224,7 +234,7 @@ PRESETS = {
             score=None, score_source="Chen et al., PAMI 2018, Table 3 (ASPP-L); not re-checked here",
             notes=("The archive holds init.caffemodel (the ImageNet/COCO init) and the trained model, whose name is "
                    "not established here (the archive could not be opened); pass the extracted .caffemodel as weights=."),
-            builder_kwargs={"num_classes": VOC_CLASSES},
+            builder_kwargs={"num_classes": VOC_CLASSES}, mean=(104.008, 116.669, 122.675),
         ),
     ),
     "deeplab_v2_resnet101": (
@@ -241,7 +251,7 @@ PRESETS = {
             score="79.7 mIoU (VOC 2012 test, with the CRF)",
             score_source="Chen et al., PAMI 2018 (arXiv:1606.00915), abstract",
             notes="ResNet-101 convs have no bias; BN + Scale are frozen Caffe layers (BatchNorm eps 1e-5).",
-            builder_kwargs={"num_classes": VOC_CLASSES},
+            builder_kwargs={"num_classes": VOC_CLASSES}, mean=(104.008, 116.669, 122.675),
         ),
     ),
     "crf_as_rnn": (
@@ -259,7 +269,7 @@ PRESETS = {
                    "prototxt's three Crop layers carry no offsets: the authors' Caffe computed them from the coordinate "
                    "maps, i.e. 5, 9 and 31 as FCN-8s, which is what the weights were trained with (a stock Caffe "
                    "Crop would use 0)."),
-            builder_kwargs={"num_classes": VOC_CLASSES},
+            builder_kwargs={"num_classes": VOC_CLASSES}, mean=(123.68, 116.779, 103.939),
         ),
     ),
     "parsenet": (
@@ -274,7 +284,7 @@ PRESETS = {
             prototxt_url="weiliu89/caffe (branch fcn) : models/parsenet/parsenet_deploy.prototxt",
             score="69.55 mIoU (VOC 2012 val)", score_source="the same model-zoo readme",
             notes="Early fusion with L2-normalised fc7 and global pool6, learned per-channel scales (Normalize layers).",
-            builder_kwargs={"num_classes": VOC_CLASSES},
+            builder_kwargs={"num_classes": VOC_CLASSES}, mean=(104.0, 117.0, 123.0),
         ),
     ),
     "dilation8": (
@@ -288,8 +298,11 @@ PRESETS = {
             prototxt_url="fyu/dilation@0f10574 : models/dilation8_pascal_voc_deploy.prototxt",
             score=None, score_source="Yu & Koltun, ICLR 2016, Table 3/4 (not re-checked here)",
             notes=("Context module is the LARGE one (42, 42, 84, 168, 336, 672, 672 channels; ct_conv1_1 pad 33, the "
-                   "rest unpadded) with layer names ct_*, and the front end's classifier is 'fc-final'."),
-            builder_kwargs={"num_classes": VOC_CLASSES, "context_variant": "large"},
+                   "rest unpadded) with layer names ct_*, and the front end's classifier is 'fc-final'. kseg's "
+                   "context_variant='large' pads every conv instead: same output farther than 33 score pixels from "
+                   "the borders, up to 39% of the output range apart within them (random weights, "
+                   "tests/convert/test_opencv_caffe.py)."),
+            builder_kwargs={"num_classes": VOC_CLASSES, "context_variant": "large"}, mean=(102.93, 111.36, 116.52),
         ),
         Preset(
             name="camvid", url="http://dl.yf.io/dilation/models/dilation8_camvid.caffemodel",
@@ -302,7 +315,7 @@ PRESETS = {
             score="65.3 mIoU (CamVid test)",
             score_source="Yu & Koltun, ICLR 2016 (arXiv:1511.07122), CamVid results table (as also listed by paperswithcode)",
             notes="Context module of the camvid deploy prototxt.",
-            builder_kwargs={"num_classes": 11},
+            builder_kwargs={"num_classes": 11}, mean=(110.70313206, 108.77808759, 105.41212523),
         ),
     ),
     "deepmask_resnet50": (
@@ -314,6 +327,7 @@ PRESETS = {
             source="facebookresearch/deepmask@280a716 : README.md (Quick Start, step 2)",
             score=None, score_source="SharpMask paper (Pinheiro et al., ECCV 2016), the updated DeepMask rows",
             notes="The README's DeepMask is the updated ResNet-50 version of the SharpMask paper, saved as a CUDA model.",
+            channel_order="RGB", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), input_scale=1.0 / 255,
         ),
     ),
     "sharpmask": (
@@ -324,6 +338,7 @@ PRESETS = {
             preprocessing="RGB / 255, minus (0.485, 0.456, 0.406), divided by (0.229, 0.224, 0.225)",
             source="facebookresearch/deepmask@280a716 : README.md (Quick Start, step 2)",
             score=None, score_source="Pinheiro et al., ECCV 2016 (not re-checked here)",
+            channel_order="RGB", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), input_scale=1.0 / 255,
         ),
     ),
     "multipathnet": (
@@ -331,13 +346,18 @@ PRESETS = {
             name="coco_resnet18", url="https://dl.fbaipublicfiles.com/multipathnet/models/resnet18_integral_coco.t7",
             file_name="resnet18_integral_coco.t7", format="t7", dataset="MS-COCO 2014 train (+val35k), 80 classes + bg",
             num_classes=81,
-            preprocessing="the authors' Torch pipeline (multipathnet@1513462 : demo.lua / transforms)",
+            preprocessing=("RGB in [0, 1] minus (0.48462227599918, 0.45624044862054, 0.40588363755159), divided by "
+                           "(0.22889466674951, 0.22446679341259, 0.22495548344775) (facebookresearch/multipathnet@1513462 : "
+                           "models/model_utils.lua ImagenetTransformer, used for ResNets; the VGG16 MultiPathNet uses "
+                           "RossTransformer: x255, BGR, minus (102.9801, 115.9465, 122.7717))"),
             source="facebookresearch/multipathnet@1513462 : README.md (Evaluation, COCO)",
             checksum_note="not established; the README prints the size as '89MB' (rounded, not an exact byte count)",
             score="24.4 AP (COCO val5k, 400 SharpMask proposals)",
             score_source="facebookresearch/multipathnet@1513462 : README.md (Evaluation, COCO)",
             notes=("ResNet-18 with the integral loss, not the VGG16 foveal MultiPathNet of the paper: its trunk "
                    "does not match kseg's MultiPathNet(); the only released COCO recognition network."),
+            channel_order="RGB", mean=(0.48462227599918, 0.45624044862054, 0.40588363755159),
+            std=(0.22889466674951, 0.22446679341259, 0.22495548344775), input_scale=1.0 / 255,
         ),
     ),
 }

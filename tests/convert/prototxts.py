@@ -604,3 +604,24 @@ def parsenet(num_classes=21, width=1.0, fc_width=1024, input_hw=(321, 321), cont
     net.add("fc7_concat", "Concat", ["fc7_norm", "pool6_unpool"])
     net.conv("fc8", "fc7_concat", num_classes, 1)
     return net
+
+
+def dilation8_voc_context(num_classes=21, input_hw=(66, 66)):
+    """The context module of fyu/dilation@0f10574 : models/dilation8_pascal_voc_deploy.prototxt alone.
+
+    The *large* module (2C, 2C, 4C, 8C, 16C, 32C, 32C, C channels) with the VOC file's padding:
+    ``ct_conv1_1`` pads 33 once and every later 3x3 conv is unpadded (dilations 1, 2, 4, 8, 16, 1),
+    so the size is kept overall. Input blob ``fc-final`` (the front end's classifier there).
+    """
+    net = Net("dilation8_voc_context", "fyu/dilation@0f10574 : models/dilation8_pascal_voc_deploy.prototxt",
+              (1, num_classes, *input_hw))
+    c = num_classes
+    x = net.conv("ct_conv1_1", "data", 2 * c, 3, pad=33)
+    net.relu("ct_relu1_1", x)
+    specs = (("ct_conv1_2", 2 * c, 1), ("ct_conv2_1", 4 * c, 2), ("ct_conv3_1", 8 * c, 4), ("ct_conv4_1", 16 * c, 8),
+             ("ct_conv5_1", 32 * c, 16), ("ct_fc1", 32 * c, 1))
+    for name, width, d in specs:
+        x = net.conv(name, x, width, 3, dilation=d)
+        net.relu(name.replace("conv", "relu") if "conv" in name else name + "_relu", x)
+    net.conv("ct_final", x, c, 1)
+    return net

@@ -43,3 +43,15 @@ def test_bad_records_are_refused():
     with pytest.raises(ValueError, match="url"):
         presets.Preset(name="x", url="ftp://a/b", file_name="b", format="t7", dataset="d", num_classes=2,
                        preprocessing="p", source="s")
+
+
+def test_mean_fields_match_the_cited_preprocessing():
+    """The machine-readable mean/std repeat the numbers of the preprocessing text (a typo in either fails)."""
+    for model, items in presets.PRESETS.items():
+        for p in items:
+            if p.mean == (0.0, 0.0, 0.0):
+                assert "no mean" in p.preprocessing, (model, p.name)
+                continue
+            for v in p.mean + (p.std if p.std != (1.0, 1.0, 1.0) else ()):
+                text = f"{v:.10f}".rstrip("0").rstrip(".")
+                assert text[:5] in p.preprocessing, (model, p.name, v)
