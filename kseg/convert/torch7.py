@@ -12,8 +12,9 @@ length (int64) and raw elements. CUDA types are written by cutorch exactly like 
 (copied to the host first). Any other class (``nn.Sequential``, ``cudnn.SpatialConvolution``...)
 is serialised as a table of its fields, read here as a :class:`TorchObject`.
 
-``read_t7`` maps the file into memory and copies each storage once; tensors are numpy views on
-their storage (shared storages stay shared, as in Torch).
+``read_t7`` maps the file into memory for the headers and reads each storage once, with
+``pread`` straight into its array; tensors are numpy views on their storage (shared storages stay
+shared, as in Torch).
 """
 
 from __future__ import annotations
@@ -97,10 +98,11 @@ class TorchTensor:
 
 
 class _Reader:
-    def __init__(self, buf, path: str):
+    def __init__(self, buf, path: str, fd: int | None = None):
         self.buf = buf
         self.pos = 0
         self.path = path
+        self.fd = fd
         self.memo: dict[int, Any] = {}
 
     def fail(self, what: str) -> ConversionError:
@@ -137,7 +139,17 @@ class _Reader:
         nbytes = n * dtype.itemsize
         if n < 0 or self.pos + nbytes > len(self.buf):
             raise self.fail(f"a storage of {n} elements runs past the end")
-        arr = np.frombuffer(self.buf, dtype=dtype.newbyteorder("<"), count=n, offset=self.pos).astype(dtype)
+        if self.fd is not None and np.little_endian:
+            arr = np.empty(n, dtype)   # read straight into the array: one copy, no mapped pages
+            view = memoryview(arr).cast("B")
+            done = 0
+            while done < nbytes:
+                got = os.preadv(self.fd, [view[done:]], self.pos + done)
+                if got <= 0:
+                    raise self.fail("file ends inside a storage")
+                done += got
+        else:
+            arr = np.frombuffer(self.buf, dtype=dtype.newbyteorder("<"), count=n, offset=self.pos).astype(dtype)
         self.pos += nbytes
         return arr
 
@@ -278,7 +290,7 @@ def read_t7(path):
         if size < 4:
             raise ConversionError(f"{path}: {size} bytes, not a Torch7 file")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            r = _Reader(mm, path)
+            r = _Reader(mm, path, f.fileno())
             try:
                 obj = r.object()
             except ConversionError:
