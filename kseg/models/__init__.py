@@ -22,6 +22,8 @@ from kseg.models.parsenet import ParseNet
 from kseg.models.registry import ModelCard, cards, get, list_models, register
 from kseg.models.renet import ReNetClassifier, ReSeg
 from kseg.models.segnet import SegNet, SegNetBasic
+from kseg.models.vgg import VGGA, VGGALRN, VGGB, VGGC, VGGD, VGGE
+from kseg.models import weights  # noqa: E402  (kseg.models.weights.load_weights / convert)
 
 list = list_models  # noqa: A001  (kseg.models.list(), as in the docs)
 
@@ -29,5 +31,6 @@ MODELS = [
     "CRFasRNN", "DTEdgeNet", "DeconvNet", "DeepLabV1", "DeepLabV2", "DeepLabV2ResNet101", "DeepLabV2VGG16",
     "DeepMask", "DeepMaskResNet50", "DilatedFrontEnd", "Dilation8", "FCN16s", "FCN32s", "FCN8s", "FCN8sAtOnce",
     "FastRCNN", "ION", "MultiPathNet", "ParseNet", "ReNetClassifier", "ReSeg", "SegNet", "SegNetBasic", "SharpMask",
+    "VGGA", "VGGALRN", "VGGB", "VGGC", "VGGD", "VGGE",
 ]
-__all__ = MODELS + ["ModelCard", "cards", "get", "list", "list_models", "register"]
+__all__ = MODELS + ["ModelCard", "cards", "get", "list", "list_models", "register", "weights"]

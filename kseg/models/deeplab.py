@@ -86,7 +86,8 @@ def _finish(inputs, scores, crf, crf_iterations, crf_params, name):
         num_params=20_505_429,
         default_num_classes=21,
         output_stride=8,
-        notes="DeepLab-LargeFOV (VOC 2012: 21 classes, crop 321). weights='imagenet' copies VGG16's "
+        caffe_rename={"fc8_voc12": "fc8"},  # the released VOC12 classifier's name
+        notes="DeepLab-LargeFOV (VOC 2012: 21 classes, crop 321). encoder_weights='imagenet' copies VGG16's "
               "convs and decimates fc6/fc7 (every 4th filter, every 3rd tap)." + _CRF_NOTE,
     )
 )
@@ -272,6 +273,7 @@ def _load_vgg16_aspp(model, weights, config="vgg_d"):
         num_params=37_877_652,
         default_num_classes=21,
         output_stride=8,
+        caffe_rename={f"fc8_voc12_{k}": f"fc8_{k}" for k in range(1, 5)},  # the released VOC12 classifiers
         notes="DeepLab-v2 ASPP-L on VGG16 (branches summed). multi_scale=True: MSC 1/0.75/0.5 fused by max."
               + _CRF_NOTE,
     )
@@ -309,7 +311,7 @@ def DeepLabV2VGG16(num_classes=21, input_shape=ANY_SIZE, weights=None, encoder_w
         default_num_classes=21,
         output_stride=8,
         notes="DeepLab-v2 ResNet-101, BN frozen (inference mode), res4 dilation 2, res5 dilation 4. "
-              "weights='imagenet' maps keras.applications.ResNet101 (conv biases folded into BN means). "
+              "encoder_weights='imagenet' maps keras.applications.ResNet101 (conv biases folded into BN means). "
               "multi_scale=True: MSC 1/0.75/0.5 fused by max." + _CRF_NOTE,
     )
 )

@@ -49,7 +49,7 @@ def _score_conv(num_classes, name):
         default_num_classes=21,
         output_stride=8,
         notes="DeepLab-LargeFOV + global context (pool6 -> L2 norm -> unpool), early fusion by default; "
-              "global_context=False is the baseline. weights='imagenet' initialises the trunk as DeepLab.",
+              "global_context=False is the baseline. encoder_weights='imagenet' initialises the trunk as DeepLab.",
     )
 )
 @legacy_width()

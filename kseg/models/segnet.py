@@ -133,6 +133,8 @@ def SegNet(num_classes=11, input_shape=ANY_SIZE, weights=None, encoder_weights=N
         default_num_classes=11,
         output_stride=1,
         notes="The paper's small variant for analysis (Sec. 4): 4+4 7x7 convs of 64, no ReLU in the decoder.",
+        # the released segnet_basic_camvid deploy net / caffemodel call the 1x1 classifier so
+        caffe_rename={"dense_softmax_inner_prod": "conv_classifier"},
     )
 )
 @legacy_width(channels=64)
