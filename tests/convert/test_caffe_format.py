@@ -169,6 +169,31 @@ def test_double_data_converted_in_pieces(tmp_path, monkeypatch):
     np.testing.assert_array_equal(got["c"].blobs[0], w.astype(np.float32))
 
 
+def test_v0_layer_inside_v1(tmp_path):
+    """Caffe of 2014 nested a V0LayerParameter (name 1, type 2 as a string, blobs 50) in field 1."""
+    import struct
+
+    def varint(v):
+        out = b""
+        while True:
+            b, v = v & 0x7F, v >> 7
+            out += bytes([b | 0x80]) if v else bytes([b])
+            if not v:
+                return out
+
+    def ld(field, payload):
+        return varint(field << 3 | 2) + varint(len(payload)) + payload
+
+    data = struct.pack("<3f", 1.0, 2.0, 3.0)
+    blob = varint(1 << 3) + varint(1) + varint(2 << 3) + varint(3) + varint(3 << 3) + varint(1) \
+        + varint(4 << 3) + varint(1) + ld(5, data)
+    v0 = ld(1, b"conv1") + ld(2, b"conv") + ld(50, blob)
+    (tmp_path / "v0.caffemodel").write_bytes(ld(2, ld(1, v0)))
+    layer = read_caffemodel(tmp_path / "v0.caffemodel")["conv1"]
+    assert layer.type == "conv" and layer.blobs[0].shape == (1, 3, 1, 1)
+    np.testing.assert_array_equal(layer.blobs[0].reshape(-1), [1, 2, 3])
+
+
 def test_round_trip_and_order(tmp_path):
     layers = _layers(7)
     for v1 in (False, True):
