@@ -178,6 +178,16 @@ def preset_path(card, preset, cache_dir=None):
             f"Download that file yourself and put it at {target} (then weights={preset.name!r} converts it), "
             f"or pass weights='/path/to/{preset.file_name}'"
         ) from err
+    sha1 = getattr(preset, "sha1", None)
+    if sha1 and not file_hash:
+        import hashlib
+
+        with open(source, "rb") as f:
+            digest = hashlib.file_digest(f, "sha1").hexdigest()
+        if digest != sha1:
+            raise ConversionError(f"{source}: sha1 {digest} is not the preset's {sha1}: delete the file and retry")
+    if getattr(preset, "format", None) == "zip":
+        source = _extract_member(source, getattr(preset, "archive_member", None), folder)
     kwargs = dict(getattr(preset, "builder_kwargs", None) or {})
     kwargs.setdefault("num_classes", preset.num_classes)
     reference = card.build(**kwargs)
@@ -187,6 +197,28 @@ def preset_path(card, preset, cache_dir=None):
     reference.save_weights(str(tmp))
     os.replace(tmp, converted)
     return converted
+
+
+def _extract_member(archive, member, folder):
+    """The weights file inside a ``.zip`` preset (`member`, else its one ``.caffemodel`` that is not
+    ``init.caffemodel``), extracted next to the archive once."""
+    import zipfile
+
+    with zipfile.ZipFile(archive) as zf:
+        names = zf.namelist()
+        if member is None:
+            found = [n for n in names if n.endswith(".caffemodel") and not n.endswith("init.caffemodel")]
+            if len(found) != 1:
+                raise ConversionError(f"{archive}: expected one .caffemodel (not init.caffemodel), found {found}")
+            member = found[0]
+        if member not in names:
+            raise ConversionError(f"{archive}: has no {member!r}; it holds {names[:20]}")
+        target = pathlib.Path(folder) / pathlib.Path(member).name
+        if not target.is_file():
+            with zf.open(member) as src, open(target, "wb") as dst:
+                while chunk := src.read(1 << 24):
+                    dst.write(chunk)
+    return str(target)
 
 
 def convert(model_name, src_path, out_path, **builder_kwargs):
