@@ -199,7 +199,9 @@ PRESETS = {
             prototxt_url="http://cvlab.postech.ac.kr/research/deconvnet/model/DeconvNet/DeconvNet_inference_deploy.prototxt",
             score="72.5 mIoU (VOC 2012 test) for EDeconvNet+CRF, the ensemble with FCN-8s; DeconvNet alone: Table 1",
             score_source="Noh et al., ICCV 2015 (arXiv:1505.04366), abstract; the per-model figures of Table 1 not re-checked here",
-            notes=("V1 prototxt (layers/BN/UNPOOLING enums of HyeonwooNoh/caffe); BN in INFERENCE mode holds "
+            notes=("V1 prototxt and V1 caffemodel: HyeonwooNoh/caffe@d9e8494 saves NetParameter.layers with type "
+                   "enums (BN = 43, UNPOOLING = 42, DECONVOLUTION = 39) and num/channels/height/width blob shapes "
+                   "(its BlobProto has no shape field). BN in INFERENCE mode holds "
                    "scale and shift with the statistics folded in (training/003_make_bn_layer_testable). "
                    "Deploy size 224x224 (unpool_size fixed there); kseg's DeconvNet unpools to each "
                    "encoder's size, so any side >= 193 runs the same weights."),

@@ -60,11 +60,16 @@ CASES = {
                   {"num_classes": 11}),
 }
 
+# Files written in the old V1 format (NetParameter.layers, type enums, num/channels/height/width blob
+# shapes), as the authors' Caffe saved them: HyeonwooNoh/caffe@d9e8494 src/caffe/net.cpp ToProto adds
+# `layers`, its caffe.proto has BN = 43, DECONVOLUTION = 39 and BlobProto without `shape`.
+V1_FILES = {"deconvnet"}
+
 # Stock Caffe BatchNorm + Scale (MSRA ResNet) instead of caffe-segnet's folded BN.
 BN_KIND = {"deeplab_v2_resnet101": "BatchNorm"}
 
 # Full width is cheap enough for the default run here (small maps, few parameters).
-FULL_IS_FAST = {"segnet_basic", "segnet", "deeplab_v1", "parsenet"}
+FULL_IS_FAST = {"segnet_basic", "segnet"}
 
 
 def _width_kwargs(builder, width):
@@ -113,7 +118,8 @@ def agreement(case, width, tmp_path, seed=0):
 
     caffemodel = str(tmp_path / f"{case}.caffemodel")
     write_caffemodel(caffemodel, inverse.caffe_layers(model, rename=rename, bn=BN_KIND.get(model_name, "BN"),
-                                                      bn_scale_name=lambda n: "scale" + n[2:]))
+                                                      bn_scale_name=lambda n: "scale" + n[2:]),
+                     v1=model_name in V1_FILES)
     reference = prototxts.run_opencv(net, str(tmp_path), caffemodel, feed, [cv_out])[cv_out]
     span = float(reference.max() - reference.min())
     assert span > 0, "degenerate output (all equal): the comparison would prove nothing"
