@@ -211,7 +211,6 @@ def run_opencv(net, prototxt_dir, caffemodel, data, outputs):
     import cv2
 
     blobs = {"data": data.astype(np.float32)}
-    writer = {}  # blob -> the layer whose output it currently is, within the current part
     parts, current = [], []
     for layer in net.layers:
         if layer.type == "Unpool":
@@ -228,16 +227,14 @@ def run_opencv(net, prototxt_dir, caffemodel, data, outputs):
                 needed_later.setdefault(b, set()).add(i)
             if layer.type == "Unpool":
                 needed_later.setdefault(layer.extra["size_of"], set()).add(i)
-            if layer.type == "Pooling" and layer.extra.get("mask"):
-                pass
-    masks = {}
+    pool_inputs = {}  # pooling layer with switches -> (its input, kernel, stride)
     for i, part in enumerate(parts):
         if not part:
             continue
         if part[0].type == "Unpool":
             layer = part[0]
-            pool_input, out_hw = masks[layer.extra["pool"]]
-            idx = _switches(pool_input, 2, 2, blobs[layer.bottom[0]].shape[2:])
+            pool_input, k, stride = pool_inputs[layer.extra["pool"]]
+            idx = _switches(pool_input, k, stride, blobs[layer.bottom[0]].shape[2:])
             blobs[layer.top[0]] = _unpool(blobs[layer.bottom[0]], idx, blobs[layer.extra["size_of"]].shape[2:])
             continue
         produced, external = set(), []
@@ -249,7 +246,7 @@ def run_opencv(net, prototxt_dir, caffemodel, data, outputs):
         # Which blobs (and which versions) must come back: pooling inputs (for switches), blobs used by
         # later parts, and the requested outputs. The value of a blob at a layer = that layer's output.
         requests = {}  # key -> layer name whose output to fetch
-        writer = {}
+        writer = {}  # blob -> the layer whose output it currently is (in-place layers rewrite it)
         for layer in part:
             if layer.type == "Pooling" and layer.extra.get("mask"):
                 src = layer.bottom[0]
@@ -280,9 +277,10 @@ def run_opencv(net, prototxt_dir, caffemodel, data, outputs):
             if kind == "blob":
                 blobs[key] = np.array(results[lname])
             else:
-                layer = next(l for l in part if l.name == key)
+                layer = next(candidate for candidate in part if candidate.name == key)
                 src = results[lname] if lname is not None else blobs[layer.bottom[0]]
-                masks[key] = (np.array(src), None)
+                p = layer.params["pooling_param"]
+                pool_inputs[key] = (np.array(src), p["kernel_size"], p["stride"])
     return {b: blobs[b] for b in outputs}
 
 
