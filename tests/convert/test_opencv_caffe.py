@@ -4,7 +4,7 @@ For each Caffe-released system: a kseg model gets random weights; they are writt
 ``.caffemodel`` in the authors' layout (``tests/convert/inverse.py`` + ``write_caffemodel``);
 OpenCV's dnn module (an independent implementation of Caffe's layers) runs the authors' deploy
 net (``tests/convert/prototxts.py``) on that file; the converter (``read_caffemodel`` +
-``load_weights``, i.e. ``weights=path``) loads the same file into a *fresh* kseg model; the two
+the builder's ``weights=path``) loads the same file into a *fresh* kseg model; the two
 outputs must agree to 1e-4 of the output range, at a small odd input size.
 
 Both sides are fed the same preprocessed image (kseg's ``preprocess`` output, and for Dilation the
@@ -29,7 +29,6 @@ cv2 = pytest.importorskip("cv2")
 
 from kseg.convert.caffe import write_caffemodel  # noqa: E402
 from kseg.models import registry  # noqa: E402
-from kseg.models.weights import load_weights  # noqa: E402
 from tests.convert import inverse, prototxts  # noqa: E402
 
 TOLERANCE = 1e-4  # of the output range
@@ -69,7 +68,7 @@ V1_FILES = {"deconvnet"}
 BN_KIND = {"deeplab_v2_resnet101": "BatchNorm"}
 
 # Full width is cheap enough for the default run here (small maps, few parameters).
-FULL_IS_FAST = {"segnet_basic", "segnet"}
+FULL_IS_FAST = {"segnet_basic"}
 
 
 def _width_kwargs(builder, width):
@@ -128,15 +127,14 @@ def agreement(case, width, tmp_path, seed=0):
     assert direct.shape == reference.shape, (direct.shape, reference.shape)
     print(f"\nOPENCV-DIRECT {case} width={width:g} max|diff|/range={np.abs(direct - reference).max() / span:.2e}")
     del model
-    # A fresh model loaded from the file by the converter (weights=path): what a user gets.
+    # A fresh model built with weights=path (read_caffemodel + the card's mapping): what a user gets.
     needed = {caffe: ours for ours, caffe in rename.items()}
     have = dict(getattr(card, "caffe_rename", None) or {})
     missing = {c: k for c, k in needed.items() if have.get(c) != k}
     if missing:
         pytest.xfail(f"{model_name}: the card's caffe_rename lacks the authors' names {missing} (the architecture "
                      f"agrees with OpenCV: see OPENCV-DIRECT above)")
-    fresh = card.build(**kwargs)
-    load_weights(fresh, caffemodel, card=card)
+    fresh = card.build(weights=caffemodel, **kwargs)
     ours = _nchw(_output_model(fresh, k_out)(image, training=False))
     assert ours.shape == reference.shape, (ours.shape, reference.shape)
     return float(np.abs(ours - reference).max()) / span, span
