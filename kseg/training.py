@@ -302,7 +302,7 @@ def train(
         seed: seed for shuffling and augmentation.
         verbose: Keras ``fit`` verbosity (1: progress bars).
         callbacks: more Keras callbacks (run after kseg's own).
-        model_kwargs: extra builder arguments when `model_or_name` is a name (e.g. ``width``).
+        model_kwargs: extra builder arguments when `model_or_name` is a name (e.g. ``width_multiplier``).
         jit_compile: passed to ``model.compile``.
         precision: ``"float32"``, ``"mixed_bfloat16"`` or ``"mixed_float16"``: the Keras dtype
             policy the model is built under (:mod:`kseg.precision`; needs the model by name).
@@ -679,7 +679,7 @@ def clear_backup(out_dir):
 #: split by predicting at 180x240 and scoring the upsampled logits against the 360x480 labels.
 DEMO = {
     "model": "segnet_basic",
-    "model_kwargs": {"width": 32},
+    "model_kwargs": {"width_multiplier": 0.5},  # 32 channels
     "crop": (180, 240),
     "scale_range": (0.5, 0.5),
     "batch_size": 8,
