@@ -26,6 +26,8 @@ __all__ = [
     "image_input",
     "finish",
     "legacy_width",
+    "RGBChannels",
+    "rgb_image",
 ]
 
 #: The default ``input_shape`` wherever the architecture takes any size.
@@ -138,3 +140,24 @@ def legacy_width(channels=None):
         return wrapped
 
     return wrap
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class RGBChannels(keras.layers.Layer):
+    """The three colour channels an image-guided layer (dense CRF, CRF-as-RNN) filters with:
+    a grey image repeated three times, the first three channels of a 4-channel (RGB + depth /
+    alpha) one."""
+
+    def call(self, x):
+        channels = x.shape[-1]
+        if channels == 1:
+            return keras.ops.repeat(x, 3, axis=-1)
+        return x[..., :3]
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (3,)
+
+
+def rgb_image(inputs, name="crf_image"):
+    """`inputs` itself when it has 3 channels, else :class:`RGBChannels` of it."""
+    return inputs if inputs.shape[-1] == 3 else RGBChannels(name=name)(inputs)

@@ -36,7 +36,7 @@ from kseg.layers.crf import CRFRNN
 from kseg.layers.crop import CropToReference
 from kseg.layers.normalization import ImageNormalization
 from kseg.models._common import (ANY_SIZE, LOGITS_DTYPE, check_num_classes, check_width_multiplier, finish,
-                                 image_input, legacy_width)
+                                 image_input, legacy_width, rgb_image)
 from kseg.models.registry import ModelCard, register
 
 __all__ = ["CRFasRNN"]
@@ -88,8 +88,8 @@ def CRFasRNN(num_classes=21, input_shape=ANY_SIZE, weights=None, encoder_weights
     Args:
         num_classes: classes (21, PASCAL VOC).
         input_shape: ``(height, width, channels)``; default ``(None, None, 3)``, any size (500x500
-            in the authors' deploy net). The CRF's bilateral kernel reads every input
-            channel as colour.
+            in the authors' deploy net). The CRF's bilateral kernel reads the first three
+            channels as colour (a grey image repeated).
         weights: ``None``, a preset of the card or a path (``.weights.h5``, ``.keras``, the
             authors' ``.caffemodel``, whose old layer names the card maps).
         encoder_weights: None, ``"imagenet"`` or a ``keras.applications.VGG16`` weights file
@@ -133,7 +133,7 @@ def CRFasRNN(num_classes=21, input_shape=ANY_SIZE, weights=None, encoder_weights
         num_classes, num_iterations=num_iterations, num_iterations_inference=num_iterations_inference,
         theta_alpha=theta_alpha, theta_beta=theta_beta, theta_gamma=theta_gamma,
         spatial_weight=spatial_weight, bilateral_weight=bilateral_weight, name="inference1", dtype=LOGITS_DTYPE,
-    )([coarse, inputs])
+    )([coarse, rgb_image(inputs)])
     model = keras.Model(inputs, refined, name=name)
 
     def encoder(model, encoder_weights):

@@ -33,7 +33,7 @@ from kseg.layers.interp import Interp
 from kseg.layers.logits import ProbabilityLogits
 from kseg.layers.normalization import ImageNormalization
 from kseg.models._common import (ANY_SIZE, LOGITS_DTYPE, check_num_classes, check_width_multiplier, finish,
-                                 image_input, legacy_width)
+                                 image_input, legacy_width, rgb_image)
 from kseg.models.registry import ModelCard, register
 
 __all__ = ["DeepLabV1", "DeepLabV2", "DeepLabV2VGG16", "DeepLabV2ResNet101"]
@@ -68,7 +68,7 @@ def _finish(inputs, scores, crf, crf_iterations, crf_params, name):
     if crf:
         from kseg.layers.crf import DenseCRF  # TF-only; imported where used
 
-        probs = DenseCRF(num_iterations=crf_iterations, name="crf", **(crf_params or {}))([logits, inputs])
+        probs = DenseCRF(num_iterations=crf_iterations, name="crf", **(crf_params or {}))([logits, rgb_image(inputs)])
         logits = ProbabilityLogits(name="crf_logits", dtype=LOGITS_DTYPE)(probs)
     return keras.Model(inputs, logits, name=name)
 
