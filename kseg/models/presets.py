@@ -134,6 +134,21 @@ _SEGNET_PRE = ("BGR in [0, 255], no mean subtraction (the DenseImageData layer o
 _SEGNET_BN = ("Released BN layers are caffe-segnet 'BN' in INFERENCE mode: two blobs (scale, shift, shape "
               "1xCx1x1) with the batch statistics folded in (Scripts/compute_bn_statistics.py), y = scale*x + shift.")
 
+
+def _deeplab_v2_resnet101(name, member, dataset, score, score_source):
+    return Preset(
+        name=name, url="http://liangchiehchen.com/projects/released/deeplab_aspp_resnet101/prototxt_and_model.zip",
+        file_name="deeplab_aspp_resnet101_prototxt_and_model.zip", format="zip", archive_member=member,
+        dataset=dataset, num_classes=VOC_CLASSES,
+        preprocessing="BGR minus (104.008, 116.669, 122.675), 513x513, scales 1, 0.75, 0.5 fused by max",
+        source=("the authors' DeepLab v2 page http://liangchiehchen.com/projects/DeepLabv2_resnet.html; the archive "
+                "holds init.caffemodel (COCO), train_iter_20000.caffemodel and train2_iter_20000.caffemodel, as "
+                "third-party download scripts unpack it"),
+        prototxt_url="test.prototxt inside the archive", score=score, score_source=score_source,
+        notes="ResNet-101 convs have no bias; BN + Scale are frozen Caffe layers (BatchNorm eps 1e-5).",
+        builder_kwargs={"num_classes": VOC_CLASSES}, mean=(104.008, 116.669, 122.675),
+    )
+
 PRESETS = {
     "fcn32s": (_fcn("fcn32s", "http://dl.caffe.berkeleyvision.org/fcn32s-heavy-pascal.caffemodel",
                     "63.6 mIoU (seg11valid)"),),
@@ -234,27 +249,20 @@ PRESETS = {
             source="the authors' DeepLab v2 page http://liangchiehchen.com/projects/DeepLabv2_vgg.html (archive link)",
             prototxt_url="test.prototxt inside the archive",
             score=None, score_source="Chen et al., PAMI 2018, Table 3 (ASPP-L); not re-checked here",
-            notes=("The archive holds init.caffemodel (the ImageNet/COCO init) and the trained model, whose name is "
-                   "not established here (the archive could not be opened); pass the extracted .caffemodel as weights=."),
+            notes=("The archive holds init.caffemodel and the trained model(s), whose names are not established here "
+                   "(the archive could not be opened; the ResNet-101 archive holds train_iter_* and train2_iter_*); "
+                   "if more than one trained file is found, pass the extracted .caffemodel as weights=."),
             builder_kwargs={"num_classes": VOC_CLASSES}, mean=(104.008, 116.669, 122.675),
         ),
     ),
     "deeplab_v2_resnet101": (
-        Preset(
-            name="voc", url="http://liangchiehchen.com/projects/released/deeplab_aspp_resnet101/prototxt_and_model.zip",
-            file_name="deeplab_aspp_resnet101_prototxt_and_model.zip", format="zip",
-            archive_member="train2_iter_20000.caffemodel",
-            dataset="MS-COCO pre-training, then PASCAL VOC 2012 train_aug (train2: trainval_aug)", num_classes=VOC_CLASSES,
-            preprocessing="BGR minus (104.008, 116.669, 122.675), 513x513, scales 1, 0.75, 0.5 fused by max",
-            source=("the authors' DeepLab v2 page http://liangchiehchen.com/projects/DeepLabv2_resnet.html; the "
-                    "archive holds init.caffemodel (COCO) and train2_iter_20000.caffemodel (VOC), as used by "
-                    "third-party download scripts"),
-            prototxt_url="test.prototxt inside the archive",
-            score="79.7 mIoU (VOC 2012 test, with the CRF)",
-            score_source="Chen et al., PAMI 2018 (arXiv:1606.00915), abstract",
-            notes="ResNet-101 convs have no bias; BN + Scale are frozen Caffe layers (BatchNorm eps 1e-5).",
-            builder_kwargs={"num_classes": VOC_CLASSES}, mean=(104.008, 116.669, 122.675),
-        ),
+        _deeplab_v2_resnet101("voc", "train2_iter_20000.caffemodel",
+                              "MS-COCO pre-training, then PASCAL VOC 2012 trainval_aug ('train2': the test-server model)",
+                              "79.7 mIoU (VOC 2012 test, with the CRF)",
+                              "Chen et al., PAMI 2018 (arXiv:1606.00915), abstract"),
+        _deeplab_v2_resnet101("voc_trainaug", "train_iter_20000.caffemodel",
+                              "MS-COCO pre-training, then PASCAL VOC 2012 train_aug (the val-evaluation model)",
+                              None, "Chen et al., PAMI 2018, VOC 2012 val table (not re-checked here)"),
     ),
     "crf_as_rnn": (
         Preset(
