@@ -375,7 +375,8 @@ PRESETS = {
 #: Registered systems the authors released no trained weights for (what was searched).
 NO_RELEASE = {
     "ion": "Bell et al. (ION, CVPR 2016) released no code or weights in a public repository found here.",
-    "reseg": "Visin et al. (ReSeg) published Theano/Lasagne code (fvisin/reseg) but no trained weights file.",
+    "reseg": ("Visin et al. (ReSeg): fvisin/reseg@8040d19 holds the Theano/Lasagne training code; its README "
+              "links only the ImageNet VGG16 Lasagne weights used as the encoder init, no trained ReSeg file."),
     "renet_classifier": "Visin et al. (ReNet) released no trained weights.",
     "dt_edgenet": ("Chen et al. (CVPR 2016, DeepLab + domain transform) released no DT-EdgeNet caffemodel in "
                    "a public repository found here."),
