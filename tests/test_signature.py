@@ -35,7 +35,7 @@ TINY = {
     "ion": {"pool_size": 2},
 }
 # Sizes the models that cannot take any size are built at here (the card says why).
-STATIC = {"dt_edgenet": SIZE, "renet_classifier": (32, 32)}
+STATIC = {"renet_classifier": (32, 32)}
 MIN_SIDE = {"deconvnet": 193, **{f"vgg_{c}": 224 for c in ("a", "a_lrn", "b", "c", "d", "e")}}
 
 
@@ -163,8 +163,7 @@ def test_other_channel_counts_build_without_pretrained_weights(name, channels):
 
 def test_fixed_size_models_say_which_sizes_work():
     with pytest.raises(ValueError, match="static input size.*domain transform"):
-        kseg.DTEdgeNet(input_shape=(None, None, 3))
-    kseg.DTEdgeNet(input_shape=(None, None, 3), domain_transform=False, width_multiplier=1 / 16, fc_width=8)
+        kseg.DTEdgeNet(input_shape=(None, None, 3), dt_method="sequential")
     with pytest.raises(ValueError, match="sizes that work"):
         kseg.ReNetClassifier(input_shape=(None, None, 3))
     with pytest.raises(ValueError, match="192x192"):

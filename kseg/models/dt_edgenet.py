@@ -27,14 +27,14 @@ from kseg.backbones.deeplab_vgg import deeplab_vgg16_trunk, load_deeplab_vgg16_i
 from kseg.layers.domain_transform import DomainTransform
 from kseg.layers.interp import Interp
 from kseg.layers.normalization import ImageNormalization
-from kseg.models._common import (LOGITS_DTYPE, check_num_classes, check_width_multiplier, finish, image_input,
+from kseg.models._common import (ANY_SIZE, LOGITS_DTYPE, check_num_classes, check_width_multiplier, finish, image_input,
                                  legacy_width)
 from kseg.models.registry import ModelCard, register
 
 __all__ = ["DTEdgeNet"]
 
-STATIC_REASON = ("the domain transform's recursive passes are unrolled over the stride-4 map's known "
-                 "height and width")
+STATIC_REASON = ("dt_method 'scan' / 'sequential' run the domain transform's recursions over the stride-4 "
+                 "map's known height and width")
 
 
 @register(
@@ -52,13 +52,13 @@ STATIC_REASON = ("the domain transform's recursive passes are unrolled over the 
         num_params=21_022_294,
         default_num_classes=21,
         output_stride=8,
-        input_sizes="static (height, width), any values: " + STATIC_REASON + "; domain_transform=False: any size",
+        input_sizes="any",
         notes="DeepLab-LargeFOV + EdgeNet + domain transform (K=3, sigma_s=130, sigma_r=0.1) at stride 4, "
               "computed as a parallel prefix scan; domain_transform=False is the DeepLab baseline.",
     )
 )
 @legacy_width()
-def DTEdgeNet(num_classes=21, input_shape=(321, 321, 3), weights=None, encoder_weights=None, width_multiplier=1.0,
+def DTEdgeNet(num_classes=21, input_shape=ANY_SIZE, weights=None, encoder_weights=None, width_multiplier=1.0,
               input_tensor=None, name="dt_edgenet", domain_transform=True, num_iterations=3, sigma_s=130.0,
               sigma_r=0.1, edge_channels=128, dt_method="doubling", fc_width=1024):
     """DeepLab-LargeFOV scores filtered by a domain transform guided by a jointly learned edge map.
@@ -68,9 +68,10 @@ def DTEdgeNet(num_classes=21, input_shape=(321, 321, 3), weights=None, encoder_w
 
     Args:
         num_classes: classes (21, PASCAL VOC 2012).
-        input_shape: ``(height, width, channels)``, static with the domain transform (321 training
-            crops by default): its recursive passes are unrolled over the known height and width
-            (``dt_method="doubling"``: log2 n steps); ``domain_transform=False`` takes any size.
+        input_shape: ``(height, width, channels)``; default ``(None, None, 3)``: any size (321
+            training crops in the paper). The domain transform's doubling scan runs log2 n steps
+            for a static size and 13 (rows / columns up to 8192 at stride 4) for a size known only
+            at run time; ``dt_method="scan"`` / ``"sequential"`` need a static size.
         weights: ``None``, a preset of the card or a path (``.weights.h5``, ``.keras``,
             ``.caffemodel``): the whole model.
         encoder_weights: None, ``"imagenet"`` or a ``keras.applications.VGG16`` weights file with its
@@ -103,8 +104,8 @@ def DTEdgeNet(num_classes=21, input_shape=(321, 321, 3), weights=None, encoder_w
         raise ValueError(f"edge_channels must be >= 1, got {edge_channels}")
     inputs = image_input(
         "dt_edgenet", input_shape, input_tensor, pretrained=weights is not None or encoder_weights is not None,
-        static_reason=(STATIC_REASON if domain_transform else None),
-        sizes="any static (height, width), e.g. (321, 321, 3); domain_transform=False takes (None, None, 3)",
+        static_reason=(STATIC_REASON if domain_transform and dt_method != "doubling" else None),
+        sizes="any static (height, width), e.g. (321, 321, 3); dt_method='doubling' takes (None, None, 3)",
     )
     x = ImageNormalization("caffe", name="preprocess")(inputs)
     feats = deeplab_vgg16_trunk(x, width_multiplier=width_multiplier, pool5a=True, include_fc=True,
