@@ -586,9 +586,14 @@ def read_prototxt(path_or_text) -> list[dict]:
     The net-level fields (``input``, ``input_dim``, ``input_shape``) are on ``parse_prototxt``.
     """
     text = os.fspath(path_or_text) if isinstance(path_or_text, os.PathLike) else path_or_text
-    if isinstance(path_or_text, os.PathLike) or ("\n" not in text and "{" not in text and os.path.exists(text)):
-        with open(text, encoding="utf-8") as f:
-            text = f.read()
+    looks_like_path = "\n" not in text and "{" not in text and ":" not in text
+    if isinstance(path_or_text, os.PathLike) or (looks_like_path and (os.path.exists(text) or text.endswith(
+            (".prototxt", ".pbtxt", ".txt")))):
+        try:
+            with open(text, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise FileNotFoundError(f"{text}: cannot read prototxt ({e.strerror})") from None
     net = parse_prototxt(text)
     out = []
     for key in ("layer", "layers"):

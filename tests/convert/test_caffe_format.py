@@ -360,6 +360,8 @@ def test_read_prototxt_text_format_details(tmp_path):
     assert pool["params"]["include"] == {"phase": "TEST"}
     assert pool["params"]["scale"] == -1.5e-3 and pool["params"]["flag"] is True
     assert pool["params"]["desc"] == "ab" and pool["params"]["dims"] == [1, 2, 3]
+    with pytest.raises(FileNotFoundError, match="nope.prototxt: cannot read"):
+        read_prototxt(str(tmp_path / "nope.prototxt"))
     with pytest.raises(ValueError, match="line 3"):
         parse_prototxt('layer {\n name: "a"\n }}')
     with pytest.raises(ValueError, match="missing '}'"):
