@@ -73,7 +73,7 @@ def image_input(model_name, input_shape, input_tensor, *, pretrained=False, min_
 
     Args:
         model_name: for the messages.
-        input_shape: ``(height, width, channels)``; ``None`` sides take any size.
+        input_shape: ``(height, width, channels)``; ``None`` sides take any size; ``None``: ``(None, None, 3)``.
         input_tensor: optional Keras tensor to build on (its shape is checked instead).
         pretrained: weights are to be loaded: the input must be RGB (3 channels). Without
             them any number of channels >= 1 builds (1: grey, 4: RGB + depth / alpha).
@@ -82,8 +82,9 @@ def image_input(model_name, input_shape, input_tensor, *, pretrained=False, min_
         sizes: which sizes work, for the messages.
     """
     check_data_format(model_name)
+    # None: the default, any size with 3 channels (where the model takes it)
     shape = tuple(input_tensor.shape[1:]) if input_tensor is not None else (
-        None if input_shape is None else tuple(input_shape))
+        ANY_SIZE if input_shape is None else tuple(input_shape))
     if shape is None or len(shape) != 3 or shape[-1] is None or int(shape[-1]) < 1 \
             or any(s is not None and int(s) < 1 for s in shape[:2]):
         raise ValueError(f"{model_name}: input_shape must be (height, width, channels) with None for any "
