@@ -170,10 +170,17 @@ _ARGS_DOC = """
 """
 
 
+#: The released Dilation8 VOC file's names (dilation8_pascal_voc.caffemodel: front-end classifier
+#: ``fc-final``, context layers ``ct_*``); the CamVid file uses kseg's names already.
+VOC_CAFFE_NAMES = {"fc-final": "final", **{f"ct_{n}": f"ctx_{n}" for n in (
+    "conv1_1", "conv1_2", "conv2_1", "conv3_1", "conv4_1", "conv5_1", "fc1", "final")}}
+
+
 def _card(name, num_params, notes):
     return ModelCard(
         name=name, paper=_PAPER, authors=_AUTHORS, year=2016, url=_URL, reference_code=_CODE,
         num_params=num_params, default_num_classes=21, output_stride=8, notes=notes,
+        caffe_rename=VOC_CAFFE_NAMES if name == "dilation8" else {"fc-final": "final"},
     )
 
 
