@@ -36,6 +36,12 @@ from kseg.models import (  # noqa: E402
     SegNet,
     SegNetBasic,
     SharpMask,
+    VGGA,
+    VGGALRN,
+    VGGB,
+    VGGC,
+    VGGD,
+    VGGE,
 )
 from kseg.utils import count_params  # noqa: E402
 from kseg.models.segnet_decoders import (  # noqa: E402  (SegNet Table 1's decoder variants)

@@ -1,4 +1,4 @@
-"""The ``kseg`` command: ``kseg train | evaluate | predict | export | demo | list``.
+"""The ``kseg`` command: ``kseg train | evaluate | predict | export | demo | list | convert``.
 
 Argument parsing only: every subcommand calls :mod:`kseg.training` or :mod:`kseg.export`.
 
@@ -8,6 +8,7 @@ Argument parsing only: every subcommand calls :mod:`kseg.training` or :mod:`kseg
     kseg evaluate --model-path runs/segnet_basic/best.keras --data ../shared/data/camvid --split test
     kseg predict --model-path runs/segnet_basic/best.keras img1.png img2.png --out predictions/
     kseg export runs/segnet_basic/best.keras --format tflite --out segnet_basic.tflite
+    kseg convert --model fcn8s fcn8s-heavy-pascal.caffemodel --out fcn8s.weights.h5
     kseg list
 """
 
@@ -54,11 +55,12 @@ def add_train_arguments(p):
     p.add_argument("--loss", default="cross_entropy", choices=("cross_entropy", "dice", "focal"),
                    help="segmentation loss (void ignored, class weights as pixel weights; kseg.losses)")
     p.add_argument("--num-classes", type=int, default=11)
-    p.add_argument("--ignore-label", type=int, default=11, help="-1 for none")
+    p.add_argument("--ignore-class", "--ignore-label", dest="ignore_class", type=int, default=11,
+                   help="label no loss or metric counts (-1 for none; --ignore-label is its old name)")
     p.add_argument("--val-split", default="val", help="'none' to train without validation")
     p.add_argument("--validation-steps", type=int, default=None)
     p.add_argument("--model-arg", type=_model_arg, action="append", default=[], metavar="KEY=VALUE",
-                   help="extra builder argument, e.g. width=32 (repeatable)")
+                   help="extra builder argument, e.g. width_multiplier=0.5 (repeatable)")
     p.add_argument("--budget-seconds", type=float, default=None, help="stop after this much training time")
     p.add_argument("--backup-every", type=int, default=None, help="also back up every N steps")
     p.add_argument("--bn-stats-steps", type=int, default=0,
@@ -94,7 +96,8 @@ def build_parser():
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="resize images to this for the model (default: the model's input size)")
-    p.add_argument("--ignore-label", type=int, default=11, help="-1 for none")
+    p.add_argument("--ignore-class", "--ignore-label", dest="ignore_class", type=int, default=11,
+                   help="label not scored (-1 for none; --ignore-label is its old name)")
     p.add_argument("--json", default=None, help="also write the results to this file (and, beside it, the "
                    "per-class IoU bar chart and the confusion matrix as PNGs)")
     p.add_argument("--save-overlays", default=None, metavar="DIR",
@@ -129,6 +132,13 @@ def build_parser():
     p.add_argument("--quiet", action="store_true")
 
     sub.add_parser("list", help="the registered models")
+
+    p = sub.add_parser("convert", help="convert the authors' .caffemodel / .t7 file into a .weights.h5")
+    p.add_argument("--model", required=True, help="registry name (see `kseg list`)")
+    p.add_argument("file", help="the authors' weights file (.caffemodel, .t7)")
+    p.add_argument("--out", default=None, help="output .weights.h5 (default: MODEL.weights.h5)")
+    p.add_argument("--model-arg", type=_model_arg, action="append", default=[], metavar="KEY=VALUE",
+                   help="builder argument the file needs, e.g. num_classes=21 (repeatable)")
     return parser
 
 
@@ -165,7 +175,7 @@ def _train(args):
         weight_decay=args.weight_decay,
         class_weighting=None if args.no_class_weights else "median_frequency",
         num_classes=args.num_classes,
-        ignore_label=_ignore(args.ignore_label),
+        ignore_class=_ignore(args.ignore_class),
         val_split=val,
         validation_steps=args.validation_steps,
         resume=args.resume,
@@ -191,7 +201,7 @@ def _evaluate(args):
         split=args.split,
         batch_size=args.batch_size,
         input_size=tuple(args.input_size) if args.input_size else "model",
-        ignore_label=_ignore(args.ignore_label),
+        ignore_class=_ignore(args.ignore_class),
         save_overlays=args.save_overlays,
         max_overlays=args.max_overlays,
     )
@@ -260,13 +270,29 @@ def _list(args):
     from kseg import models
 
     rows = [card.summary_row() for card in models.cards()]
-    print(f"{'name':<22} {'paper':<40} {'params':>12} {'stride':>6}  task")
+    print(f"{'name':<22} {'paper':<40} {'params':>12} {'stride':>6}  {'task':<14} presets (weights=)")
     for r in rows:
-        print(f"{r['name']:<22} {r['paper'][:40]:<40} {r['params']:>12,} {r['output_stride']:>6}  {r['task']}")
+        presets = ", ".join(r["presets"]) or "-"
+        print(f"{r['name']:<22} {r['paper'][:40]:<40} {r['params']:>12,} {r['output_stride']:>6}  {r['task']:<14} {presets}")
+
+
+def _convert(args):
+    from kseg.convert import atomic_path
+    from kseg.models.weights import convert
+
+    out = args.out or f"{args.model}.weights.h5"
+    if not out.endswith(".weights.h5"):
+        raise ValueError(f"--out must end with '.weights.h5' (Keras' weights format), got {out!r}")
+    try:
+        with atomic_path(out) as tmp:  # a failed conversion leaves no partial file behind
+            convert(args.model, args.file, tmp, **dict(args.model_arg))
+    except (OSError, KeyError) as err:
+        raise ValueError(f"{args.file}: {err}") from err
+    print(f"{args.file} -> {out}")
 
 
 _COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export, "demo": _demo,
-             "list": _list}
+             "list": _list, "convert": _convert}
 
 
 def main(argv=None):

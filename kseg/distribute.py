@@ -30,6 +30,7 @@ import os
 import shutil
 
 import numpy as np
+from kseg.utils import renamed_argument
 
 __all__ = [
     "STRATEGIES",
@@ -123,7 +124,8 @@ def global_batch_indices(num_examples, global_batch_size, num_steps, seed=0, dro
     return np.stack(rows[:num_steps]).astype("int64")
 
 
-def segmentation_loss(labels, logits, num_classes, ignore_label=None, class_weights=None):
+@renamed_argument("ignore_label", "ignore_class")
+def segmentation_loss(labels, logits, num_classes, ignore_class=None, class_weights=None):
     """Per-example loss: class-weighted softmax cross-entropy, mean over the non-ignored pixels.
 
     Returns a ``(batch,)`` tensor; average it over the *global* batch
@@ -134,8 +136,8 @@ def segmentation_loss(labels, logits, num_classes, ignore_label=None, class_weig
     labels = tf.cast(labels, tf.int32)
     logits = tf.cast(logits, tf.float32)
     valid = tf.ones_like(labels, tf.float32)
-    if ignore_label is not None:
-        valid = tf.cast(tf.not_equal(labels, ignore_label), tf.float32)
+    if ignore_class is not None:
+        valid = tf.cast(tf.not_equal(labels, ignore_class), tf.float32)
     safe = tf.clip_by_value(labels, 0, num_classes - 1)
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe, logits=logits)
     weight = valid
@@ -145,6 +147,7 @@ def segmentation_loss(labels, logits, num_classes, ignore_label=None, class_weig
     return tf.reduce_sum(ce * weight, axis=axes) / tf.maximum(tf.reduce_sum(valid, axis=axes), 1.0)
 
 
+@renamed_argument("ignore_label", "ignore_class")
 def train_distributed(
     build_model,
     load_batch,
@@ -156,7 +159,7 @@ def train_distributed(
     strategy="default",
     learning_rate=0.01,
     momentum=0.9,
-    ignore_label=None,
+    ignore_class=None,
     class_weights=None,
     checkpoint_every=1,
     seed=0,
@@ -174,7 +177,7 @@ def train_distributed(
         global_batch_size: examples per step over all workers.
         num_steps: total optimisation steps of the job.
         out_dir: checkpoints, ``steps.log`` and TensorBoard logs (written by the chief only).
-        num_classes, ignore_label, class_weights: the loss (see :func:`segmentation_loss`).
+        num_classes, ignore_class, class_weights: the loss (see :func:`segmentation_loss`).
         strategy: a name from :data:`STRATEGIES` or a ``tf.distribute.Strategy``. A multi-worker
             strategy must be made (:func:`get_strategy`) before any other TensorFlow op runs.
         learning_rate, momentum: SGD, as the original papers.
@@ -236,7 +239,7 @@ def train_distributed(
         def replica_step(images, labels):
             with tf.GradientTape() as tape:
                 logits = model(images, training=True)
-                per_example = segmentation_loss(labels, logits, num_classes, ignore_label, class_weights)
+                per_example = segmentation_loss(labels, logits, num_classes, ignore_class, class_weights)
                 loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
             grads = tape.gradient(loss, model.trainable_variables)
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
@@ -296,8 +299,9 @@ def pairs_loader(pairs, size):
     return load_batch
 
 
+@renamed_argument("ignore_label", "ignore_class")
 def train_folder_distributed(model, data_root, out_dir, strategy="multiworker", split="train", size=(360, 480),
-                             global_batch_size=8, num_steps=1000, num_classes=11, ignore_label=11,
+                             global_batch_size=8, num_steps=1000, num_classes=11, ignore_class=11,
                              class_weights="median_frequency", learning_rate=0.01, **kwargs):
     """:func:`train_distributed` on an image/mask folder (CamVid layout or ``images/`` + ``masks/``).
 
@@ -315,11 +319,11 @@ def train_folder_distributed(model, data_root, out_dir, strategy="multiworker", 
     if isinstance(class_weights, str):
         if class_weights != "median_frequency":
             raise ValueError(f"class_weights must be 'median_frequency', an array or None, got {class_weights!r}")
-        class_weights = kdata.median_frequency_weights(pairs, num_classes=num_classes, ignore_label=ignore_label)
+        class_weights = kdata.median_frequency_weights(pairs, num_classes=num_classes, ignore_class=ignore_class)
     build = model if callable(model) else (
         lambda: get(model).build(num_classes=num_classes, input_shape=(int(size[0]), int(size[1]), 3)))
     return train_distributed(build, pairs_loader(pairs, size), len(pairs), global_batch_size, num_steps, out_dir,
-                             num_classes, strategy=strategy, learning_rate=learning_rate, ignore_label=ignore_label,
+                             num_classes, strategy=strategy, learning_rate=learning_rate, ignore_class=ignore_class,
                              class_weights=class_weights, **kwargs)
 
 

@@ -19,7 +19,7 @@ Every kseg model maps float RGB images in [0, 255] to per-pixel logits ``(B, H, 
 Example:
     >>> import numpy as np, kseg
     >>> from kseg import export
-    >>> model = kseg.SegNetBasic(num_classes=4, input_shape=(32, 32, 3), width=8)
+    >>> model = kseg.SegNetBasic(num_classes=4, input_shape=(32, 32, 3), width_multiplier=0.125)
     >>> path = export.export_tflite(model, "/tmp/segnet_basic.tflite")
     >>> all(builtin for _, builtin in export.tflite_operators(path))
     True
@@ -35,6 +35,7 @@ import warnings
 import numpy as np
 
 __all__ = [
+    "at_input_size",
     "FORMATS",
     "QUANTIZE_MODES",
     "export",
@@ -73,6 +74,41 @@ def _spatial_shape(model, input_shape):
     if len(model_shape) != 4 or model_shape[-1] != 3:
         raise ValueError(f"expected a model taking (batch, H, W, 3) images, got input shape {model_shape}")
     return model_shape[1], model_shape[2]
+
+
+def at_input_size(model, height, width):
+    """`model` for ``(height, width)`` inputs: itself when its input takes that size, else the same
+    architecture rebuilt from its config at that size with its weights copied.
+
+    A model trained on crops (``kseg train --crop 96 128``) has a fixed input size; its layers
+    (crops and interpolations computed from the tensors' shapes) take any size, so the rebuilt
+    graph computes the same function at the requested size. A model whose layers cannot (fully
+    connected heads over a fixed map) raises a ``ValueError`` that names the model and the size.
+    """
+    shape = model.input_shape
+    if isinstance(shape, list) or isinstance(shape, dict) or len(shape) != 4:
+        return model
+    if all(s is None or s == t for s, t in zip(shape[1:3], (height, width))):
+        return model
+    import keras
+
+    import kseg.layers  # noqa: F401  (registers the custom layers)
+
+    config = model.get_config()
+    inputs = [layer for layer in config.get("layers", []) if layer.get("class_name") == "InputLayer"]
+    if len(inputs) != 1:
+        raise ValueError(f"cannot rebuild model {model.name!r} at {height}x{width}: expected one image input")
+    batch_shape = list(inputs[0]["config"]["batch_shape"])
+    inputs[0]["config"]["batch_shape"] = [batch_shape[0], height, width, batch_shape[-1]]
+    try:
+        clone = model.__class__.from_config(config)
+        clone.set_weights(model.get_weights())
+    except Exception as err:  # a layer that bakes its input size in
+        raise ValueError(
+            f"model {model.name!r} was built for {tuple(shape[1:3])} inputs and cannot be rebuilt at "
+            f"{height}x{width} ({type(err).__name__}: {err})"
+        ) from err
+    return clone
 
 
 def _check_path(path, suffix=None):
@@ -163,6 +199,8 @@ def export_saved_model(model, path, input_shape=None):
     if path.exists() and not path.is_dir():
         raise ValueError(f"SavedModel path {str(path)!r} exists and is not a directory")
     height, width = _spatial_shape(model, input_shape)
+    if height is not None and width is not None:
+        model = at_input_size(model, height, width)
     module = _SegmentationServing.build(model, height, width)
     serve = module.serve.get_concrete_function()
     tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
@@ -307,6 +345,7 @@ def export_tflite(
         raise ValueError(
             f"TFLite export needs a fixed input size; the model's is {(height, width)}: pass input_shape=(H, W, 3)"
         )
+    model = at_input_size(model, height, width)
 
     converted = _for_tflite(model)
 

@@ -2,7 +2,7 @@
 
 SegNet (Badrinarayanan et al., PAMI 2017, Sec. 4) trains with "cross-entropy loss ... summed up
 over all the pixels in a mini-batch", uses median frequency balancing (Eigen & Fergus, ICCV 2015)
-and, in the SegNet-Tutorial prototxt, ``loss_param { ignore_label: 11 }`` with
+and, in the SegNet-Tutorial prototxt, ``loss_param { ignore_class: 11 }`` with
 ``class_weighting``. Here that is exactly Keras' own loss:
 
 - ``keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=...)`` for the
@@ -16,7 +16,7 @@ With the default ``"sum_over_batch_size"`` reduction the value is
 
 Example:
     >>> import numpy as np, kseg
-    >>> loss = kseg.losses.segmentation_loss(ignore_label=11)
+    >>> loss = kseg.losses.segmentation_loss(ignore_class=11)
     >>> labels = np.array([[0, 11]]); logits = np.zeros((1, 2, 11), "float32")
     >>> round(float(loss(labels, logits)), 4)  # only the first pixel counts: -log(1/11)
     2.3979
@@ -25,6 +25,7 @@ Example:
 import numbers
 
 import keras
+from kseg.utils import renamed_argument
 
 __all__ = ["segmentation_loss", "SparseDiceLoss", "SparseFocalLoss", "get_loss", "LOSSES"]
 
@@ -32,11 +33,12 @@ __all__ = ["segmentation_loss", "SparseDiceLoss", "SparseFocalLoss", "get_loss",
 LOSSES = ("cross_entropy", "dice", "focal")
 
 
-def segmentation_loss(ignore_label=None, name="segmentation_loss"):
-    """``SparseCategoricalCrossentropy(from_logits=True, ignore_class=ignore_label)``.
+@renamed_argument("ignore_label", "ignore_class")
+def segmentation_loss(ignore_class=None, name="segmentation_loss"):
+    """``SparseCategoricalCrossentropy(from_logits=True, ignore_class=ignore_class)``.
 
     Args:
-        ignore_label: label whose pixels contribute nothing (CamVid void: 11), or ``None``.
+        ignore_class: label whose pixels contribute nothing (CamVid void: 11), or ``None``.
         name: loss name.
 
     Returns:
@@ -44,11 +46,11 @@ def segmentation_loss(ignore_label=None, name="segmentation_loss"):
         with ``safe_mode=True`` and no custom objects). Pass class weights as per-pixel
         ``sample_weight`` (the pipeline's third element).
     """
-    if ignore_label is not None:
-        if isinstance(ignore_label, bool) or not isinstance(ignore_label, numbers.Integral):
-            raise ValueError(f"ignore_label must be an integer or None, got {ignore_label!r}")
+    if ignore_class is not None:
+        if isinstance(ignore_class, bool) or not isinstance(ignore_class, numbers.Integral):
+            raise ValueError(f"ignore_class must be an integer or None, got {ignore_class!r}")
     return keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True, ignore_class=None if ignore_label is None else int(ignore_label), name=name
+        from_logits=True, ignore_class=None if ignore_class is None else int(ignore_class), name=name
     )
 
 

@@ -7,14 +7,15 @@ loss scaling, which ``model.compile`` adds on its own under this policy).
 What stays float32 under a mixed policy: the weights (Keras keeps variables float32), losses
 (Keras ``Loss`` objects compute in float32), the softmax of the export signatures, and the CRF
 layers (``DenseCRF``/``CRFRNN`` run in float32: the mean-field normalisation and the lattice
-weights need the precision). Model outputs (logits) are cast to float32 by the loss and metrics.
+weights need the precision) and every model's last layer (Keras' convention: the logits come out
+float32).
 
 Example:
     >>> import kseg
     >>> with kseg.precision.precision_scope("mixed_bfloat16"):
-    ...     model = kseg.SegNetBasic(input_shape=(64, 64, 3), width=8)
-    >>> model.layers[-1].compute_dtype
-    'bfloat16'
+    ...     model = kseg.SegNetBasic(input_shape=(64, 64, 3), width_multiplier=0.125)
+    >>> model.get_layer("conv1").compute_dtype, model.layers[-1].compute_dtype
+    ('bfloat16', 'float32')
 """
 
 import contextlib

@@ -39,6 +39,7 @@ import numpy as np
 from kseg import losses
 from kseg import metrics as kmetrics
 from kseg.utils import as_size
+from kseg.utils import renamed_argument
 
 __all__ = [
     "TimeBudget",
@@ -55,7 +56,8 @@ __all__ = [
 ]
 
 CAMVID_NUM_CLASSES = 11
-CAMVID_IGNORE_LABEL = 11
+CAMVID_IGNORE_CLASS = 11
+CAMVID_IGNORE_LABEL = CAMVID_IGNORE_CLASS  # deprecated name
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
@@ -112,10 +114,11 @@ def _make_optimizer(optimizer, learning_rate, momentum=0.9, weight_decay=None):
     raise ValueError(f"optimizer must be one of {OPTIMIZERS} or a keras optimizer, got {optimizer!r}")
 
 
+@renamed_argument("ignore_label", "ignore_class")
 def compile_model(
     model,
     num_classes=None,
-    ignore_label=CAMVID_IGNORE_LABEL,
+    ignore_class=CAMVID_IGNORE_CLASS,
     optimizer="adam",
     learning_rate=1e-3,
     momentum=0.9,
@@ -128,13 +131,13 @@ def compile_model(
     Args:
         model: a kseg model (logits ``(B, H, W, C)``).
         num_classes: ``C`` (default: read from the model's output).
-        ignore_label: label no loss or metric counts (CamVid void: 11), or ``None``.
+        ignore_class: label no loss or metric counts (CamVid void: 11), or ``None``.
         optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum `momentum`) or a Keras optimizer.
         learning_rate: the optimizer's learning rate (a float or a schedule).
         weight_decay: decoupled weight decay for ``adamw`` / ``sgd``.
         jit_compile: passed to ``model.compile``.
         loss: ``"cross_entropy"`` (default), ``"dice"``, ``"focal"`` (:func:`kseg.losses.get_loss`;
-            all ignore `ignore_label` and take the class weights as per-pixel sample weights) or a
+            all ignore `ignore_class` and take the class weights as per-pixel sample weights) or a
             Keras loss.
 
     Returns:
@@ -146,8 +149,8 @@ def compile_model(
         raise ValueError(f"num_classes={num_classes} but the model outputs {_num_classes_of(model)} classes")
     model.compile(
         optimizer=_make_optimizer(optimizer, learning_rate, momentum, weight_decay),
-        loss=losses.get_loss(loss, int(num_classes), ignore_label),
-        metrics=kmetrics.segmentation_metrics(int(num_classes), ignore_label),
+        loss=losses.get_loss(loss, int(num_classes), ignore_class),
+        metrics=kmetrics.segmentation_metrics(int(num_classes), ignore_class),
         jit_compile=jit_compile,
     )
     return model
@@ -226,7 +229,7 @@ def compute_bn_statistics(model, dataset, steps):
     return seen
 
 
-def _class_weights(pairs, num_classes, ignore_label, class_weighting):
+def _class_weights(pairs, num_classes, ignore_class, class_weighting):
     from kseg import data
 
     if class_weighting is None or class_weighting is False or class_weighting == "none":
@@ -237,7 +240,7 @@ def _class_weights(pairs, num_classes, ignore_label, class_weighting):
             raise ValueError(
                 f"class_weighting must be one of {sorted(powers)}, None or an array, got {class_weighting!r}"
             )
-        weights = np.asarray(data.median_frequency_weights(pairs, num_classes, ignore_label), np.float32)
+        weights = np.asarray(data.median_frequency_weights(pairs, num_classes, ignore_class), np.float32)
         return weights ** np.float32(powers[class_weighting])
     weights = np.asarray(class_weighting, np.float32)
     if weights.shape != (num_classes,):
@@ -245,6 +248,7 @@ def _class_weights(pairs, num_classes, ignore_label, class_weighting):
     return weights
 
 
+@renamed_argument("ignore_label", "ignore_class")
 def train(
     model_or_name,
     data_root,
@@ -260,7 +264,7 @@ def train(
     weight_decay=None,
     class_weighting="median_frequency",
     num_classes=CAMVID_NUM_CLASSES,
-    ignore_label=CAMVID_IGNORE_LABEL,
+    ignore_class=CAMVID_IGNORE_CLASS,
     train_split="train",
     val_split="val",
     validation_steps=None,
@@ -299,7 +303,7 @@ def train(
         class_weighting: ``"median_frequency"`` (SegNet; computed from the training masks),
             ``"median_frequency_sqrt"`` (their square roots: a softer balance, which suits short
             runs better), ``None`` or ``num_classes`` weights.
-        num_classes, ignore_label: label set (CamVid: 11 classes, void 11).
+        num_classes, ignore_class: label set (CamVid: 11 classes, void 11).
         train_split, val_split: split names; ``val_split=None`` trains without validation.
         validation_steps: batches per validation (default: the whole split).
         resume: continue an interrupted run from ``out_dir/backup`` (BackupAndRestore restores the
@@ -312,7 +316,7 @@ def train(
         seed: seed for shuffling and augmentation.
         verbose: Keras ``fit`` verbosity (1: progress bars).
         callbacks: more Keras callbacks (run after kseg's own).
-        model_kwargs: extra builder arguments when `model_or_name` is a name (e.g. ``width``).
+        model_kwargs: extra builder arguments when `model_or_name` is a name (e.g. ``width_multiplier``).
         jit_compile: passed to ``model.compile``.
         precision: ``"float32"``, ``"mixed_bfloat16"`` or ``"mixed_float16"``: the Keras dtype
             policy the model is built under (:mod:`kseg.precision`; needs the model by name).
@@ -337,7 +341,7 @@ def train(
         # Collective ops must be configured before any other TensorFlow op runs.
         return _train_multiworker(
             distribute.get_strategy("multiworker"), model_or_name, data_root, out_dir, epochs, steps_per_epoch,
-            batch_size, crop, learning_rate, class_weighting, num_classes, ignore_label, train_split, seed,
+            batch_size, crop, learning_rate, class_weighting, num_classes, ignore_class, train_split, seed,
             precision, model_kwargs, verbose,
         )
     if isinstance(strategy, str):
@@ -377,10 +381,10 @@ def train(
     if _num_classes_of(model) != num_classes:
         raise ValueError(f"num_classes={num_classes} but the model outputs {_num_classes_of(model)} classes")
 
-    weights = _class_weights(train_pairs, num_classes, ignore_label, class_weighting)
+    weights = _class_weights(train_pairs, num_classes, ignore_class, class_weighting)
     low, high = (float(v) for v in scale_range)
     augment = data.joint_augmentation(
-        crop_size=crop, scale_range=(low, high), flip=flip, seed=seed, ignore_label=ignore_label
+        crop_size=crop, scale_range=(low, high), flip=flip, seed=seed, ignore_class=ignore_class
     )
     train_ds = data.segmentation_dataset(
         train_pairs,
@@ -388,7 +392,7 @@ def train(
         shuffle=True,
         augment=augment,
         num_classes=num_classes,
-        ignore_label=ignore_label,
+        ignore_class=ignore_class,
         class_weights=weights,
         repeat=steps_per_epoch is not None,
         seed=seed,
@@ -400,7 +404,7 @@ def train(
             data.find_pairs(data_root, val_split),
             batch_size=batch_size,
             num_classes=num_classes,
-            ignore_label=ignore_label,
+            ignore_class=ignore_class,
         )
         if crop is not None:
             val_ds = val_ds.map(lambda images, masks: _resize_batch(images, masks, crop))
@@ -410,7 +414,7 @@ def train(
             compile_model(
                 model,
                 num_classes,
-                ignore_label,
+                ignore_class,
                 optimizer=optimizer,
                 learning_rate=learning_rate,
                 weight_decay=weight_decay,
@@ -446,7 +450,7 @@ def train(
             shuffle=True,
             augment=data.joint_augmentation(crop_size=crop, scale_range=(low, high), flip=flip, seed=seed + 1),
             num_classes=num_classes,
-            ignore_label=ignore_label,
+            ignore_class=ignore_class,
             repeat=True,
             seed=seed + 1,
             drop_remainder=True,
@@ -470,7 +474,7 @@ def train(
                 "bn_statistics_steps": int(bn_statistics_steps or 0),
                 "class_weights": None if weights is None else [float(w) for w in weights],
                 "num_classes": num_classes,
-                "ignore_label": ignore_label,
+                "ignore_class": ignore_class,
             },
             f,
             indent=2,
@@ -479,7 +483,7 @@ def train(
 
 
 def _train_multiworker(strategy, model_or_name, data_root, out_dir, epochs, steps_per_epoch, batch_size, crop,
-                       learning_rate, class_weighting, num_classes, ignore_label, train_split, seed, precision,
+                       learning_rate, class_weighting, num_classes, ignore_class, train_split, seed, precision,
                        model_kwargs, verbose):
     """``train(strategy="multiworker")``: the custom loop of :mod:`kseg.distribute`."""
     from kseg import data, distribute
@@ -497,10 +501,10 @@ def _train_multiworker(strategy, model_or_name, data_root, out_dir, epochs, step
         with precision_scope(precision):
             return build_model(model_or_name, num_classes, (*crop, 3), **(model_kwargs or {}))
 
-    weights = _class_weights(pairs, num_classes, ignore_label, class_weighting)
+    weights = _class_weights(pairs, num_classes, ignore_class, class_weighting)
     result = distribute.train_folder_distributed(
         build, data_root, out_dir, strategy=strategy, split=train_split, size=crop, global_batch_size=batch_size,
-        num_steps=steps, num_classes=num_classes, ignore_label=ignore_label, class_weights=weights,
+        num_steps=steps, num_classes=num_classes, ignore_class=ignore_class, class_weights=weights,
         learning_rate=learning_rate, seed=seed, verbose=bool(verbose),
     )
     model = result["model"]
@@ -537,6 +541,7 @@ def _predict_logits(model, images, input_size):
     return logits
 
 
+@renamed_argument("ignore_label", "ignore_class")
 def evaluate(
     model,
     data_root_or_dataset,
@@ -544,7 +549,7 @@ def evaluate(
     batch_size=4,
     input_size="model",
     num_classes=None,
-    ignore_label=CAMVID_IGNORE_LABEL,
+    ignore_class=CAMVID_IGNORE_CLASS,
     class_names=None,
     steps=None,
     verbose=1,
@@ -563,7 +568,7 @@ def evaluate(
             size) or ``(height, width)``: images are resized to it and the logits resized back to
             the labels' size, so the scores are always against full-resolution labels.
         num_classes: default: the model's output classes.
-        ignore_label: the label not scored (CamVid void: 11), or ``None``.
+        ignore_class: the label not scored (CamVid void: 11), or ``None``.
         class_names: names for the table (default: CamVid's when there are 11 classes).
         steps: evaluate only this many batches.
         verbose: print a progress line per batch (1) or nothing (0).
@@ -589,16 +594,16 @@ def evaluate(
             data.find_pairs(data_root_or_dataset, split),
             batch_size=batch_size,
             num_classes=num_classes,
-            ignore_label=ignore_label,
+            ignore_class=ignore_class,
         )
     else:
         dataset = data_root_or_dataset
     if class_names is None:
         class_names = _default_class_names(num_classes)
-    g = kmetrics.GlobalAccuracy(num_classes, ignore_label)
-    c = kmetrics.ClassAverageAccuracy(num_classes, ignore_label)
-    miou = kmetrics.MeanIoU(num_classes, ignore_label)
-    bf = kmetrics.BoundaryF1Score(num_classes, ignore_label)  # SegNet's BF (PAMI 2017, Sec. 3.3)
+    g = kmetrics.GlobalAccuracy(num_classes, ignore_class)
+    c = kmetrics.ClassAverageAccuracy(num_classes, ignore_class)
+    miou = kmetrics.MeanIoU(num_classes, ignore_class)
+    bf = kmetrics.BoundaryF1Score(num_classes, ignore_class)  # SegNet's BF (PAMI 2017, Sec. 3.3)
     seen = 0
     start = time.monotonic()
     for step, batch in enumerate(dataset):
@@ -609,7 +614,7 @@ def evaluate(
         for m in (g, c, miou, bf):
             m.update_state(masks, logits)
         if save_overlays is not None and seen < max_overlays:
-            _save_comparisons(save_overlays, images, masks, logits, seen, max_overlays, class_names, ignore_label)
+            _save_comparisons(save_overlays, images, masks, logits, seen, max_overlays, class_names, ignore_class)
         seen += int(images.shape[0])
         if verbose:
             print(f"\revaluate {split}: {seen} images, {time.monotonic() - start:.1f}s", end="", flush=True)
@@ -741,7 +746,7 @@ def clear_backup(out_dir):
 #: split by predicting at 180x240 and scoring the upsampled logits against the 360x480 labels.
 DEMO = {
     "model": "segnet_basic",
-    "model_kwargs": {"width": 32},
+    "model_kwargs": {"width_multiplier": 0.5},  # 32 channels
     "crop": (180, 240),
     "scale_range": (0.5, 0.5),
     "batch_size": 8,
@@ -831,7 +836,7 @@ def demo(data=None, out_dir="runs/demo", budget_seconds=None, download=False, sy
         print_fn(f"{prefix}{note}: running on the built-in synthetic street scenes instead.")
         print_fn(f"{prefix}Numbers below are for synthetic pictures and say nothing about CamVid.")
         root = kdata.write_synthetic_dataset(
-            out / "synthetic_data", {"train": 48, "test": 12}, height=360, width=480, ignore_label=11
+            out / "synthetic_data", {"train": 48, "test": 12}, height=360, width=480, ignore_class=11
         )
     else:
         print_fn(note)

@@ -5,7 +5,7 @@ import math
 import keras
 import numpy as np
 
-__all__ = ["as_size", "count_params", "transfer_weights"]
+__all__ = ["as_size", "count_params", "renamed_argument", "transfer_weights"]
 
 
 def count_params(model):
@@ -73,3 +73,24 @@ def warn_if_unit_range(images, where):
                       "(the first layer subtracts the mean pixel): multiply them by 255 (or drop a Rescaling(1/255) "
                       "from the pipeline). Warned once.", UserWarning, stacklevel=3)
     return images
+
+
+def renamed_argument(old, new):
+    """Decorator: accept keyword `old` as a deprecated alias of `new` (a DeprecationWarning says so)."""
+    import functools
+    import warnings
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            if old in kwargs:
+                if new in kwargs:
+                    raise TypeError(f"{fn.__qualname__}: pass {new}= only ({old}= is its deprecated name)")
+                warnings.warn(f"{fn.__qualname__}({old}=...) is deprecated: use {new}=", DeprecationWarning,
+                              stacklevel=2)
+                kwargs[new] = kwargs.pop(old)
+            return fn(*args, **kwargs)
+
+        return inner
+
+    return wrap

@@ -4,13 +4,14 @@ Example:
     >>> import numpy as np
     >>> from kseg import viz
     >>> labels = np.array([[0, 3], [11, 1]])
-    >>> viz.colorize(labels, viz.palette(11), ignore_label=11)[1, 0].tolist()  # void -> black
+    >>> viz.colorize(labels, viz.palette(11), ignore_class=11)[1, 0].tolist()  # void -> black
     [0, 0, 0]
 """
 
 import pathlib
 
 import numpy as np
+from kseg.utils import renamed_argument
 
 __all__ = ["palette", "generic_palette", "colorize", "overlay", "save_label_png", "save_rgb_png", "read_rgb",
            "legend", "with_legend", "comparison", "iou_bar_chart", "confusion_matrix_image", "draw_instances",
@@ -52,21 +53,23 @@ def palette(num_classes, dataset="camvid"):
     return generic_palette(num_classes)
 
 
-def colorize(labels, colors, ignore_label=None, ignore_color=(0, 0, 0)):
+@renamed_argument("ignore_label", "ignore_class")
+def colorize(labels, colors, ignore_class=None, ignore_color=(0, 0, 0)):
     """Class ids ``(H, W)`` -> RGB uint8 ``(H, W, 3)``; ids outside the palette get `ignore_color`."""
     labels = np.asarray(labels)
     colors = np.asarray(colors, np.uint8)
     table = np.concatenate([colors, np.asarray([ignore_color], np.uint8)])
     idx = np.where((labels >= 0) & (labels < len(colors)), labels, len(colors))
-    if ignore_label is not None:
-        idx = np.where(labels == ignore_label, len(colors), idx)
+    if ignore_class is not None:
+        idx = np.where(labels == ignore_class, len(colors), idx)
     return table[idx]
 
 
-def overlay(image, labels, colors, alpha=0.5, ignore_label=None):
+@renamed_argument("ignore_label", "ignore_class")
+def overlay(image, labels, colors, alpha=0.5, ignore_class=None):
     """Blend the coloured labels over an RGB image: ``(1 - alpha) * image + alpha * colour``.
 
-    Pixels with `ignore_label` (or ids outside the palette) keep the image's colour.
+    Pixels with `ignore_class` (or ids outside the palette) keep the image's colour.
     """
     image = np.asarray(image, np.float32)
     labels = np.asarray(labels)
@@ -76,8 +79,8 @@ def overlay(image, labels, colors, alpha=0.5, ignore_label=None):
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     colour = colorize(labels, colors).astype(np.float32)
     keep = (labels < 0) | (labels >= len(colors))
-    if ignore_label is not None:
-        keep |= labels == ignore_label
+    if ignore_class is not None:
+        keep |= labels == ignore_class
     a = np.where(keep, 0.0, alpha)[..., None]
     return np.clip(np.round((1.0 - a) * image + a * colour), 0, 255).astype(np.uint8)
 

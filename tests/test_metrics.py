@@ -137,7 +137,7 @@ def test_loss_ignores_void_and_applies_weights(batch):
     labels, logits = batch
     class_w = np.array([0.5, 2.0, 1.0, 3.0, 0.25], "float32")
     pixel_w = np.where(labels < N, class_w[np.minimum(labels, N - 1)], 0.0).astype("float32")
-    loss = losses.segmentation_loss(ignore_label=VOID)
+    loss = losses.segmentation_loss(ignore_class=VOID)
     ce = _np_ce(labels, logits)
     valid = labels != VOID
     expected = (ce * pixel_w)[valid].sum() / valid.sum()
@@ -160,15 +160,15 @@ def test_loss_gradient_zero_on_void(batch):
     labels, logits = batch
     x = tf.Variable(logits)
     with tf.GradientTape() as tape:
-        value = losses.segmentation_loss(ignore_label=VOID)(labels, x)
+        value = losses.segmentation_loss(ignore_class=VOID)(labels, x)
     grad = tape.gradient(value, x).numpy()
     assert np.all(grad[labels == VOID] == 0)
     assert np.any(grad[labels != VOID] != 0)
 
 
 def test_loss_is_stock_keras_and_validates():
-    loss = losses.segmentation_loss(ignore_label=np.int64(11))
+    loss = losses.segmentation_loss(ignore_class=np.int64(11))
     assert type(loss) is keras.losses.SparseCategoricalCrossentropy
     assert loss.get_config()["ignore_class"] == 11 and loss.get_config()["from_logits"] is True
-    with pytest.raises(ValueError, match="ignore_label must be an integer or None, got 'void'"):
-        losses.segmentation_loss(ignore_label="void")
+    with pytest.raises(ValueError, match="ignore_class must be an integer or None, got 'void'"):
+        losses.segmentation_loss(ignore_class="void")

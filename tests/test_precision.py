@@ -30,8 +30,10 @@ def test_model_trains_one_step_under_policy(name, policy):
     with precision_scope(policy):
         model = kseg.models.get(name).build(**kwargs)
         compute = policy.split("_")[1]
-        convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+        # every conv computes in the policy's dtype but the last layer, float32 by Keras' convention
+        convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D) and l is not model.layers[-1]]
         assert convs and all(l.compute_dtype == compute for l in convs)
+        assert model.layers[-1].compute_dtype == "float32" and model.output.dtype == "float32"
         assert all(w.dtype == "float32" for w in model.trainable_weights)  # master weights stay fp32
         model.compile(keras.optimizers.SGD(1e-3),
                       keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=kwargs["num_classes"]))

@@ -37,6 +37,8 @@ TINY = {
     "deeplab_v2_vgg16": {"width_multiplier": 1 / 16, "fc_width": 32},
     "deeplab_v2_resnet101": {"width_multiplier": 1 / 16, "depths": (1, 1, 1, 1)},
     "deepmask_resnet50": {"width_multiplier": 1 / 16, "feature_dim": 32, "depths": (1, 1, 1)},
+    # VGG classifiers: fc6 is a 7x7 conv over pool5, so sides >= 224
+    **{f"vgg_{c}": {"input_shape": (224, 224, 3)} for c in ("a", "a_lrn", "b", "c", "d", "e")},
 }
 
 # TFLite conversion cost grows with the weights: models still large when "tiny" convert only in the

@@ -28,7 +28,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from kseg.backbones.vgg import VGG16_BLOCKS, vgg16_imagenet_weights
+from kseg.backbones.vgg import vgg16_imagenet_weights, vgg_blocks
 
 __all__ = [
     "deeplab_vgg16_trunk",
@@ -62,6 +62,7 @@ def deeplab_vgg16_trunk(
     fc_width=1024,
     fc6_dilation=12,
     dropout=0.5,
+    config="vgg_d",
 ):
     """Build DeepLab's atrous VGG16 on `x` and return its named feature tensors.
 
@@ -75,6 +76,7 @@ def deeplab_vgg16_trunk(
         fc_width: channels of ``fc6``/``fc7`` (1024 in LargeFOV).
         fc6_dilation: dilation (= padding) of ``fc6`` (12 in LargeFOV).
         dropout: rate of ``drop6``/``drop7`` (0.5).
+        config: VGG configuration of the convs (``"vgg_d"`` = VGG16; ``"vgg_a"`` ... ``"vgg_e"``).
 
     Returns:
         A dict of Keras tensors keyed by the prototxt's blob names: ``conv1_2``, ``pool1``,
@@ -87,11 +89,11 @@ def deeplab_vgg16_trunk(
     if include_fc and int(fc_width) < 1:
         raise ValueError(f"fc_width must be >= 1, got {fc_width}")
     feats = {}
-    for b, block in enumerate(VGG16_BLOCKS, start=1):
+    for b, block in enumerate(vgg_blocks(config), start=1):
         dilation = 2 if b == 5 else 1
-        for i, channels in enumerate(block, start=1):
+        for i, (channels, size) in enumerate(block, start=1):
             x = layers.Conv2D(
-                _width(channels, width_multiplier), 3, padding="same", dilation_rate=dilation,
+                _width(channels, width_multiplier), size, padding="same", dilation_rate=dilation if size > 1 else 1,
                 name=f"conv{b}_{i}",
             )(x)
             x = layers.ReLU(name=f"relu{b}_{i}")(x)
@@ -145,7 +147,7 @@ def decimate_fc7(kernel, bias, filters=1024):
     return kernel.reshape(1, 1, *kernel.shape), np.asarray(bias)[::step_out]
 
 
-def load_deeplab_vgg16_imagenet(model, weights="imagenet", fc_layers=(("fc6", "fc7"),)):
+def load_deeplab_vgg16_imagenet(model, weights="imagenet", fc_layers=(("fc6", "fc7"),), config="vgg_d"):
     """Initialise a DeepLab VGG16 model from ImageNet VGG16 (as the DeepLab authors did).
 
     ``conv1_1``..``conv5_3`` are copied; each ``(fc6, fc7)`` pair named in `fc_layers` that exists
@@ -163,9 +165,9 @@ def load_deeplab_vgg16_imagenet(model, weights="imagenet", fc_layers=(("fc6", "f
     """
     names = {layer.name for layer in model.layers}
     want_fc = any(f6 in names for f6, _ in fc_layers)
-    src = vgg16_imagenet_weights(weights, include_top=want_fc)
+    src = vgg16_imagenet_weights(weights, include_top=want_fc, config=config)
     loaded = []
-    for b, block in enumerate(VGG16_BLOCKS, start=1):
+    for b, block in enumerate(vgg_blocks(config), start=1):
         for i in range(1, len(block) + 1):
             name = f"conv{b}_{i}"
             if name in names:

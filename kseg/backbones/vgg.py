@@ -12,6 +12,8 @@ import keras
 import numpy as np
 
 __all__ = [
+    "VGG_CONFIGS",
+    "vgg_blocks",
     "VGG16_BLOCKS",
     "VGG16_FC_UNITS",
     "vgg16_layer_names",
@@ -25,14 +27,43 @@ __all__ = [
 #: Output channels of each conv layer, block by block (configuration D of the VGG paper).
 VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 
+#: The configurations of Simonyan & Zisserman, ICLR 2015, Table 1: per block, the convs as
+#: (filters, kernel size). C has a 1x1 conv at the end of blocks 3-5; A-LRN is A plus an LRN
+#: after conv1_1 (the builders add it).
+VGG_CONFIGS = {
+    "vgg_a": (((64, 3),), ((128, 3),), ((256, 3), (256, 3)), ((512, 3), (512, 3)), ((512, 3), (512, 3))),
+    "vgg_b": (((64, 3), (64, 3)), ((128, 3), (128, 3)), ((256, 3), (256, 3)), ((512, 3), (512, 3)),
+              ((512, 3), (512, 3))),
+    "vgg_c": (((64, 3), (64, 3)), ((128, 3), (128, 3)), ((256, 3), (256, 3), (256, 1)),
+              ((512, 3), (512, 3), (512, 1)), ((512, 3), (512, 3), (512, 1))),
+    "vgg_d": (((64, 3), (64, 3)), ((128, 3), (128, 3)), ((256, 3),) * 3, ((512, 3),) * 3, ((512, 3),) * 3),
+    "vgg_e": (((64, 3), (64, 3)), ((128, 3), (128, 3)), ((256, 3),) * 4, ((512, 3),) * 4, ((512, 3),) * 4),
+}
+VGG_CONFIGS["vgg_a_lrn"] = VGG_CONFIGS["vgg_a"]
+
+
+def vgg_blocks(config):
+    """The (filters, kernel) convs of each block of VGG configuration `config` (``"vgg_a"`` ... ``"vgg_e"``)."""
+    key = str(config).lower().replace("-", "_")
+    if key in ("vgg16", "d"):
+        key = "vgg_d"
+    if key in ("vgg19", "e"):
+        key = "vgg_e"
+    if key not in VGG_CONFIGS:
+        raise ValueError(f"backbone must be one of {sorted(VGG_CONFIGS)} (Simonyan & Zisserman, Table 1), "
+                         f"got {config!r}")
+    return VGG_CONFIGS[key]
+
+
 #: Units of the classifier's fc6 / fc7 (convolutionalised: 7x7 and 1x1 convs with this many filters).
 VGG16_FC_UNITS = 4096
 
 
-def vgg16_layer_names():
-    """``{"conv1_1": "block1_conv1", ..., "fc6": "fc1", "fc7": "fc2"}``: kseg -> keras.applications."""
+def vgg16_layer_names(config="vgg_d"):
+    """``{"conv1_1": "block1_conv1", ..., "fc6": "fc1", "fc7": "fc2"}``: kseg -> keras.applications
+    (VGG16 for ``config="vgg_d"``, VGG19 for ``"vgg_e"``)."""
     names = {}
-    for b, block in enumerate(VGG16_BLOCKS, start=1):
+    for b, block in enumerate(vgg_blocks(config), start=1):
         for i in range(1, len(block) + 1):
             names[f"conv{b}_{i}"] = f"block{b}_conv{i}"
     names["fc6"] = "fc1"
@@ -40,7 +71,15 @@ def vgg16_layer_names():
     return names
 
 
-def vgg16_imagenet_weights(weights="imagenet", include_top=False):
+def _applications_model(config):
+    key = {"vgg_d": "VGG16", "vgg_e": "VGG19"}.get(str(config).lower().replace("vgg16", "vgg_d").replace("vgg19", "vgg_e"))
+    if key is None:
+        raise ValueError(f"ImageNet weights exist for VGG configurations D (VGG16) and E (VGG19) "
+                         f"(keras.applications), not {config!r}")
+    return key, getattr(keras.applications, key)
+
+
+def vgg16_imagenet_weights(weights="imagenet", include_top=False, config="vgg_d"):
     """Read VGG16 weights into ``{"conv1_1": [kernel, bias], ...}`` (Caffe names).
 
     Args:
@@ -50,21 +89,25 @@ def vgg16_imagenet_weights(weights="imagenet", include_top=False):
         include_top: also return ``fc6``/``fc7`` as Dense weights (kernel 25088x4096 and
             4096x4096); needs a file with the classifier.
     """
+    arch, application = _applications_model(config)
     if weights != "imagenet":
         if not os.path.exists(str(weights)):
-            raise FileNotFoundError(f"VGG16 weights file not found: {weights}")
+            raise FileNotFoundError(f"{arch} weights file not found: {weights}")
     ref = None
     errors = []
     for top in ((True,) if include_top else (False, True)):
         try:
-            ref = keras.applications.VGG16(weights=weights, include_top=top)
+            ref = application(weights=weights, include_top=top)
             break
         except (ValueError, OSError, KeyError) as err:  # a file saved with the other include_top
             errors.append(str(err))
     if ref is None:
-        raise ValueError(f"could not read VGG16 weights from {weights!r}: {'; '.join(errors)}")
+        raise ValueError(f"could not read {arch} weights from {weights!r}: {'; '.join(errors)}")
     out = {}
-    for ours, theirs in vgg16_layer_names().items():
+    names = vgg16_layer_names(config)
+    if include_top == "predictions":
+        names["fc8"] = "predictions"
+    for ours, theirs in names.items():
         try:
             layer = ref.get_layer(theirs)
         except ValueError:
@@ -75,7 +118,7 @@ def vgg16_imagenet_weights(weights="imagenet", include_top=False):
     return out
 
 
-def load_vgg16_weights(model, weights="imagenet", include_top=False):
+def load_vgg16_weights(model, weights="imagenet", include_top=False, config="vgg_d"):
     """Copy VGG16 weights into the layers of `model` named ``conv1_1`` ... (and ``fc6``/``fc7``).
 
     Conv kernels are copied as they are; Dense ``fc6``/``fc7`` kernels are reshaped into the
@@ -84,7 +127,7 @@ def load_vgg16_weights(model, weights="imagenet", include_top=False):
     Returns:
         The names of the layers that were loaded.
     """
-    src = vgg16_imagenet_weights(weights, include_top=include_top)
+    src = vgg16_imagenet_weights(weights, include_top=include_top, config=config)
     loaded = []
     for name, values in src.items():
         try:
@@ -126,6 +169,7 @@ def vgg16_fcn_trunk(
     batch_norm=False,
     return_masks=False,
     kernel_initializer="he_normal",
+    config="vgg_d",
 ):
     """The convolutionalised VGG16 of FCN (Long et al., CVPR 2015, Sec. 3.1), built on tensor `x`.
 
@@ -154,6 +198,8 @@ def vgg16_fcn_trunk(
         return_masks: use :class:`kseg.layers.MaxPoolingWithArgmax2D` and return its masks
             (for unpooling decoders).
         kernel_initializer: of the convs (MSRA by default, for training without ImageNet weights).
+        config: the VGG configuration of the convs (``"vgg_d"`` = VGG16, the papers'; ``"vgg_a"``
+            ... ``"vgg_e"``: :data:`VGG_CONFIGS`).
 
     Returns:
         ``dict`` of endpoints: ``"conv1_2"``, ..., ``"pool1"`` ... ``"pool5"``, ``"fc6"``,
@@ -177,13 +223,13 @@ def vgg16_fcn_trunk(
         return layers.ReLU(name=relu_name)(t)
 
     ends = {"masks": []}
-    for b, block in enumerate(VGG16_BLOCKS, start=1):
-        for i, filters in enumerate(block, start=1):
+    for b, block in enumerate(vgg_blocks(config), start=1):
+        for i, (filters, size) in enumerate(block, start=1):
             padding = "same"
             if b == 1 and i == 1 and pad100:
                 x = layers.ZeroPadding2D(100, name="conv1_1_pad")(x)
                 padding = "valid"
-            x = conv(x, f"conv{b}_{i}", filters, 3, padding, f"relu{b}_{i}", f"bn{b}_{i}")
+            x = conv(x, f"conv{b}_{i}", filters, size, padding, f"relu{b}_{i}", f"bn{b}_{i}")
             ends[f"conv{b}_{i}"] = x
         if return_masks:
             x, mask = MaxPoolingWithArgmax2D(2, name=f"pool{b}")(x)

@@ -10,10 +10,11 @@ only see the middle of the image, and it fills masks with the same value as imag
 ``RandomCrop`` needs static shapes and, when an input side equals the crop side, centre-crops and
 *bilinearly resizes* the mask, which blends labels. So scale and crop are done here with
 ``tf.image`` ops: the image is resized bilinearly and the mask with nearest neighbour (both with
-half-pixel centres, so they stay aligned); image padding is 0 and mask padding is ``ignore_label``.
+half-pixel centres, so they stay aligned); image padding is 0 and mask padding is ``ignore_class``.
 """
 
 from __future__ import annotations
+from kseg.utils import renamed_argument
 
 __all__ = ["JointAugmentation", "joint_augmentation"]
 
@@ -31,8 +32,8 @@ class JointAugmentation:
             crop/pad back).
         scale_range: ``(low, high)``: the image is resized by a factor drawn uniformly from it.
         flip: random left-right flip (probability 0.5).
-        ignore_label: the mask padding value; ``None`` pads with -1, which
-            :func:`kseg.data.segmentation_dataset` replaces by its own ``ignore_label``.
+        ignore_class: the mask padding value; ``None`` pads with -1, which
+            :func:`kseg.data.segmentation_dataset` replaces by its own ``ignore_class``.
         seed: integer seed for reproducible draws.
 
     Example:
@@ -44,7 +45,8 @@ class JointAugmentation:
         ((64, 96, 3), (64, 96, 1))
     """
 
-    def __init__(self, crop_size=None, scale_range=(0.75, 1.5), flip=True, ignore_label=None, seed=None):
+    @renamed_argument("ignore_label", "ignore_class")
+    def __init__(self, crop_size=None, scale_range=(0.75, 1.5), flip=True, ignore_class=None, seed=None):
         if crop_size is not None:
             if isinstance(crop_size, int):
                 crop_size = (crop_size, crop_size)
@@ -54,12 +56,12 @@ class JointAugmentation:
         low, high = (float(v) for v in scale_range)
         if not 0 < low <= high:
             raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range}")
-        if ignore_label is not None and not 0 <= int(ignore_label) <= 255:
-            raise ValueError(f"ignore_label must be None or in 0..255, got {ignore_label}")
+        if ignore_class is not None and not 0 <= int(ignore_class) <= 255:
+            raise ValueError(f"ignore_class must be None or in 0..255, got {ignore_class}")
         self.crop_size = crop_size
         self.scale_range = (low, high)
         self.flip = bool(flip)
-        self.ignore_label = ignore_label
+        self.ignore_class = ignore_class
         self.seed = seed
         self._rng = None
         self._flip_layer = None
@@ -71,7 +73,7 @@ class JointAugmentation:
             "crop_size": self.crop_size,
             "scale_range": self.scale_range,
             "flip": self.flip,
-            "ignore_label": self.ignore_label,
+            "ignore_class": self.ignore_class,
             "seed": self.seed,
         }
 
@@ -135,7 +137,7 @@ class JointAugmentation:
         both = tf.image.crop_to_bounding_box(both, y, x, out_h, out_w)
         image = both[..., :3]
         mask = tf.cast(tf.round(both[..., 3:]), tf.int32) - 1
-        fill = -1 if self.ignore_label is None else int(self.ignore_label)
+        fill = -1 if self.ignore_class is None else int(self.ignore_class)
         mask = tf.where(mask < 0, fill, mask)
 
         if self.flip:
@@ -151,7 +153,8 @@ class JointAugmentation:
         return {"images": image, "segmentation_masks": mask}
 
 
-def joint_augmentation(crop_size=None, scale_range=(0.75, 1.5), flip=True, seed=None, ignore_label=None):
+@renamed_argument("ignore_label", "ignore_class")
+def joint_augmentation(crop_size=None, scale_range=(0.75, 1.5), flip=True, seed=None, ignore_class=None):
     """Joint image+mask augmentation for :func:`kseg.data.segmentation_dataset` (``augment=``).
 
     Random scale in ``scale_range`` (image bilinear, mask nearest neighbour), random crop to
@@ -164,4 +167,4 @@ def joint_augmentation(crop_size=None, scale_range=(0.75, 1.5), flip=True, seed=
         >>> ds = segmentation_dataset(find_pairs("../shared/data/camvid"), shuffle=True,
         ...                           augment=joint_augmentation(crop_size=(360, 480), seed=0))  # doctest: +SKIP
     """
-    return JointAugmentation(crop_size=crop_size, scale_range=scale_range, flip=flip, ignore_label=ignore_label, seed=seed)
+    return JointAugmentation(crop_size=crop_size, scale_range=scale_range, flip=flip, ignore_class=ignore_class, seed=seed)

@@ -10,7 +10,7 @@ Two layouts are understood by :func:`find_pairs`:
 * **generic**: ``root/images[/split]/*.{png,jpg,jpeg}`` and ``root/masks[/split]/*.png``,
   matched by file stem (``images/train/a.jpg`` <-> ``masks/train/a.png``).
 
-Masks are 8-bit single-channel PNGs whose pixel values are class ids; one value (``ignore_label``,
+Masks are 8-bit single-channel PNGs whose pixel values are class ids; one value (``ignore_class``,
 11 = void for CamVid) marks pixels that no loss or metric counts.
 
 :func:`segmentation_dataset` turns the pairs into a ``tf.data.Dataset`` of
@@ -41,6 +41,7 @@ import numpy as np
 
 from kseg.data.errors import DataError
 from kseg.utils import as_size
+from kseg.utils import renamed_argument
 
 __all__ = ["find_pairs", "segmentation_dataset", "validate_pairs", "read_image_info"]
 
@@ -271,35 +272,36 @@ def mask_label_counts(path):
     return result
 
 
-def _check_mask_values(path, num_classes, ignore_label):
+def _check_mask_values(path, num_classes, ignore_class):
     counts, _ = mask_label_counts(path)
-    bad = [int(v) for v in np.flatnonzero(counts) if v >= num_classes and v != ignore_label]
+    bad = [int(v) for v in np.flatnonzero(counts) if v >= num_classes and v != ignore_class]
     if bad:
         raise DataError(
             f"{path}: label values {bad} (in {int(counts[bad].sum())} pixels) are outside the "
-            f"{num_classes} classes 0..{num_classes - 1} and are not the ignore label {ignore_label}"
+            f"{num_classes} classes 0..{num_classes - 1} and are not the ignore label {ignore_class}"
         )
     return counts
 
 
-def validate_pairs(pairs, num_classes=11, ignore_label=11):
+@renamed_argument("ignore_label", "ignore_class")
+def validate_pairs(pairs, num_classes=11, ignore_class=11):
     """Check image/mask pairs; return ``[(height, width), ...]``, one per pair.
 
     Checks, naming the file in a :class:`DataError`: the image is a readable, uncorrupted PNG/JPEG;
     the mask is an 8-bit single-channel PNG of the image's size; its label values are
-    ``< num_classes`` or equal to ``ignore_label``.
+    ``< num_classes`` or equal to ``ignore_class``.
 
     Example:
         >>> sizes = validate_pairs(find_pairs("../shared/data/camvid", "val"))  # doctest: +SKIP
         >>> set(sizes)  # doctest: +SKIP
         {(360, 480)}
     """
-    _check_label_args(num_classes, ignore_label)
+    _check_label_args(num_classes, ignore_class)
     sizes = []
     for pair in pairs:
         image, mask = (pathlib.Path(p) for p in pair)
         try:
-            key = (_file_key(image), _file_key(mask), num_classes, ignore_label)
+            key = (_file_key(image), _file_key(mask), num_classes, ignore_class)
         except OSError as err:
             raise DataError(f"{err.filename}: cannot read file ({err.strerror})") from None
         if key in _CACHE:
@@ -328,17 +330,17 @@ def validate_pairs(pairs, num_classes=11, ignore_label=11):
                 f"{mask}: mask size {msize[1]}x{msize[0]} (WxH) differs from its image {image} "
                 f"({size[1]}x{size[0]})"
             )
-        _check_mask_values(mask, num_classes, ignore_label)
+        _check_mask_values(mask, num_classes, ignore_class)
         _CACHE[key] = size
         sizes.append(size)
     return sizes
 
 
-def _check_label_args(num_classes, ignore_label):
+def _check_label_args(num_classes, ignore_class):
     if int(num_classes) < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    if ignore_label is not None and not (0 <= int(ignore_label) <= 255):
-        raise ValueError(f"ignore_label must be None or in 0..255 (8-bit masks), got {ignore_label}")
+    if ignore_class is not None and not (0 <= int(ignore_class) <= 255):
+        raise ValueError(f"ignore_class must be None or in 0..255 (8-bit masks), got {ignore_class}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,13 +348,14 @@ def _check_label_args(num_classes, ignore_label):
 # --------------------------------------------------------------------------------------------
 
 
+@renamed_argument("ignore_label", "ignore_class")
 def segmentation_dataset(
     pairs,
     batch_size=4,
     shuffle=False,
     augment=None,
     num_classes=11,
-    ignore_label=11,
+    ignore_class=11,
     class_weights=None,
     repeat=False,
     seed=None,
@@ -371,19 +374,19 @@ def segmentation_dataset(
             ``{"images": float32 (H, W, 3), "segmentation_masks": int32 (H, W, 1)}`` returning the same
             keys: :func:`kseg.data.joint_augmentation`, or a Keras 3 augmentation layer such as
             ``keras.layers.RandomFlip("horizontal")``. Negative mask values it returns (the padding
-            of :func:`joint_augmentation`) become ``ignore_label``.
-        num_classes: number of classes; mask values must be below it or equal to ``ignore_label``.
-        ignore_label: the label no loss/metric counts (CamVid void = 11), or ``None``.
+            of :func:`joint_augmentation`) become ``ignore_class``.
+        num_classes: number of classes; mask values must be below it or equal to ``ignore_class``.
+        ignore_class: the label no loss/metric counts (CamVid void = 11), or ``None``.
         class_weights: ``None`` or an array of ``num_classes`` weights (e.g.
             :func:`median_frequency_weights`); then a third element, per-pixel weights, is added,
-            ``class_weights[mask]`` and 0 at ``ignore_label``: pass it as Keras ``sample_weight``.
+            ``class_weights[mask]`` and 0 at ``ignore_class``: pass it as Keras ``sample_weight``.
         repeat: repeat forever (use ``steps_per_epoch``).
         seed: seed for shuffling; with a seed, ``augment`` also runs in order (not in parallel), so
             that a seeded augmentation (``joint_augmentation(seed=...)``) is reproducible.
         validate: check every file up front (see the module docstring) and assert sizes/labels
             while decoding; ``False`` skips both.
         crop_size: ``(height, width)``: centre-crop / pad each example (after ``augment``) to this size
-            (images padded with 0, masks with ``ignore_label``), so images of different sizes batch.
+            (images padded with 0, masks with ``ignore_class``), so images of different sizes batch.
         drop_remainder: drop a last, smaller batch.
         num_parallel_calls: parallel decoders (default ``tf.data.AUTOTUNE``).
 
@@ -410,9 +413,9 @@ def segmentation_dataset(
         raise DataError("no image/mask pairs given (empty list)")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    _check_label_args(num_classes, ignore_label)
+    _check_label_args(num_classes, ignore_class)
     crop_size = as_size(crop_size, "crop_size")
-    fill = -1 if ignore_label is None else int(ignore_label)
+    fill = -1 if ignore_class is None else int(ignore_class)
     if class_weights is not None:
         class_weights = np.asarray(class_weights, dtype="float32").reshape(-1)
         if class_weights.shape[0] != num_classes:
@@ -425,7 +428,7 @@ def segmentation_dataset(
 
     static_hw = (None, None)
     if validate:
-        sizes = validate_pairs(pairs, num_classes, ignore_label)
+        sizes = validate_pairs(pairs, num_classes, ignore_class)
         if len(set(sizes)) == 1:
             static_hw = sizes[0]
         elif crop_size is None and getattr(augment, "crop_size", None) is None and batch_size > 1:
@@ -450,8 +453,8 @@ def segmentation_dataset(
                 ),
             ]
             valid = tf.cast(mask, tf.int32) < num_classes
-            if ignore_label is not None:
-                valid |= tf.equal(tf.cast(mask, tf.int32), ignore_label)
+            if ignore_class is not None:
+                valid |= tf.equal(tf.cast(mask, tf.int32), ignore_class)
             checks.append(
                 tf.debugging.Assert(
                     tf.reduce_all(valid),
@@ -518,8 +521,8 @@ def segmentation_dataset(
 
         def add_weights(image, mask):
             weights = tf.gather(table, tf.clip_by_value(mask, 0, num_classes - 1))
-            if ignore_label is not None:
-                weights = tf.where(tf.equal(mask, ignore_label), 0.0, weights)
+            if ignore_class is not None:
+                weights = tf.where(tf.equal(mask, ignore_class), 0.0, weights)
             return image, mask, weights
 
         ds = ds.map(add_weights, num_parallel_calls=parallel)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import pathlib
 
 import numpy as np
+from kseg.utils import renamed_argument
 
 __all__ = ["synthetic_scenes", "write_synthetic_dataset", "SYNTHETIC_COLOURS"]
 
@@ -43,7 +44,7 @@ def _extra_colour(c):
     return g.uniform(30, 230, 3).astype(np.float32)
 
 
-def _scene(rng, height, width, num_classes, ignore_label):
+def _scene(rng, height, width, num_classes, ignore_class):
     mask = np.zeros((height, width), np.uint8)
     image = np.zeros((height, width, 3), np.float32)
     colours = [
@@ -116,16 +117,17 @@ def _scene(rng, height, width, num_classes, ignore_label):
     # Vertical shading (light from above) and sensor noise.
     shade = np.linspace(1.05, 0.9, height, dtype=np.float32)[:, None, None]
     image = (image + scene_tint) * brightness * shade + rng.normal(0.0, 6.0, image.shape)
-    if ignore_label is not None:
+    if ignore_class is not None:
         # Void, as in CamVid, along object borders: one-pixel seams where the label changes.
         edge = np.zeros_like(mask, bool)
         edge[1:] |= mask[1:] != mask[:-1]
         edge[:, 1:] |= mask[:, 1:] != mask[:, :-1]
-        mask[edge] = ignore_label
+        mask[edge] = ignore_class
     return np.clip(np.round(image), 0, 255).astype(np.uint8), mask
 
 
-def synthetic_scenes(num, height=360, width=480, num_classes=11, seed=0, ignore_label=None):
+@renamed_argument("ignore_label", "ignore_class")
+def synthetic_scenes(num, height=360, width=480, num_classes=11, seed=0, ignore_class=None):
     """Generate ``num`` street-like scenes with their masks.
 
     Args:
@@ -134,7 +136,7 @@ def synthetic_scenes(num, height=360, width=480, num_classes=11, seed=0, ignore_
         num_classes: classes drawn, ``2 .. 255`` (ids follow CamVid's up to 11; classes missing when
             it is smaller are not drawn; extra classes are drawn as blobs of their own colour).
         seed: integer seed: the same seed gives the same scenes.
-        ignore_label: ``None``, or a label painted on one-pixel seams between regions (as CamVid's
+        ignore_class: ``None``, or a label painted on one-pixel seams between regions (as CamVid's
             void), to exercise the ignore label.
 
     Returns:
@@ -151,22 +153,23 @@ def synthetic_scenes(num, height=360, width=480, num_classes=11, seed=0, ignore_
         raise ValueError(f"num_classes must be in 2..255, got {num_classes}")
     if int(height) < 8 or int(width) < 8:
         raise ValueError(f"height and width must be >= 8, got {height}x{width}")
-    if ignore_label is not None and not num_classes <= ignore_label <= 255:
-        raise ValueError(f"ignore_label must be in {num_classes}..255 (not a class id), got {ignore_label}")
+    if ignore_class is not None and not num_classes <= ignore_class <= 255:
+        raise ValueError(f"ignore_class must be in {num_classes}..255 (not a class id), got {ignore_class}")
     images = np.zeros((num, height, width, 3), np.uint8)
     masks = np.zeros((num, height, width), np.uint8)
     for i, child in enumerate(np.random.SeedSequence(seed).spawn(num)):
-        images[i], masks[i] = _scene(np.random.default_rng(child), height, width, num_classes, ignore_label)
+        images[i], masks[i] = _scene(np.random.default_rng(child), height, width, num_classes, ignore_class)
     return images, masks
 
 
-def write_synthetic_dataset(root, splits=None, height=360, width=480, num_classes=11, seed=0, ignore_label=11):
+@renamed_argument("ignore_label", "ignore_class")
+def write_synthetic_dataset(root, splits=None, height=360, width=480, num_classes=11, seed=0, ignore_class=11):
     """Write synthetic scenes as a CamVid-layout folder (``root/{split}/*.png``, ``root/{split}annot/*.png``).
 
     Args:
         root: destination folder (created).
         splits: ``{split: number of images}``; default ``{"train": 8, "val": 2, "test": 2}``.
-        height, width, num_classes, ignore_label: as :func:`synthetic_scenes`.
+        height, width, num_classes, ignore_class: as :func:`synthetic_scenes`.
         seed: base seed; each split gets its own scenes.
 
     Returns:
@@ -185,7 +188,7 @@ def write_synthetic_dataset(root, splits=None, height=360, width=480, num_classe
     splits = {"train": 8, "val": 2, "test": 2} if splits is None else dict(splits)
     for k, (split, n) in enumerate(splits.items()):
         images, masks = synthetic_scenes(
-            n, height, width, num_classes, seed=[int(seed), k], ignore_label=ignore_label
+            n, height, width, num_classes, seed=[int(seed), k], ignore_class=ignore_class
         )
         (root / split).mkdir(parents=True, exist_ok=True)
         (root / f"{split}annot").mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,10 @@ __all__ = ["METHODS", "DomainTransform", "domain_transform", "domain_transform_s
 #: ``"scan"``: keras.ops.associative_scan (Blelloch-style, O(n) work); ``"doubling"``: Hillis-Steele
 #: (O(n log n) work, log2 n dense steps, no control flow); ``"sequential"``: keras.ops.scan, one step per pixel.
 METHODS = ("scan", "doubling", "sequential")
+
+#: Lengths known only at run time (a model built for any input size): the doubling scan runs enough
+#: steps for rows / columns up to this long (13 steps; a static length runs ceil(log2 n)).
+MAX_DYNAMIC_LENGTH = 1 << 13
 #: The passes of one iteration, in the authors' order: (axis, reverse).
 _PASSES = ((2, False), (2, True), (1, False), (1, True))
 
@@ -61,7 +65,7 @@ def domain_transform_weights(edges, sigma_s, sigma_r, sigma_k):
 
 def _coefficients(w, axis, reverse):
     """``a_i``: weight of the previous output; 0 at the sequence start (y_0 = x_0)."""
-    n = w.shape[axis]
+    n = w.shape[axis] if w.shape[axis] is not None else ops.shape(w)[axis]
     first = ops.zeros_like(ops.take(w, ops.arange(0, 1), axis=axis))
     rest = ops.take(w, ops.arange(1, n), axis=axis)
     # forward: a_i = w_i (i >= 1); backward: a_i = w_{i+1} (the weight between i and i + 1).
@@ -76,6 +80,13 @@ def _combine(earlier, later):
 
 def _shift(t, offset, axis, fill):
     """``t`` moved ``offset`` steps forward along `axis`, the first `offset` entries set to `fill`."""
+    if t.shape[axis] is None:  # length known at run time only (offset may exceed it)
+        n = ops.shape(t)[axis]
+        head = ops.repeat(ops.full_like(ops.take(t, ops.arange(0, 1), axis=axis), fill), offset, axis=axis)
+        joined = ops.concatenate([head, t], axis=axis)
+        index = [slice(None)] * len(t.shape)
+        index[axis] = slice(0, n)
+        return joined[tuple(index)]
     index = [slice(None)] * len(t.shape)
     index[axis] = slice(0, t.shape[axis] - offset)
     head_shape = list(t.shape)
@@ -88,6 +99,8 @@ def _shift(t, offset, axis, fill):
 def _doubling_scan(a, b, axis):
     """Hillis-Steele prefix scan of ``(a, b)``: ceil(log2 n) vectorised steps, static shapes throughout."""
     n, offset = a.shape[axis], 1
+    if n is None:
+        n = MAX_DYNAMIC_LENGTH
     while offset < n:
         a_prev, b_prev = _shift(a, offset, axis, 1.0), _shift(b, offset, axis, 0.0)
         a, b = _combine((a_prev, b_prev), (a, b))
@@ -153,7 +166,8 @@ class DomainTransform(keras.layers.Layer):
         sigma_s: spatial standard deviation in pixels of the filtered map.
         sigma_r: range standard deviation (edge strength scale).
         method: ``"doubling"`` (default: a Hillis-Steele prefix scan, log2 n dense steps without
-            control flow, static shapes, builtin TFLite ops), ``"scan"``
+            control flow, builtin TFLite ops; sizes known only at run time run
+            ``log2(MAX_DYNAMIC_LENGTH)`` = 13 steps), ``"scan"``
             (``keras.ops.associative_scan``) or ``"sequential"`` (``keras.ops.scan``, one step
             per pixel; the reference). All three compute the same function.
 
@@ -190,9 +204,10 @@ class DomainTransform(keras.layers.Layer):
                 f"and {tuple(g_shape)}"
             )
         for axis in (1, 2):
-            if x_shape[axis] is None or g_shape[axis] is None:
-                raise ValueError(f"{self.name} needs static heights and widths, got {tuple(x_shape)}")
-            if x_shape[axis] != g_shape[axis]:
+            if (x_shape[axis] is None or g_shape[axis] is None) and self.method != "doubling":
+                raise ValueError(f"{self.name}: method={self.method!r} needs static heights and widths, got "
+                                 f"{tuple(x_shape)} (method='doubling' takes sizes known at run time only)")
+            if x_shape[axis] is not None and g_shape[axis] is not None and x_shape[axis] != g_shape[axis]:
                 raise ValueError(
                     f"{self.name}: x {tuple(x_shape)} and edges {tuple(g_shape)} must have the same height and width"
                 )

@@ -65,6 +65,9 @@ class ImageNormalization(keras.layers.Layer):
 
     def call(self, x):
         x = ops.cast(x, self.compute_dtype)
+        channels = x.shape[-1]
+        if self.mode in ("caffe", "torch") and channels != 3:
+            return self._other_channels(x, channels)
         if self.mode == "caffe":
             x = ops.flip(x, axis=-1)
             return x - ops.convert_to_tensor([103.939, 116.779, 123.68], dtype=x.dtype)
@@ -75,6 +78,23 @@ class ImageNormalization(keras.layers.Layer):
         if self.mode == "unit":
             return x / 255.0
         return x
+
+    def _other_channels(self, x, channels):
+        """Inputs that are not RGB (models trained from scratch): 1 channel is grey, normalised
+        with the mean of the RGB statistics; with more than 3 the first three are RGB (as for
+        3) and each extra channel (depth, alpha) is normalised like grey."""
+        if self.mode == "caffe":
+            grey_mean, grey_std, rgb = 114.799, 1.0, ops.flip(x[..., :3], axis=-1) if channels > 3 else None
+            rgb_mean, rgb_std = [103.939, 116.779, 123.68], [1.0, 1.0, 1.0]
+        else:
+            grey_mean, grey_std = 0.449 * 255.0, 0.226 * 255.0
+            rgb = x[..., :3] if channels > 3 else None
+            rgb_mean = [0.485 * 255.0, 0.456 * 255.0, 0.406 * 255.0]
+            rgb_std = [0.229 * 255.0, 0.224 * 255.0, 0.225 * 255.0]
+        if rgb is None:
+            return (x - grey_mean) / grey_std
+        rgb = (rgb - ops.convert_to_tensor(rgb_mean, dtype=x.dtype)) / ops.convert_to_tensor(rgb_std, dtype=x.dtype)
+        return ops.concatenate([rgb, (x[..., 3:] - grey_mean) / grey_std], axis=-1)
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}

@@ -66,13 +66,14 @@ class ReNet2D(keras.layers.Layer):
         return layers.Bidirectional(forward, backward_layer=backward, merge_mode="concat", name=name)
 
     def _grid(self, input_shape):
+        """(rows, columns, patch features) of the patch grid; rows / columns None when unknown."""
         _, h, w, c = input_shape
         ph, pw = self.patch_size
-        if h is None or w is None or c is None:
-            raise ValueError(f"{self.name} needs a static height, width and channels, got {tuple(input_shape)}")
-        if h % ph or w % pw:
+        if c is None:
+            raise ValueError(f"{self.name} needs a static number of channels, got {tuple(input_shape)}")
+        if (h is not None and h % ph) or (w is not None and w % pw):
             raise ValueError(f"{self.name}: input {h}x{w} is not divisible by the patch size {ph}x{pw}")
-        return h // ph, w // pw, ph * pw * c
+        return (None if h is None else h // ph), (None if w is None else w // pw), ph * pw * c
 
     def build(self, input_shape):
         gh, gw, d = self._grid(input_shape)
@@ -83,6 +84,9 @@ class ReNet2D(keras.layers.Layer):
         gh, gw, d = self._grid(x.shape)
         ph, pw = self.patch_size
         c = x.shape[-1]
+        # sizes known only at run time (any input size): the sweeps are RNNs over any length
+        gh = ops.shape(x)[1] // ph if gh is None else gh
+        gw = ops.shape(x)[2] // pw if gw is None else gw
         # non-overlapping patches, flattened in (row, column, channel) order
         x = ops.reshape(x, (-1, gh, ph, gw, pw, c))
         x = ops.transpose(x, (0, 1, 3, 2, 4, 5))

@@ -26,6 +26,8 @@ from kseg.models.segnet_decoders import (  # SegNet PAMI 2017 Table 1's decoder 
     BilinearInterpolation, FCNBasic, FCNBasicNoAddition, FCNBasicNoAdditionNoDimReduction,
     FCNBasicNoDimReduction, SegNetBasicEncoderAddition, SegNetBasicSingleChannelDecoder,
 )
+from kseg.models.vgg import VGGA, VGGALRN, VGGB, VGGC, VGGD, VGGE
+from kseg.models import weights  # noqa: E402  (kseg.models.weights.load_weights / convert)
 
 list = list_models  # noqa: A001  (kseg.models.list(), as in the docs)
 
@@ -33,9 +35,10 @@ MODELS = [
     "CRFasRNN", "DTEdgeNet", "DeconvNet", "DeepLabV1", "DeepLabV2", "DeepLabV2ResNet101", "DeepLabV2VGG16",
     "DeepMask", "DeepMaskResNet50", "DilatedFrontEnd", "Dilation8", "FCN16s", "FCN32s", "FCN8s", "FCN8sAtOnce",
     "FastRCNN", "ION", "MultiPathNet", "ParseNet", "ReNetClassifier", "ReSeg", "SegNet", "SegNetBasic", "SharpMask",
+    "VGGA", "VGGALRN", "VGGB", "VGGC", "VGGD", "VGGE",
 ]
 MODELS += [
     "BilinearInterpolation", "FCNBasic", "FCNBasicNoAddition", "FCNBasicNoAdditionNoDimReduction",
     "FCNBasicNoDimReduction", "SegNetBasicEncoderAddition", "SegNetBasicSingleChannelDecoder",
 ]
-__all__ = MODELS + ["ModelCard", "cards", "get", "list", "list_models", "register"]
+__all__ = MODELS + ["ModelCard", "cards", "get", "list", "list_models", "register", "weights"]

@@ -35,6 +35,8 @@ from kseg.initializers import BilinearUpsampling
 from kseg.layers.crf import CRFRNN
 from kseg.layers.crop import CropToReference
 from kseg.layers.normalization import ImageNormalization
+from kseg.models._common import (ANY_SIZE, LOGITS_DTYPE, check_num_classes, check_width_multiplier, finish,
+                                 image_input, legacy_width, rgb_image)
 from kseg.models.registry import ModelCard, register
 
 __all__ = ["CRFasRNN"]
@@ -73,9 +75,11 @@ def _score(x, num_classes, name):
               "only; TFLite needs SELECT_TF_OPS (lattice: Unique, SearchSorted, UnsortedSegmentSum).",
     )
 )
-def CRFasRNN(num_classes=21, input_shape=(500, 500, 3), input_tensor=None, encoder_weights=None,
-             num_iterations=5, num_iterations_inference=10, theta_alpha=160.0, theta_beta=3.0, theta_gamma=3.0,
-             spatial_weight=3.0, bilateral_weight=5.0, width=1.0, tflite_builtins=False, name="crf_as_rnn"):
+@legacy_width()
+def CRFasRNN(num_classes=21, input_shape=ANY_SIZE, weights=None, encoder_weights=None, width_multiplier=1.0,
+             input_tensor=None, name="crf_as_rnn", num_iterations=5, num_iterations_inference=10, theta_alpha=160.0,
+             theta_beta=3.0, theta_gamma=3.0, spatial_weight=3.0, bilateral_weight=5.0,
+             tflite_builtins=False):
     """CRF-as-RNN: FCN-8s unaries refined by trainable mean-field iterations.
 
     Reference: Zheng et al., "Conditional Random Fields as Recurrent Neural Networks", ICCV 2015,
@@ -84,18 +88,22 @@ def CRFasRNN(num_classes=21, input_shape=(500, 500, 3), input_tensor=None, encod
 
     Args:
         num_classes: classes (21, PASCAL VOC).
-        input_shape: ``(height, width, 3)``; 500x500 in the authors' deploy net; any size.
-        input_tensor: optional Keras tensor.
+        input_shape: ``(height, width, channels)``; default ``(None, None, 3)``, any size (500x500
+            in the authors' deploy net). The CRF's bilateral kernel reads the first three
+            channels as colour (a grey image repeated).
+        weights: ``None``, a preset of the card or a path (``.weights.h5``, ``.keras``, the
+            authors' ``.caffemodel``, whose old layer names the card maps).
         encoder_weights: None, ``"imagenet"`` or a ``keras.applications.VGG16`` weights file
             (with its classifier): conv1_1..fc7 initialised from VGG16 (fc6/fc7 convolutionalised).
+        width_multiplier: VGG16 width multiplier (1.0 = paper; small only for fast tests).
+        input_tensor: optional Keras tensor.
+        name: model name.
         num_iterations: mean-field iterations in training (5).
         num_iterations_inference: iterations at inference (10, the deploy net).
         theta_alpha, theta_beta, theta_gamma, spatial_weight, bilateral_weight: CRF kernel widths
             and initial kernel weights (the authors' 160, 3, 3, 3, 5).
-        width: VGG16 width multiplier (1.0 = paper; small only for fast tests).
         tflite_builtins: build the CRF's lattice from TFLite builtin ops only (slower in TensorFlow; needed
             for ``kseg.export.export_tflite``; same weights).
-        name: model name.
 
     Returns:
         ``keras.Model``: float RGB ``(batch, H, W, 3)`` in [0, 255] -> refined logits
@@ -107,13 +115,10 @@ def CRFasRNN(num_classes=21, input_shape=(500, 500, 3), input_tensor=None, encod
         >>> model.get_layer("inference1").num_iterations_inference
         10
     """
-    if int(num_classes) < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    if input_tensor is None and (input_shape is None or len(input_shape) != 3 or input_shape[-1] != 3):
-        raise ValueError(f"input_shape must be (height, width, 3), got {input_shape}")
-    if not float(width) > 0:
-        raise ValueError(f"width must be > 0, got {width}")
-    inputs = input_tensor if input_tensor is not None else keras.Input(shape=input_shape, name="image")
+    num_classes = check_num_classes(num_classes, "crf_as_rnn")
+    width = check_width_multiplier(width_multiplier, "crf_as_rnn")
+    inputs = image_input("crf_as_rnn", input_shape, input_tensor,
+                         pretrained=weights is not None or encoder_weights is not None)
     x = ImageNormalization("caffe", name="preprocess")(inputs)
     ends = vgg16_fcn_trunk(x, width=width, pad100=True, fc_padding="valid", dropout=0.5)
     score = _score(ends["fc7"], num_classes, "score-fr")
@@ -130,12 +135,14 @@ def CRFasRNN(num_classes=21, input_shape=(500, 500, 3), input_tensor=None, encod
     refined = CRFRNN(
         num_classes, num_iterations=num_iterations, num_iterations_inference=num_iterations_inference,
         theta_alpha=theta_alpha, theta_beta=theta_beta, theta_gamma=theta_gamma,
-        spatial_weight=spatial_weight, bilateral_weight=bilateral_weight, name="inference1",
+        spatial_weight=spatial_weight, bilateral_weight=bilateral_weight, name="inference1", dtype=LOGITS_DTYPE,
         tflite_builtins=tflite_builtins,
-    )([coarse, inputs])
+    )([coarse, rgb_image(inputs)])
     model = keras.Model(inputs, refined, name=name)
-    if encoder_weights is not None:
-        if float(width) != 1.0:
-            raise ValueError(f"encoder_weights need width=1.0 (the VGG16 widths), got width={width}")
+
+    def encoder(model, encoder_weights):
+        if width != 1.0:
+            raise ValueError(f"encoder_weights need width_multiplier=1.0 (the VGG16 widths), got {width}")
         load_vgg16_weights(model, encoder_weights, include_top=True)
-    return model
+
+    return finish(model, "crf_as_rnn", weights, encoder_weights, encoder)

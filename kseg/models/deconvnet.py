@@ -20,16 +20,19 @@ prototxt's fillers) plus moving statistics, which :func:`kseg.count_params` does
 import keras
 from keras import layers
 
-from kseg.backbones.vgg import VGG16_BLOCKS, _check_width, load_vgg16_weights, scale_width
-from kseg.backbones.vgg import vgg16_fcn_trunk
+from kseg.backbones.vgg import load_vgg16_weights, scale_width, vgg16_fcn_trunk, vgg_blocks
 from kseg.layers.normalization import ImageNormalization
 from kseg.layers.pooling import MaxUnpooling2D
+from kseg.models._common import (ANY_SIZE, LOGITS_DTYPE, check_num_classes, check_width_multiplier, finish,
+                                 image_input, legacy_width)
 from kseg.models.registry import ModelCard, register
 
 __all__ = ["DeconvNet"]
 
 #: Smallest input side: five ceil-mode poolings must leave 7 pixels for the 7x7 fc6 (ceil(193 / 32) = 7).
 MIN_SIZE = 193
+#: VGG configurations of the encoder (the paper: VGG16 = D); the decoder mirrors it.
+BACKBONES = ("vgg_a", "vgg_b", "vgg_c", "vgg_d", "vgg_e")
 
 
 def _deconv_bn_relu(x, name, bn_name, relu_name, filters, kernel, padding):
@@ -53,14 +56,16 @@ def _deconv_bn_relu(x, name, bn_name, relu_name, filters, kernel, padding):
         num_params=251_805_653,
         default_num_classes=21,
         output_stride=1,
+        input_sizes="any side >= 193 (five poolings must leave pool5 at least 7x7 for the 7x7 fc6)",
         notes=(
             "Input sides >= 193 (pool5 must hold the 7x7 fc6). encoder_weights='imagenet' converts the "
             "VGG16 classifier into fc6 / fc7; the decoder is trained from scratch as in the paper."
         ),
     )
 )
-def DeconvNet(num_classes=21, input_shape=(224, 224, 3), input_tensor=None, encoder_weights=None, weights=None,
-              width=1.0, name="deconvnet"):
+@legacy_width()
+def DeconvNet(num_classes=21, input_shape=ANY_SIZE, weights=None, encoder_weights=None, width_multiplier=1.0,
+              input_tensor=None, name="deconvnet", backbone="vgg_d"):
     """DeconvNet: a VGG16 encoder with BN and a mirrored decoder of unpooling + deconvolution.
 
     Reference: Noh et al., ICCV 2015, Sec. 3 and Fig. 2. The unpooling layers put activations
@@ -79,16 +84,19 @@ def DeconvNet(num_classes=21, input_shape=(224, 224, 3), input_tensor=None, enco
 
     Args:
         num_classes: output classes (21 for PASCAL VOC).
-        input_shape: ``(height, width, 3)``, default ``(224, 224, 3)`` as the authors' deploy
-            net (they segment 224x224 object proposals). Any side >= 193 works (fc6 needs 7x7
-            after five ceil-mode poolings), odd sides included; ``None`` dims for variable sizes.
-        input_tensor: optional Keras tensor to build on.
+        input_shape: ``(height, width, channels)``; default ``(None, None, 3)``: any side >= 193
+            (fc6 needs 7x7 after five ceil-mode poolings), odd sides included. The authors' deploy
+            net is 224x224 (they segment 224x224 object proposals).
+        weights: ``None``, a preset of the card or a path (``.weights.h5``, ``.keras``,
+            ``.caffemodel``).
         encoder_weights: ``None`` (MSRA init), ``"imagenet"`` or the path of a
             ``keras.applications.VGG16`` weights file with its classifier: conv1_1 ... conv5_3,
             fc6 (convolutionalised 7x7) and fc7 are loaded, as the authors initialise from VGG16.
-        weights: ``None`` or the path of a weights file of this model (``model.save_weights``).
-        width: channel multiplier of every layer (1.0 = the paper; smaller for tests).
+        width_multiplier: channel multiplier of every layer (1.0 = the paper; smaller for tests).
+        input_tensor: optional Keras tensor to build on.
         name: model name.
+        backbone: VGG configuration of the encoder (``"vgg_d"``, the paper's VGG16; ``"vgg_a"``
+            ... ``"vgg_e"``); the decoder mirrors it.
 
     Returns:
         A ``keras.Model`` from float RGB images in [0, 255] to per-pixel class logits
@@ -96,43 +104,39 @@ def DeconvNet(num_classes=21, input_shape=(224, 224, 3), input_tensor=None, enco
 
     Example:
         >>> import kseg
-        >>> kseg.DeconvNet(num_classes=11, input_shape=(224, 224, 3), width=0.0625).output_shape
+        >>> kseg.DeconvNet(num_classes=11, input_shape=(224, 224, 3), width_multiplier=0.0625).output_shape
         (None, 224, 224, 11)
     """
-    if int(num_classes) < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    if input_tensor is None and (input_shape is None or len(input_shape) != 3 or input_shape[-1] != 3):
-        raise ValueError(f"input_shape must be (height, width, 3), got {input_shape}")
-    _check_width(width)
-    inputs = input_tensor if input_tensor is not None else keras.Input(shape=input_shape, name="image")
-    for side in inputs.shape[1:3]:
-        if side is not None and side < MIN_SIZE:
-            raise ValueError(
-                f"DeconvNet needs input sides >= {MIN_SIZE} (pool5 must be at least 7x7 for fc6), got "
-                f"{tuple(inputs.shape[1:3])}"
-            )
+    num_classes = check_num_classes(num_classes, "deconvnet")
+    width = check_width_multiplier(width_multiplier, "deconvnet")
+    if backbone not in BACKBONES:
+        raise ValueError(f"deconvnet: backbone must be one of {BACKBONES}, got {backbone!r}")
+    blocks = vgg_blocks(backbone)
+    inputs = image_input("deconvnet", input_shape, input_tensor,
+                         pretrained=weights is not None or encoder_weights is not None, min_side=MIN_SIZE,
+                         sizes=f"any height and width >= {MIN_SIZE} (pool5 must be at least 7x7 for fc6)")
     x = ImageNormalization("caffe", name="preprocess")(inputs)
-    ends = vgg16_fcn_trunk(x, width=width, pad100=False, dropout=0.0, batch_norm=True, return_masks=True)
+    ends = vgg16_fcn_trunk(x, width=width, pad100=False, dropout=0.0, batch_norm=True, return_masks=True,
+                           config=backbone)
     x = _deconv_bn_relu(ends["fc7"], "fc6-deconv", "fc6-deconv-bn", "fc6-deconv-relu",
-                        scale_width(VGG16_BLOCKS[-1][-1], width), 7, "valid")
-    for b in range(len(VGG16_BLOCKS), 0, -1):
+                        scale_width(blocks[-1][-1][0], width), 7, "valid")
+    for b in range(len(blocks), 0, -1):
         x = MaxUnpooling2D(2, name=f"unpool{b}")([x, ends["masks"][b - 1]])
-        block = VGG16_BLOCKS[b - 1]
+        block = blocks[b - 1]
         for i in range(1, len(block) + 1):
             last = i == len(block)
-            filters = VGG16_BLOCKS[b - 2][-1] if (last and b > 1) else block[i - 1]
+            filters = blocks[b - 2][-1][0] if (last and b > 1) else block[i - 1][0]
             x = _deconv_bn_relu(x, f"deconv{b}_{i}", f"debn{b}_{i}", f"derelu{b}_{i}",
-                                scale_width(filters, width), 3, "same")
+                                scale_width(filters, width), block[i - 1][1], "same")
     outputs = layers.Conv2D(
-        num_classes, 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01), name="seg-score-voc"
+        num_classes, 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01), name="seg-score-voc",
+        dtype=LOGITS_DTYPE,
     )(x)
     model = keras.Model(inputs, outputs, name=name)
-    if encoder_weights is not None:
+
+    def encoder(model, encoder_weights):
         if width != 1.0:
-            raise ValueError(f"encoder_weights need width=1.0 (the VGG16 widths), got width={width}")
-        load_vgg16_weights(model, encoder_weights, include_top=True)
-    if weights is not None:
-        model.load_weights(weights)
-    return model
+            raise ValueError(f"encoder_weights need width_multiplier=1.0 (the VGG widths), got {width}")
+        load_vgg16_weights(model, encoder_weights, include_top=True, config=backbone)
 
-
+    return finish(model, "deconvnet", weights, encoder_weights, encoder)

@@ -32,6 +32,8 @@ from kseg.layers.aspp import AtrousSpatialPyramid
 from kseg.layers.interp import Interp
 from kseg.layers.logits import ProbabilityLogits
 from kseg.layers.normalization import ImageNormalization
+from kseg.models._common import (ANY_SIZE, LOGITS_DTYPE, check_num_classes, check_width_multiplier, finish,
+                                 image_input, legacy_width, rgb_image)
 from kseg.models.registry import ModelCard, register
 
 __all__ = ["DeepLabV1", "DeepLabV2", "DeepLabV2VGG16", "DeepLabV2ResNet101"]
@@ -45,15 +47,14 @@ _CRF_NOTE = (" crf=True appends the dense CRF (TensorFlow backend only; TFLite n
              "the lattice's Unique/SearchSorted/UnsortedSegmentSum).")
 
 
-def _check_args(num_classes, input_shape):
-    if int(num_classes) < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    if input_shape is not None and (len(input_shape) != 3 or input_shape[-1] != 3):
-        raise ValueError(f"input_shape must be (height, width, 3), got {input_shape}")
+#: VGG configurations of the atrous trunk: DeepLab's VGG16 (D) and the other configurations of
+#: Simonyan & Zisserman's Table 1 (same five blocks; pool4/pool5 stride 1, block 5 dilated).
+VGG_BACKBONES = ("vgg_a", "vgg_b", "vgg_c", "vgg_d", "vgg_e")
 
 
-def _input(input_shape, input_tensor):
-    return input_tensor if input_tensor is not None else keras.Input(shape=input_shape, name="image")
+def _inputs(model_name, input_shape, input_tensor, weights, encoder_weights):
+    return image_input(model_name, input_shape, input_tensor,
+                       pretrained=weights is not None or encoder_weights is not None)
 
 
 def _score_conv(num_classes, name):
@@ -63,12 +64,12 @@ def _score_conv(num_classes, name):
 
 
 def _finish(inputs, scores, crf, crf_iterations, crf_params, name):
-    logits = Interp(name="fc8_interp")([scores, inputs])
+    logits = Interp(name="fc8_interp", dtype=None if crf else LOGITS_DTYPE)([scores, inputs])
     if crf:
         from kseg.layers.crf import DenseCRF  # TF-only; imported where used
 
-        probs = DenseCRF(num_iterations=crf_iterations, name="crf", **(crf_params or {}))([logits, inputs])
-        logits = ProbabilityLogits(name="crf_logits")(probs)
+        probs = DenseCRF(num_iterations=crf_iterations, name="crf", **(crf_params or {}))([logits, rgb_image(inputs)])
+        logits = ProbabilityLogits(name="crf_logits", dtype=LOGITS_DTYPE)(probs)
     return keras.Model(inputs, logits, name=name)
 
 
@@ -85,12 +86,15 @@ def _finish(inputs, scores, crf, crf_iterations, crf_params, name):
         num_params=20_505_429,
         default_num_classes=21,
         output_stride=8,
-        notes="DeepLab-LargeFOV (VOC 2012: 21 classes, crop 321). weights='imagenet' copies VGG16's "
+        caffe_rename={"fc8_voc12": "fc8"},  # the released VOC12 classifier's name
+        notes="DeepLab-LargeFOV (VOC 2012: 21 classes, crop 321). encoder_weights='imagenet' copies VGG16's "
               "convs and decimates fc6/fc7 (every 4th filter, every 3rd tap)." + _CRF_NOTE,
     )
 )
-def DeepLabV1(num_classes=21, input_shape=(321, 321, 3), input_tensor=None, weights=None, crf=False,
-              crf_iterations=10, crf_params=None, width_multiplier=1.0, fc_width=1024, name="deeplab_v1"):
+@legacy_width()
+def DeepLabV1(num_classes=21, input_shape=ANY_SIZE, weights=None, encoder_weights=None, width_multiplier=1.0,
+              input_tensor=None, name="deeplab_v1", backbone="vgg_d", crf=False, crf_iterations=10, crf_params=None,
+              fc_width=1024):
     """DeepLab-LargeFOV: atrous VGG16, fc6 dilation 12, output stride 8, bilinear upsampling, optional CRF.
 
     Reference: Chen et al., ICLR 2015, Sec. 3 and Table 2 ("DeepLab-CRF-LargeFOV"); layer by
@@ -98,17 +102,23 @@ def DeepLabV1(num_classes=21, input_shape=(321, 321, 3), input_tensor=None, weig
 
     Args:
         num_classes: classes (21 for PASCAL VOC 2012).
-        input_shape: ``(height, width, 3)``; the authors train on 321x321 crops and test on 513x513
-            (sizes ``8k + 1`` align the stride-8 grid with the corners); any size works.
+        input_shape: ``(height, width, channels)``; default ``(None, None, 3)``, any size. The
+            authors train on 321x321 crops and test on 513x513 (sizes ``8k + 1`` align the
+            stride-8 grid with the corners).
+        weights: ``None``, a preset of the card or a path (``.weights.h5``, ``.keras``,
+            ``.caffemodel``): the whole model.
+        encoder_weights: ``None``, ``"imagenet"`` or a ``keras.applications.VGG16`` (``VGG19`` for
+            ``backbone="vgg_e"``) weights file with its classifier: convs copied, fc6/fc7
+            decimated (paper Sec. 4.1).
+        width_multiplier: scales the VGG widths (1.0 = paper; small for fast tests).
         input_tensor: optional Keras tensor to build on.
-        weights: None, ``"imagenet"`` or a ``keras.applications.VGG16`` weights file (with its
-            classifier): convs copied, fc6/fc7 decimated (paper Sec. 4.1).
+        name: model name.
+        backbone: VGG configuration of the trunk (``"vgg_d"``: VGG16, the paper's; ``"vgg_a"`` ...
+            ``"vgg_e"``).
         crf: append the fully connected CRF (:class:`kseg.layers.DenseCRF`); TensorFlow only.
         crf_iterations: mean-field iterations of the CRF (10 in the paper).
         crf_params: extra keyword arguments of ``DenseCRF`` (kernel widths and weights).
-        width_multiplier: scales the VGG16 widths (1.0 = paper; small for fast tests).
         fc_width: channels of fc6/fc7 (1024).
-        name: model name.
 
     Returns:
         ``keras.Model``: float RGB ``(batch, H, W, 3)`` in [0, 255] -> logits ``(batch, H, W, num_classes)``.
@@ -119,20 +129,23 @@ def DeepLabV1(num_classes=21, input_shape=(321, 321, 3), input_tensor=None, weig
         >>> model.get_layer("fc8").output.shape
         (None, 41, 41, 21)
     """
-    _check_args(num_classes, input_shape)
-    inputs = _input(input_shape, input_tensor)
+    num_classes = check_num_classes(num_classes, "deeplab_v1")
+    width_multiplier = check_width_multiplier(width_multiplier, "deeplab_v1")
+    if backbone not in VGG_BACKBONES:
+        raise ValueError(f"deeplab_v1: backbone must be one of {VGG_BACKBONES}, got {backbone!r}")
+    inputs = _inputs("deeplab_v1", input_shape, input_tensor, weights, encoder_weights)
     x = ImageNormalization("caffe", name="preprocess")(inputs)
     feats = deeplab_vgg16_trunk(x, width_multiplier=width_multiplier, pool5a=True, include_fc=True,
-                                fc_width=fc_width, fc6_dilation=12)
+                                fc_width=fc_width, fc6_dilation=12, config=backbone)
     scores = _score_conv(num_classes, "fc8")(feats["fc7"])
     model = _finish(inputs, scores, crf, crf_iterations, crf_params, name)
-    if weights is not None:
-        load_deeplab_vgg16_imagenet(model, weights, fc_layers=(("fc6", "fc7"),))
-    return model
+    return finish(model, "deeplab_v1", weights, encoder_weights,
+                  lambda m, w: load_deeplab_vgg16_imagenet(m, w, fc_layers=(("fc6", "fc7"),), config=backbone))
 
 
-def _vgg16_aspp_scores(x, num_classes, width_multiplier, fc_width):
-    feats = deeplab_vgg16_trunk(x, width_multiplier=width_multiplier, pool5a=False, include_fc=False)
+def _vgg16_aspp_scores(x, num_classes, width_multiplier, fc_width, config="vgg_d"):
+    feats = deeplab_vgg16_trunk(x, width_multiplier=width_multiplier, pool5a=False, include_fc=False,
+                                config=config)
     aspp = AtrousSpatialPyramid(num_classes, rates=_ASPP_RATES, hidden_units=(fc_width, fc_width),
                                 dropout=0.5, branch_names=["1", "2", "3", "4"], name="fc8")
     return aspp(feats["pool5"])
@@ -145,9 +158,10 @@ def _resnet101_aspp_scores(x, num_classes, width_multiplier, depths):
     return aspp(feats["res5"])
 
 
-def DeepLabV2(num_classes=21, input_shape=(321, 321, 3), input_tensor=None, backbone="resnet101", weights=None,
-              multi_scale=False, scales=(1.0, 0.75, 0.5), crf=False, crf_iterations=10, crf_params=None,
-              width_multiplier=1.0, fc_width=1024, depths=None, name=None):
+@legacy_width()
+def DeepLabV2(num_classes=21, input_shape=ANY_SIZE, weights=None, encoder_weights=None, width_multiplier=1.0,
+              input_tensor=None, name=None, backbone="resnet101", multi_scale=False, scales=(1.0, 0.75, 0.5),
+              crf=False, crf_iterations=10, crf_params=None, fc_width=1024, depths=None):
     """DeepLab-v2: atrous VGG16 or ResNet-101, ASPP (rates 6, 12, 18, 24, summed), optional MSC and CRF.
 
     Reference: Chen et al., PAMI 2018, Sec. 3.3 (ASPP, Fig. 4), Sec. 4.1 (multi-scale inputs
@@ -157,20 +171,24 @@ def DeepLabV2(num_classes=21, input_shape=(321, 321, 3), input_tensor=None, back
 
     Args:
         num_classes: classes (21, PASCAL VOC 2012).
-        input_shape: ``(height, width, 3)`` (321 crops in training; any size).
-        input_tensor: optional Keras tensor.
-        backbone: ``"resnet101"`` (ASPP = four 3x3 dilated convs to the classes, ``fc1_voc12_c0..3``)
-            or ``"vgg16"`` (ASPP-L: ``fc6_k`` 3x3 dilated 1024 -> ``fc7_k`` 1x1 1024 -> ``fc8_k``).
-        weights: None, ``"imagenet"`` or a weights file of ``keras.applications.ResNet101`` /
+        input_shape: ``(height, width, channels)``; default ``(None, None, 3)``, any size (321
+            crops in training).
+        weights: ``None``, a preset of the card or a path (``.weights.h5``, ``.keras``,
+            ``.caffemodel``): the whole model.
+        encoder_weights: None, ``"imagenet"`` or a weights file of ``keras.applications.ResNet101`` /
             ``VGG16`` (VGG16: convs copied and every branch's fc6/fc7 decimated).
+        width_multiplier: scales the backbone widths (1.0 = paper).
+        input_tensor: optional Keras tensor.
+        name: model name (default ``"deeplab_v2_<backbone>"``).
+        backbone: ``"resnet101"`` (ASPP = four 3x3 dilated convs to the classes, ``fc1_voc12_c0..3``)
+            or ``"vgg16"`` = ``"vgg_d"`` (ASPP-L: ``fc6_k`` 3x3 dilated 1024 -> ``fc7_k`` 1x1 1024 ->
+            ``fc8_k``); ``"vgg_a"`` ... ``"vgg_e"`` put another VGG configuration under ASPP-L.
         multi_scale: MSC inputs (``scales``) with shared weights, fused by max (``fc_fusion``).
         scales: input scales for ``multi_scale``; the first must be 1.
         crf: append the dense CRF (TensorFlow only).
         crf_iterations, crf_params: as :func:`DeepLabV1`.
-        width_multiplier: scales the backbone widths (1.0 = paper).
         fc_width: VGG16 ASPP-L hidden width (1024).
         depths: ResNet blocks per stage (default ``(3, 4, 23, 3)``).
-        name: model name (default ``"deeplab_v2_<backbone>"``).
 
     Returns:
         ``keras.Model``: float RGB in [0, 255] -> logits ``(batch, H, W, num_classes)``.
@@ -181,20 +199,24 @@ def DeepLabV2(num_classes=21, input_shape=(321, 321, 3), input_tensor=None, back
         >>> model.get_layer("fc1_voc12").output.shape
         (None, 41, 41, 21)
     """
-    _check_args(num_classes, input_shape)
-    if backbone not in ("resnet101", "vgg16"):
-        raise ValueError(f"backbone must be 'resnet101' or 'vgg16', got {backbone!r}")
+    if backbone == "vgg16":
+        backbone = "vgg_d"
+    card_name = "deeplab_v2_resnet101" if backbone == "resnet101" else "deeplab_v2_vgg16"
+    num_classes = check_num_classes(num_classes, card_name)
+    width_multiplier = check_width_multiplier(width_multiplier, card_name)
+    if backbone not in ("resnet101",) + VGG_BACKBONES:
+        raise ValueError(f"backbone must be 'resnet101', 'vgg16' or one of {VGG_BACKBONES}, got {backbone!r}")
     scales = tuple(float(s) for s in scales)
     if multi_scale and (not scales or scales[0] != 1.0 or min(scales) <= 0):
         raise ValueError(f"scales must start with 1.0 and be > 0, got {scales}")
-    name = name or f"deeplab_v2_{backbone}"
+    name = name or ("deeplab_v2_vgg16" if backbone == "vgg_d" else f"deeplab_v2_{backbone}")
 
     def scores_of(x):
-        if backbone == "vgg16":
-            return _vgg16_aspp_scores(x, num_classes, width_multiplier, fc_width)
+        if backbone != "resnet101":
+            return _vgg16_aspp_scores(x, num_classes, width_multiplier, fc_width, backbone)
         return _resnet101_aspp_scores(x, num_classes, width_multiplier, depths)
 
-    inputs = _input(input_shape, input_tensor)
+    inputs = _inputs(card_name, input_shape, input_tensor, weights, encoder_weights)
     x = ImageNormalization("caffe", name="preprocess")(inputs)
     if not multi_scale:
         scores = scores_of(x)
@@ -202,7 +224,7 @@ def DeepLabV2(num_classes=21, input_shape=(321, 321, 3), input_tensor=None, back
         net = model
     else:
         # One network, shared by every scale (Caffe shares the parameters by name).
-        inner = keras.Input(shape=(None, None, 3), name="data")
+        inner = keras.Input(shape=(None, None, x.shape[-1]), name="data")
         net = keras.Model(inner, scores_of(inner), name=f"{name}_net")
         outs, suffixes = [], []
         for s in scales:
@@ -213,20 +235,21 @@ def DeepLabV2(num_classes=21, input_shape=(321, 321, 3), input_tensor=None, back
         fused = [outs[0]] + [Interp(name=f"scores{sfx}_interp")([o, outs[0]]) for sfx, o in zip(suffixes[1:], outs[1:])]
         scores = layers.Maximum(name="fc_fusion")(fused)
         model = _finish(inputs, scores, crf, crf_iterations, crf_params, name)
-    if weights is not None:
-        if backbone == "vgg16":
-            _load_vgg16_aspp(net, weights)
+    def encoder(_, encoder_weights):
+        if backbone != "resnet101":
+            _load_vgg16_aspp(net, encoder_weights, backbone)
         else:
-            load_resnet101_imagenet(net, weights)
-    return model
+            load_resnet101_imagenet(net, encoder_weights)
+
+    return finish(model, card_name, weights, encoder_weights, encoder)
 
 
-def _load_vgg16_aspp(model, weights):
+def _load_vgg16_aspp(model, weights, config="vgg_d"):
     """Convs copied; each ASPP branch's fc6_k/fc7_k decimated from VGG16's fc6/fc7 (as the authors)."""
     from kseg.backbones.deeplab_vgg import decimate_fc6, decimate_fc7, vgg16_imagenet_weights
 
-    loaded = load_deeplab_vgg16_imagenet(model, weights, fc_layers=())
-    src = vgg16_imagenet_weights(weights, include_top=True)
+    loaded = load_deeplab_vgg16_imagenet(model, weights, fc_layers=(), config=config)
+    src = vgg16_imagenet_weights(weights, include_top=True, config=config)
     aspp = model.get_layer("fc8")
     for convs, _ in aspp.branches:
         fc6, fc7 = convs
@@ -250,20 +273,29 @@ def _load_vgg16_aspp(model, weights):
         num_params=37_877_652,
         default_num_classes=21,
         output_stride=8,
+        caffe_rename={f"fc8_voc12_{k}": f"fc8_{k}" for k in range(1, 5)},  # the released VOC12 classifiers
         notes="DeepLab-v2 ASPP-L on VGG16 (branches summed). multi_scale=True: MSC 1/0.75/0.5 fused by max."
               + _CRF_NOTE,
     )
 )
-def DeepLabV2VGG16(num_classes=21, input_shape=(321, 321, 3), input_tensor=None, **kwargs):
+@legacy_width()
+def DeepLabV2VGG16(num_classes=21, input_shape=ANY_SIZE, weights=None, encoder_weights=None, width_multiplier=1.0,
+                   input_tensor=None, name="deeplab_v2_vgg16", backbone="vgg_d", **kwargs):
     """DeepLab-v2 with the VGG16 backbone (ASPP-L): ``DeepLabV2(backbone="vgg16", ...)``.
+
+    ``backbone`` takes the other VGG configurations too (``"vgg_a"`` ... ``"vgg_e"``); the other
+    options are :func:`DeepLabV2`'s.
 
     Example:
         >>> import kseg
-        >>> kseg.DeepLabV2VGG16(num_classes=21).output_shape
+        >>> kseg.DeepLabV2VGG16(num_classes=21, input_shape=(321, 321, 3)).output_shape
         (None, 321, 321, 21)
     """
-    return DeepLabV2(num_classes=num_classes, input_shape=input_shape, input_tensor=input_tensor,
-                     backbone="vgg16", **kwargs)
+    if backbone == "resnet101":
+        raise ValueError("deeplab_v2_vgg16: backbone must be a VGG configuration (use DeepLabV2ResNet101)")
+    return DeepLabV2(num_classes=num_classes, input_shape=input_shape, weights=weights,
+                     encoder_weights=encoder_weights, width_multiplier=width_multiplier, input_tensor=input_tensor,
+                     name=name, backbone=backbone, **kwargs)
 
 
 @register(
@@ -279,17 +311,20 @@ def DeepLabV2VGG16(num_classes=21, input_shape=(321, 321, 3), input_tensor=None,
         default_num_classes=21,
         output_stride=8,
         notes="DeepLab-v2 ResNet-101, BN frozen (inference mode), res4 dilation 2, res5 dilation 4. "
-              "weights='imagenet' maps keras.applications.ResNet101 (conv biases folded into BN means). "
+              "encoder_weights='imagenet' maps keras.applications.ResNet101 (conv biases folded into BN means). "
               "multi_scale=True: MSC 1/0.75/0.5 fused by max." + _CRF_NOTE,
     )
 )
-def DeepLabV2ResNet101(num_classes=21, input_shape=(321, 321, 3), input_tensor=None, **kwargs):
+@legacy_width()
+def DeepLabV2ResNet101(num_classes=21, input_shape=ANY_SIZE, weights=None, encoder_weights=None,
+                       width_multiplier=1.0, input_tensor=None, name="deeplab_v2_resnet101", **kwargs):
     """DeepLab-v2 with the ResNet-101 backbone: ``DeepLabV2(backbone="resnet101", ...)``.
 
     Example:
         >>> import kseg
-        >>> kseg.DeepLabV2ResNet101(num_classes=21).output_shape
+        >>> kseg.DeepLabV2ResNet101(num_classes=21, input_shape=(321, 321, 3)).output_shape
         (None, 321, 321, 21)
     """
-    return DeepLabV2(num_classes=num_classes, input_shape=input_shape, input_tensor=input_tensor,
-                     backbone="resnet101", **kwargs)
+    return DeepLabV2(num_classes=num_classes, input_shape=input_shape, weights=weights,
+                     encoder_weights=encoder_weights, width_multiplier=width_multiplier, input_tensor=input_tensor,
+                     name=name, backbone="resnet101", **kwargs)

@@ -45,8 +45,12 @@ import keras
 from keras import layers
 
 from kseg.layers.normalization import ImageNormalization
+from kseg.models._common import (LOGITS_DTYPE, check_num_classes, check_width_multiplier, finish, image_input,
+                                 legacy_width)
 from kseg.models.registry import ModelCard, register
 from kseg.utils import transfer_weights
+
+_FIXED_DOC = "the mask and score heads are fully connected layers over the trunk's map of the window"
 
 __all__ = ["DeepMask", "DeepMaskResNet50", "SharpMask", "trunk_settings", "deepmask_loss", "sharpmask_loss", "soft_margin",
            "VGGA_DEEPMASK", "RESNET50_STAGES", "SHARPMASK_SKIPS"]
@@ -126,15 +130,31 @@ def _resnet_trunk(x, m, depths, skips, freeze_bn=True):
     return x
 
 
+_FIXED = "its mask and score heads are fully connected layers over the trunk's map of the window"
+
+
 def _build(trunk, input_size, context, mask_size, output_size, feature_dim, score_hidden, width_multiplier,
-           depths, dropout, refine, km, ks, name, freeze_bn=True):
+           depths, dropout, refine, km, ks, name, freeze_bn=True, card="deepmask", num_classes=1, input_shape=None,
+           input_tensor=None, pretrained=False):
+    check_num_classes(num_classes, card, minimum=1)
+    if num_classes != 1:
+        raise ValueError(f"{card}: proposals are class-agnostic (one mask and one objectness score): num_classes "
+                         f"must be 1, got {num_classes}")
+    m = check_width_multiplier(width_multiplier, card)
     input_size, context, output_size = _defaults(trunk, input_size, context, output_size)
     window = input_size + 2 * context
     f_size, crop = input_size // 16, context // 16
-    inputs = keras.Input((window, window, 3), name="image")
+    sizes = (f"{window}x{window} (input_size {input_size} + 2 x context {context}); "
+             "kseg.proposals(model, image) runs it over whole images")
+    channels = 3 if input_shape is None else input_shape[-1]
+    inputs = image_input(card, (window, window, channels) if input_shape is None else input_shape, input_tensor,
+                         pretrained=pretrained, static_reason=_FIXED, sizes=sizes)
+    if tuple(inputs.shape[1:3]) != (window, window):
+        raise ValueError(f"{card} takes {window}x{window} windows ({_FIXED}); got input_shape="
+                         f"{tuple(inputs.shape[1:])}: pass input_size/context for another window, or run "
+                         "kseg.proposals(model, image) over whole images")
     x = ImageNormalization("torch", name="preprocess")(inputs)
     skips = {}
-    m = float(width_multiplier)
     if trunk == "vgg":
         feat = _vgg_trunk(x, m, skips)
     else:
@@ -162,13 +182,13 @@ def _build(trunk, input_size, context, mask_size, output_size, feature_dim, scor
             s = layers.Dropout(dropout, name=f"score_drop{k}")(s)
             s = layers.Dense(units, activation="relu", name=f"score_fc{k}")(s)
         s = layers.Dropout(dropout, name=f"score_drop{len(score_hidden) + 1}")(s)
-    outputs["scores"] = layers.Dense(1, name="score")(s)
+    outputs["scores"] = layers.Dense(1, name="score", dtype=LOGITS_DTYPE)(s)
     if not refine:
         mk = layers.Dense(mask_size * mask_size, name="mask_fc")(vec)
         mk = layers.Reshape((mask_size, mask_size, 1), name="mask_reshape")(mk)
         if output_size != mask_size:
             mk = layers.Resizing(output_size, output_size, interpolation="bilinear", name="mask_upsample")(mk)
-        outputs["masks"] = layers.Reshape((output_size, output_size), name="masks")(mk)
+        outputs["masks"] = layers.Reshape((output_size, output_size), name="masks", dtype=LOGITS_DTYPE)(mk)
     else:
         if km < 16 or km % 16 or ks < 16 or ks % 16:
             raise ValueError(f"km and ks must be multiples of 16 (SharpMask.lua asserts it), got km={km}, ks={ks}")
@@ -191,7 +211,7 @@ def _build(trunk, input_size, context, mask_size, output_size, feature_dim, scor
         if t.shape[1] != output_size:
             raise ValueError(f"SharpMask predicts at the patch size {t.shape[1]}; output_size must equal "
                              f"input_size, got {output_size}")
-        outputs["masks"] = layers.Reshape((output_size, output_size), name="masks")(t)
+        outputs["masks"] = layers.Reshape((output_size, output_size), name="masks", dtype=LOGITS_DTYPE)(t)
     model = keras.Model(inputs, outputs, name=name)
     model.deepmask_config = {
         "trunk": trunk, "input_size": input_size, "context": context, "mask_size": mask_size,
@@ -211,15 +231,29 @@ def _build(trunk, input_size, context, mask_size, output_size, feature_dim, scor
     default_num_classes=1,
     output_stride=16,
     task="proposals",
+    input_sizes="the square window it is built for (input_size + 2 x context): " + _FIXED_DOC + "; "
+                "kseg.proposals(model, image) runs it over whole images",
     tflite_builtins=False,
     notes="Input: 224x224 patch in [0, 255]; outputs {'masks': (B,224,224) logits, 'scores': (B,1) logits}. "
           "kseg.proposals(model, image) runs it fully convolutionally over a scale pyramid.",
 ))
-def DeepMask(trunk="vgg", input_size=None, context=None, mask_size=56, output_size=None, feature_dim=512,
-             score_hidden=None, width_multiplier=1.0, depths=None, dropout=0.5, freeze_bn=True, name="deepmask"):
+@legacy_width()
+def DeepMask(num_classes=1, input_shape=None, weights=None, encoder_weights=None, width_multiplier=1.0,
+             input_tensor=None, name="deepmask", trunk="vgg", input_size=None, context=None, mask_size=56,
+             output_size=None, feature_dim=512, score_hidden=None, depths=None, dropout=0.5, freeze_bn=True):
     """DeepMask (Pinheiro et al., NIPS 2015) on a VGG-A (paper) or ResNet-50 (released code) trunk.
 
     Args:
+        num_classes: 1 (class-agnostic proposals: one mask, one objectness score).
+        input_shape: ``None`` (the window, ``input_size + 2 context`` square, 3 channels) or that
+            window's ``(side, side, channels)``: the heads are fully connected, so the size is
+            fixed; :func:`kseg.proposals` runs the model over whole images.
+        weights: ``None``, a preset of the card (``deepmask_resnet50``: ``"coco"``) or a path
+            (``.weights.h5``, ``.keras``, the authors' ``.t7``).
+        encoder_weights: must be ``None`` (no packaged ImageNet trunk for VGG-A / fb.resnet.torch).
+        width_multiplier: shrinks the trunk (tests).
+        input_tensor: optional Keras tensor (the window).
+        name: model name.
         trunk: ``"vgg"`` (paper, Sec. 3.1) or ``"resnet50"`` (``DeepMask.lua``).
         input_size: the patch side (``iSz``): 224 (vgg) / 160 (resnet50). Multiple of 16.
         context: pixels of context each side (0 / 16); the trunk's map is cropped by ``context/16``.
@@ -227,7 +261,7 @@ def DeepMask(trunk="vgg", input_size=None, context=None, mask_size=56, output_si
         output_size: side the mask is bilinearly upsampled to (``gSz``): 224 / 112.
         feature_dim: the low-rank / trunk vector (512).
         score_hidden: hidden units of the score branch: ``(512, 1024)`` (vgg) / ``(1024,)`` (resnet50).
-        width_multiplier, depths: shrink the trunk (tests); ``depths`` = ResNet blocks of layer1..3.
+        depths: ResNet blocks of layer1..3 (shrink for tests).
         dropout: the score branch's dropout (0.5).
         freeze_bn: ResNet batch norm fixed (the authors' ``BNtoFixed``, right for a pretrained
             trunk); ``False`` trains it (from-scratch runs, where fixed unit statistics stall).
@@ -236,8 +270,11 @@ def DeepMask(trunk="vgg", input_size=None, context=None, mask_size=56, output_si
     """
     if score_hidden is None:
         score_hidden = (512, 1024) if trunk == "vgg" else (1024,)
-    return _build(trunk, input_size, context, mask_size, output_size, feature_dim, tuple(score_hidden),
-                  width_multiplier, depths, dropout, False, 32, 32, name, freeze_bn)
+    card = "deepmask_resnet50" if trunk == "resnet50" else "deepmask"
+    model = _build(trunk, input_size, context, mask_size, output_size, feature_dim, tuple(score_hidden),
+                   width_multiplier, depths, dropout, False, 32, 32, name, freeze_bn, card, num_classes, input_shape,
+                   input_tensor, weights is not None)
+    return finish(model, card, weights, encoder_weights)
 
 
 @register(ModelCard(
@@ -251,14 +288,20 @@ def DeepMask(trunk="vgg", input_size=None, context=None, mask_size=56, output_si
     default_num_classes=1,
     output_stride=16,
     task="proposals",
+    input_sizes="the square window it is built for (input_size + 2 x context): " + _FIXED_DOC + "; "
+                "kseg.proposals(model, image) runs it over whole images",
     tflite_builtins=False,
     notes="Input: 192x192 window (160 patch + 16 context) in [0, 255]. Authors' printout: trunk 15,198,016, "
           "mask 1,608,768, score 526,337 (+30,592 fixed-BN gamma/beta counted by Keras).",
 ))
-def DeepMaskResNet50(**kwargs):
-    """:func:`DeepMask` with ``trunk="resnet50"`` (the authors' released configuration)."""
-    kwargs.setdefault("name", "deepmask_resnet50")
-    return DeepMask(trunk="resnet50", **kwargs)
+@legacy_width()
+def DeepMaskResNet50(num_classes=1, input_shape=None, weights=None, encoder_weights=None, width_multiplier=1.0,
+                     input_tensor=None, name="deepmask_resnet50", **kwargs):
+    """:func:`DeepMask` with ``trunk="resnet50"`` (the authors' released configuration); the options
+    are :func:`DeepMask`'s."""
+    return DeepMask(num_classes=num_classes, input_shape=input_shape, weights=weights,
+                    encoder_weights=encoder_weights, width_multiplier=width_multiplier, input_tensor=input_tensor,
+                    name=name, trunk="resnet50", **kwargs)
 
 
 @register(ModelCard(
@@ -272,16 +315,24 @@ def DeepMaskResNet50(**kwargs):
     default_num_classes=1,
     output_stride=1,
     task="proposals",
+    input_sizes="the square window it is built for (input_size + 2 x context): " + _FIXED_DOC + "; "
+                "kseg.proposals(model, image) runs it over whole images",
     tflite_builtins=False,
     notes="Input: 192x192 window; outputs {'masks': (B,160,160) logits, 'scores': (B,1)}. Train in two "
           "stages: DeepMask, then SharpMask(deepmask=...) with trunk and score branch frozen.",
 ))
-def SharpMask(trunk=None, deepmask=None, freeze=True, input_size=None, context=None, km=32, ks=32,
-              feature_dim=None, score_hidden=None, width_multiplier=None, depths=None, dropout=0.5,
-              freeze_bn=True, name="sharpmask"):
+@legacy_width()
+def SharpMask(num_classes=1, input_shape=None, weights=None, encoder_weights=None, width_multiplier=1.0,
+              input_tensor=None, name="sharpmask", trunk="resnet50", deepmask=None, freeze=True, input_size=None,
+              context=None, km=32, ks=32, feature_dim=512, score_hidden=None, depths=None, dropout=0.5,
+              freeze_bn=True):
     """SharpMask (Pinheiro et al., ECCV 2016): DeepMask's trunk + score branch + refinement modules.
 
     Args:
+        num_classes, input_shape, width_multiplier, input_tensor, name: as :func:`DeepMask`.
+        weights: ``None``, a preset of the card (``"coco"``) or a path (``.weights.h5``,
+            ``.keras``, the authors' ``.t7``), loaded after `deepmask`.
+        encoder_weights: must be ``None``.
         trunk: ``"resnet50"`` (the paper and released code) or ``"vgg"`` (skips conv5_2, conv4_2,
             conv3_2, conv2_1).
         deepmask: a trained :func:`DeepMask` of the same trunk and sizes: its trunk and score
@@ -289,39 +340,37 @@ def SharpMask(trunk=None, deepmask=None, freeze=True, input_size=None, context=N
         freeze: freeze everything copied from DeepMask (the released code trains only the
             refinement in stage two).
         km, ks: widths of the top-down and skip paths (32, 32 as released; multiples of 16).
-        Others: as :func:`DeepMask`. With `deepmask`, every trunk setting left at ``None`` (``trunk``,
-            ``input_size``, ``context``, ``width_multiplier``, ``depths``, ``feature_dim``,
-            ``score_hidden``) is read from it (also from a ``.keras``-loaded model), so
+        Others: as :func:`DeepMask`. With `deepmask`, the trunk settings left at their defaults
+            (``trunk``, ``input_size``, ``context``, ``width_multiplier``, ``depths``, ``feature_dim``,
+            ``score_hidden``) are read from it (also from a ``.keras``-loaded model), so
             ``SharpMask(deepmask=DeepMaskResNet50(width_multiplier=0.25))`` builds the matching trunk.
 
     Returns a ``keras.Model``: window -> ``{"masks": (B, input_size, input_size), "scores": (B, 1)}``.
     """
     if deepmask is not None:
         cfg = trunk_settings(deepmask)
-        if trunk is not None and cfg["trunk"] != trunk:
+        if trunk != "resnet50" and cfg["trunk"] != trunk:
             raise ValueError(f"deepmask has trunk {cfg['trunk']!r}, SharpMask was asked for {trunk!r}")
         trunk = cfg["trunk"]
         if input_size is None:
             input_size, context = cfg["input_size"], cfg["context"]
-        width_multiplier = cfg["width_multiplier"] if width_multiplier is None else width_multiplier
+        width_multiplier = cfg["width_multiplier"] if float(width_multiplier) == 1.0 else width_multiplier
         depths = cfg["depths"] if depths is None else depths
-        feature_dim = cfg["feature_dim"] if feature_dim is None else feature_dim
+        feature_dim = cfg["feature_dim"] if feature_dim == 512 else feature_dim
         score_hidden = cfg["score_hidden"] if score_hidden is None else score_hidden
-    trunk = "resnet50" if trunk is None else trunk
-    width_multiplier = 1.0 if width_multiplier is None else width_multiplier
-    feature_dim = 512 if feature_dim is None else feature_dim
     if score_hidden is None:
         score_hidden = (512, 1024) if trunk == "vgg" else (1024,)
     input_size, context, _ = _defaults(trunk, input_size, context, None)
     model = _build(trunk, input_size, context, 56, input_size, feature_dim, tuple(score_hidden), width_multiplier,
-                   depths, dropout, True, km, ks, name, freeze_bn)
+                   depths, dropout, True, km, ks, name, freeze_bn, "sharpmask", num_classes, input_shape,
+                   input_tensor, weights is not None)
     if deepmask is not None:
         copied = transfer_weights(deepmask, model)
         if freeze:
             for layer in model.layers:
                 if layer.name in copied:
                     layer.trainable = False
-    return model
+    return finish(model, "sharpmask", weights, encoder_weights)
 
 
 def trunk_settings(model):

@@ -25,15 +25,18 @@ Faithful to the authors' released nets (fyu/dilation ``network.py`` ``build_fron
 """
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 from kseg.backbones.vgg import VGG16_BLOCKS, VGG16_FC_UNITS, load_vgg16_weights, scale_width
-from kseg.layers.context import ContextModule, ReflectionPadding2D
+from kseg.layers.context import ContextModule
+from kseg.layers.crop import CropToReference
 from kseg.layers.interp import Interp
 from kseg.layers.normalization import ImageNormalization
+from kseg.models._common import (ANY_SIZE, LOGITS_DTYPE, check_num_classes, check_width_multiplier, finish,
+                                 image_input, legacy_width)
 from kseg.models.registry import ModelCard, register
 
-__all__ = ["DilatedFrontEnd", "Dilation8", "DILATION_MARGIN"]
+__all__ = ["DilatedFrontEnd", "Dilation8", "DILATION_MARGIN", "MarginReflectionPadding2D"]
 
 #: Reflection margin of the authors' front end (predict.py ``label_margin``).
 DILATION_MARGIN = 186
@@ -45,34 +48,65 @@ _CODE = "fyu/dilation@7153d0b : network.py, models/dilation8_pascal_voc_deploy.p
 _NOTES = (
     "Valid convolutions on a 186-pixel reflection-padded input (the authors' margin); stride-8 "
     "scores zoomed back with corner-aligned bilinear interpolation (predict.py interp_map) and "
-    "cropped to the input size. Needs a static input size. encoder_weights='imagenet' loads VGG16 "
+    "cropped to the input size. Any input size >= 2x2 (margins computed at run time). "
+    "encoder_weights='imagenet' loads VGG16 "
     "incl. fc6 (7x7, used dilated) and fc7."
 )
 
 
-def _check(num_classes, input_shape, input_tensor, width):
-    if int(num_classes) < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    shape = tuple(input_tensor.shape[1:]) if input_tensor is not None else tuple(input_shape or ())
-    if len(shape) != 3 or shape[-1] != 3 or shape[0] is None or shape[1] is None:
-        raise ValueError(f"input_shape must be a static (height, width, 3), got {input_shape}")
-    if not float(width) > 0:
-        raise ValueError(f"width must be > 0, got {width}")
-    return shape
+@keras.saving.register_keras_serializable(package="kseg")
+class MarginReflectionPadding2D(keras.layers.Layer):
+    """The front end's input padding, for any size known only at run time.
 
+    Reflects (OpenCV ``BORDER_REFLECT_101``, numpy ``mode="reflect"``, repeated for margins wider
+    than the image) by `margin` pixels on every side, plus ``extra(n) = stride (ceil((n - 1) /
+    stride) + 1) - n`` rows / columns at the bottom / right, so that the stride-`stride` scores,
+    zoomed with corners aligned (``stride (rows - 1) + 1`` pixels), cover the ``n`` input pixels
+    (Yu & Koltun, fyu/dilation ``predict.py``). The indices are computed with ``keras.ops``
+    (a modulo and a gather per axis), so one model takes every size.
 
-def _extra(size):
-    """Rows added below the bottom margin: ``8 n - size`` for the least ``n`` with ``8 (n - 1) + 1 >= size``."""
-    return 8 * (-(-(size - 1) // 8) + 1) - size
+    Example:
+        >>> import numpy as np
+        >>> x = np.arange(3, dtype="float32").reshape(1, 1, 3, 1)
+        >>> y = MarginReflectionPadding2D(margin=2, stride=1)(np.repeat(x, 2, axis=1))
+        >>> np.asarray(y)[0, 2, :, 0].tolist()
+        [2.0, 1.0, 0.0, 1.0, 2.0, 1.0, 0.0, 1.0]
+    """
+
+    def __init__(self, margin=DILATION_MARGIN, stride=8, **kwargs):
+        super().__init__(**kwargs)
+        if int(margin) < 0 or int(stride) < 1:
+            raise ValueError(f"margin must be >= 0 and stride >= 1, got {margin}, {stride}")
+        self.margin, self.stride = int(margin), int(stride)
+
+    def extra(self, n):
+        """Rows added below the bottom margin for a side of `n` pixels (an int or a tensor)."""
+        return self.stride * ((n - 1 + self.stride - 1) // self.stride + 1) - n
+
+    def call(self, x):
+        for axis in (1, 2):
+            static = x.shape[axis]
+            if static is not None and static < 2:
+                raise ValueError(f"{self.name}: reflection needs height and width >= 2, got {tuple(x.shape)}")
+            n = static if static is not None else ops.shape(x)[axis]
+            total = n + 2 * self.margin + self.extra(n)
+            period = 2 * (n - 1)
+            k = ops.mod(ops.arange(total) - self.margin, period)
+            x = ops.take(x, ops.where(k < n, k, period - k), axis=axis)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        grow = lambda n: None if n is None else n + 2 * self.margin + self.extra(n)  # noqa: E731
+        return (input_shape[0], grow(input_shape[1]), grow(input_shape[2]), input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin, "stride": self.stride}
 
 
 def _frontend_scores(inputs, num_classes, width, dropout):
-    """Image -> ``final`` scores (stride 8) of the authors' front end; returns (scores, zoom sizes)."""
-    height, width_px = inputs.shape[1], inputs.shape[2]
-    extra_h, extra_w = _extra(height), _extra(width_px)
+    """Image -> ``final`` scores (stride 8) of the authors' front end."""
     x = ImageNormalization("caffe", name="preprocess")(inputs)
-    m = DILATION_MARGIN
-    x = ReflectionPadding2D(((m, m + extra_h), (m, m + extra_w)), name="reflect_pad")(x)
+    x = MarginReflectionPadding2D(DILATION_MARGIN, 8, name="reflect_pad")(x)
     dilations = (1, 1, 1, 1, 2)
     for b, block in enumerate(VGG16_BLOCKS, start=1):
         for i, filters in enumerate(block, start=1):
@@ -89,66 +123,73 @@ def _frontend_scores(inputs, num_classes, width, dropout):
     x = layers.ReLU(name="relu7")(x)
     if dropout:
         x = layers.Dropout(dropout, name="drop7")(x)
-    x = layers.Conv2D(
+    return layers.Conv2D(
         num_classes, 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
         bias_initializer="zeros", name="final",
     )(x)
-    rows, cols = (height + extra_h) // 8, (width_px + extra_w) // 8
-    assert x.shape[1] == rows and x.shape[2] == cols, (x.shape, rows, cols)
-    return x, (8 * (rows - 1) + 1, 8 * (cols - 1) + 1)
 
 
-def _zoom(x, inputs, zoom_size):
-    x = Interp(size=zoom_size, align_corners=True, name="zoom")(x)
-    crop = ((0, zoom_size[0] - inputs.shape[1]), (0, zoom_size[1] - inputs.shape[2]))
-    return layers.Cropping2D(crop, name="crop")(x)
+def _zoom(x, inputs):
+    """Corner-aligned 8x zoom (``8 (n - 1) + 1`` pixels from ``n`` scores), cropped to the input."""
+    x = Interp(scale=8.0, align_corners=True, name="zoom")(x)
+    return CropToReference(0, name="crop", dtype=LOGITS_DTYPE)([x, inputs])
 
 
-def _build(context, num_classes, input_shape, input_tensor, encoder_weights, weights, width, dropout,
-           context_variant, name):
-    shape = _check(num_classes, input_shape, input_tensor, width)
-    inputs = input_tensor if input_tensor is not None else keras.Input(shape=shape, name="image")
-    scores, zoom_size = _frontend_scores(inputs, int(num_classes), width, dropout)
+def _build(context, num_classes, input_shape, weights, encoder_weights, width_multiplier, input_tensor, name,
+           dropout, context_variant):
+    card = "dilation8" if context else "dilation_frontend"
+    num_classes = check_num_classes(num_classes, card)
+    width = check_width_multiplier(width_multiplier, card)
+    inputs = image_input(card, input_shape, input_tensor, min_side=2,
+                         pretrained=weights is not None or encoder_weights is not None,
+                         sizes="any height and width >= 2 (the reflection padding needs two pixels)")
+    scores = _frontend_scores(inputs, num_classes, width, dropout)
     if context:
-        scores = ContextModule(int(num_classes), variant=context_variant, name="context")(scores)
-    outputs = _zoom(scores, inputs, zoom_size)
-    model = keras.Model(inputs, outputs, name=name)
-    if encoder_weights is not None:
-        load_vgg16_weights(model, encoder_weights, include_top=True)
-    if weights is not None:
-        model.load_weights(weights)
-    return model
+        scores = ContextModule(num_classes, variant=context_variant, name="context")(scores)
+    model = keras.Model(inputs, _zoom(scores, inputs), name=name)
+    return finish(model, card, weights, encoder_weights,
+                  lambda m, w: load_vgg16_weights(m, w, include_top=True))
 
 
 _ARGS_DOC = """
     Args:
         num_classes: output classes (21: PASCAL VOC, the paper's main benchmark; 11 for CamVid).
-        input_shape: static ``(height, width, 3)``.
-        input_tensor: optional Keras tensor to build on instead of a new ``Input``.
+        input_shape: ``(height, width, channels)``; default ``(None, None, 3)``: any size >= 2x2
+            (the margins are computed at run time).
+        weights: ``None``, a preset of the card or a path (``.weights.h5``, ``.keras``, the
+            authors' ``.caffemodel``).
         encoder_weights: ``None``, ``"imagenet"`` or a ``keras.applications.VGG16`` weights file
             with its classifier: conv1_1..conv5_3, fc6 (7x7 kernel used with dilation 4) and fc7.
-        weights: optional path of a full-model weights file to load.
-        width: channel multiplier (1.0 = the authors' net; small values for fast tests).
-        dropout: rate of drop6 / drop7 (0.5; 0 removes them).
+        width_multiplier: channel multiplier (1.0 = the authors' net; small values for fast tests).
+        input_tensor: optional Keras tensor to build on instead of a new ``Input``.
         name: model name.
+        dropout: rate of drop6 / drop7 (0.5; 0 removes them).
 
     Returns:
         A ``keras.Model`` from RGB images in [0, 255] to logits ``(batch, H, W, num_classes)``.
 """
 
 
+#: The released Dilation8 VOC file's names (dilation8_pascal_voc.caffemodel: front-end classifier
+#: ``fc-final``, context layers ``ct_*``); the CamVid file uses kseg's names already.
+VOC_CAFFE_NAMES = {"fc-final": "final", **{f"ct_{n}": f"ctx_{n}" for n in (
+    "conv1_1", "conv1_2", "conv2_1", "conv3_1", "conv4_1", "conv5_1", "fc1", "final")}}
+
+
 def _card(name, num_params, notes):
     return ModelCard(
         name=name, paper=_PAPER, authors=_AUTHORS, year=2016, url=_URL, reference_code=_CODE,
         num_params=num_params, default_num_classes=21, output_stride=8, notes=notes,
+        caffe_rename=VOC_CAFFE_NAMES if name == "dilation8" else {"fc-final": "final"},
     )
 
 
 # VGG16 convs 14,714,688 + fc6 7*7*512*4096 + 4096 + fc7 4096*4096 + 4096 + final 4096*21 + 21;
 # tests/models/test_dilation.py writes the arithmetic out.
 @register(_card("dilation_frontend", 134_346_581, _NOTES))
-def DilatedFrontEnd(num_classes=21, input_shape=(500, 500, 3), input_tensor=None, encoder_weights=None,
-                    weights=None, width=1.0, dropout=0.5, name="dilation_frontend"):
+@legacy_width()
+def DilatedFrontEnd(num_classes=21, input_shape=ANY_SIZE, weights=None, encoder_weights=None, width_multiplier=1.0,
+                    input_tensor=None, name="dilation_frontend", dropout=0.5):
     """The front end of Yu & Koltun (Sec. 4): VGG16 without pool4/pool5, dilated conv5 and fc6, stride 8.
 
     Reference: Yu & Koltun, ICLR 2016, Sec. 4 ("front end") and Table 2; fyu/dilation
@@ -156,17 +197,18 @@ def DilatedFrontEnd(num_classes=21, input_shape=(500, 500, 3), input_tensor=None
     """ + _ARGS_DOC + """
     Example:
         >>> import kseg
-        >>> kseg.DilatedFrontEnd(input_shape=(45, 50, 3), width=0.0625).output_shape
+        >>> kseg.DilatedFrontEnd(input_shape=(45, 50, 3), width_multiplier=0.0625).output_shape
         (None, 45, 50, 21)
     """
-    return _build(False, num_classes, input_shape, input_tensor, encoder_weights, weights, width, dropout,
-                  "basic", name)
+    return _build(False, num_classes, input_shape, weights, encoder_weights, width_multiplier, input_tensor, name,
+                  dropout, "basic")
 
 
 # front end + basic context module: 7 * (9 * 21 * 21 + 21) + 21 * 21 + 21 = 28,392.
 @register(_card("dilation8", 134_374_973, _NOTES + " Basic context module, identity-initialised."))
-def Dilation8(num_classes=21, input_shape=(500, 500, 3), input_tensor=None, encoder_weights=None, weights=None,
-              width=1.0, dropout=0.5, context_variant="basic", name="dilation8"):
+@legacy_width()
+def Dilation8(num_classes=21, input_shape=ANY_SIZE, weights=None, encoder_weights=None, width_multiplier=1.0,
+              input_tensor=None, name="dilation8", dropout=0.5, context_variant="basic"):
     """Dilation8: the dilated front end followed by the context module (Yu & Koltun, Sec. 3-5).
 
     Reference: Yu & Koltun, ICLR 2016, Table 1 (context module) and Table 3 ("Front + Basic");
@@ -177,8 +219,8 @@ def Dilation8(num_classes=21, input_shape=(500, 500, 3), input_tensor=None, enco
 
     Example:
         >>> import kseg
-        >>> kseg.Dilation8(num_classes=11, input_shape=(45, 50, 3), width=0.0625).output_shape
+        >>> kseg.Dilation8(num_classes=11, input_shape=(45, 50, 3), width_multiplier=0.0625).output_shape
         (None, 45, 50, 11)
     """
-    return _build(True, num_classes, input_shape, input_tensor, encoder_weights, weights, width, dropout,
-                  context_variant, name)
+    return _build(True, num_classes, input_shape, weights, encoder_weights, width_multiplier, input_tensor, name,
+                  dropout, context_variant)

@@ -27,9 +27,14 @@ from kseg.backbones.deeplab_vgg import deeplab_vgg16_trunk, load_deeplab_vgg16_i
 from kseg.layers.domain_transform import DomainTransform
 from kseg.layers.interp import Interp
 from kseg.layers.normalization import ImageNormalization
+from kseg.models._common import (ANY_SIZE, LOGITS_DTYPE, check_num_classes, check_width_multiplier, finish, image_input,
+                                 legacy_width)
 from kseg.models.registry import ModelCard, register
 
 __all__ = ["DTEdgeNet"]
+
+STATIC_REASON = ("dt_method 'scan' / 'sequential' run the domain transform's recursions over the stride-4 "
+                 "map's known height and width")
 
 
 @register(
@@ -47,13 +52,15 @@ __all__ = ["DTEdgeNet"]
         num_params=21_022_294,
         default_num_classes=21,
         output_stride=8,
+        input_sizes="any",
         notes="DeepLab-LargeFOV + EdgeNet + domain transform (K=3, sigma_s=130, sigma_r=0.1) at stride 4, "
               "computed as a parallel prefix scan; domain_transform=False is the DeepLab baseline.",
     )
 )
-def DTEdgeNet(num_classes=21, input_shape=(321, 321, 3), input_tensor=None, weights=None, domain_transform=True,
-              num_iterations=3, sigma_s=130.0, sigma_r=0.1, edge_channels=128, dt_method="doubling",
-              width_multiplier=1.0, fc_width=1024, name="dt_edgenet"):
+@legacy_width()
+def DTEdgeNet(num_classes=21, input_shape=ANY_SIZE, weights=None, encoder_weights=None, width_multiplier=1.0,
+              input_tensor=None, name="dt_edgenet", domain_transform=True, num_iterations=3, sigma_s=130.0,
+              sigma_r=0.1, edge_channels=128, dt_method="doubling", fc_width=1024):
     """DeepLab-LargeFOV scores filtered by a domain transform guided by a jointly learned edge map.
 
     Reference: Chen et al., CVPR 2016, Sec. 3 (domain transform as a recursive filter and its
@@ -61,10 +68,17 @@ def DTEdgeNet(num_classes=21, input_shape=(321, 321, 3), input_tensor=None, weig
 
     Args:
         num_classes: classes (21, PASCAL VOC 2012).
-        input_shape: static ``(height, width, 3)`` (321 training crops by default).
-        input_tensor: optional Keras tensor to build on.
-        weights: None, ``"imagenet"`` or a ``keras.applications.VGG16`` weights file with its
+        input_shape: ``(height, width, channels)``; default ``(None, None, 3)``: any size (321
+            training crops in the paper). The domain transform's doubling scan runs log2 n steps
+            for a static size and 13 (rows / columns up to 8192 at stride 4) for a size known only
+            at run time; ``dt_method="scan"`` / ``"sequential"`` need a static size.
+        weights: ``None``, a preset of the card or a path (``.weights.h5``, ``.keras``,
+            ``.caffemodel``): the whole model.
+        encoder_weights: None, ``"imagenet"`` or a ``keras.applications.VGG16`` weights file with its
             classifier (DeepLab's initialisation: convs copied, fc6/fc7 decimated).
+        width_multiplier: scales the VGG16 widths (1.0 = paper; small for fast tests).
+        input_tensor: optional Keras tensor to build on.
+        name: model name.
         domain_transform: build EdgeNet and the domain transform (False: the DeepLab baseline).
         num_iterations, sigma_s, sigma_r: of the domain transform (K = 3, 130, 0.1).
         edge_channels: filters of each EdgeNet 3x3 convolution (128).
@@ -72,9 +86,7 @@ def DTEdgeNet(num_classes=21, input_shape=(321, 321, 3), input_tensor=None, weig
             ``"doubling"`` (default: a Hillis-Steele prefix scan, log2 n dense steps, no control
             flow, builtin TFLite ops), ``"scan"`` (``keras.ops.associative_scan``) or
             ``"sequential"``. All three compute the same function (tests).
-        width_multiplier: scales the VGG16 widths (1.0 = paper; small for fast tests).
         fc_width: channels of fc6/fc7 (1024).
-        name: model name.
 
     Returns:
         ``keras.Model``: RGB ``(batch, H, W, 3)`` in [0, 255] -> logits ``(batch, H, W, num_classes)``.
@@ -86,21 +98,22 @@ def DTEdgeNet(num_classes=21, input_shape=(321, 321, 3), input_tensor=None, weig
         ...                fc_width=32, edge_channels=8).output_shape
         (None, 33, 41, 11)
     """
-    if int(num_classes) < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    if input_tensor is None and (input_shape is None or len(input_shape) != 3 or input_shape[-1] != 3
-                                 or None in tuple(input_shape[:2])):
-        raise ValueError(f"input_shape must be a static (height, width, 3), got {input_shape}")
+    num_classes = check_num_classes(num_classes, "dt_edgenet")
+    width_multiplier = check_width_multiplier(width_multiplier, "dt_edgenet")
     if int(edge_channels) < 1:
         raise ValueError(f"edge_channels must be >= 1, got {edge_channels}")
-    inputs = input_tensor if input_tensor is not None else keras.Input(shape=input_shape, name="image")
+    inputs = image_input(
+        "dt_edgenet", input_shape, input_tensor, pretrained=weights is not None or encoder_weights is not None,
+        static_reason=(STATIC_REASON if domain_transform and dt_method != "doubling" else None),
+        sizes="any static (height, width), e.g. (321, 321, 3); dt_method='doubling' takes (None, None, 3)",
+    )
     x = ImageNormalization("caffe", name="preprocess")(inputs)
     feats = deeplab_vgg16_trunk(x, width_multiplier=width_multiplier, pool5a=True, include_fc=True,
                                 fc_width=fc_width, fc6_dilation=12)
     scores = layers.Conv2D(num_classes, 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
                            name="fc8")(feats["fc7"])
     if not domain_transform:
-        logits = Interp(name="fc8_interp")([scores, inputs])
+        logits = Interp(name="fc8_interp", dtype=LOGITS_DTYPE)([scores, inputs])
         model = keras.Model(inputs, logits, name=name)
     else:
         ref = feats["pool2"]
@@ -115,8 +128,7 @@ def DTEdgeNet(num_classes=21, input_shape=(321, 321, 3), input_tensor=None, weig
         up = Interp(name="fc8_up")([scores, ref])
         filtered = DomainTransform(num_iterations, sigma_s, sigma_r, method=dt_method,
                                    name="domain_transform")([up, edges])
-        logits = Interp(name="dt_interp")([filtered, inputs])
+        logits = Interp(name="dt_interp", dtype=LOGITS_DTYPE)([filtered, inputs])
         model = keras.Model(inputs, logits, name=name)
-    if weights is not None:
-        load_deeplab_vgg16_imagenet(model, weights, fc_layers=(("fc6", "fc7"),))
-    return model
+    return finish(model, "dt_edgenet", weights, encoder_weights,
+                  lambda m, w: load_deeplab_vgg16_imagenet(m, w, fc_layers=(("fc6", "fc7"),)))

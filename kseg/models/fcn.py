@@ -34,10 +34,12 @@ padding and fc6 then sees zero padding at the borders instead of the padded imag
 import keras
 from keras import layers
 
-from kseg.backbones.vgg import _check_width, load_vgg16_weights, scale_width, vgg16_fcn_trunk
+from kseg.backbones.vgg import load_vgg16_weights, vgg16_fcn_trunk
 from kseg.initializers import BilinearUpsampling
 from kseg.layers.crop import CropToReference
 from kseg.layers.normalization import ImageNormalization
+from kseg.models._common import (ANY_SIZE, LOGITS_DTYPE, check_num_classes, check_width_multiplier, finish,
+                                 image_input, legacy_width)
 from kseg.models.registry import ModelCard, register
 
 __all__ = ["FCN32s", "FCN16s", "FCN8s", "FCN8sAtOnce"]
@@ -61,11 +63,9 @@ OFFSETS = {
 }
 
 
-def _check_args(num_classes, input_shape, input_tensor):
-    if int(num_classes) < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    if input_tensor is None and (input_shape is None or len(input_shape) != 3 or input_shape[-1] != 3):
-        raise ValueError(f"input_shape must be (height, width, 3), got {input_shape}")
+#: VGG configurations the FCN trunk takes: the paper's VGG16 (D) and the 19-layer E, which the
+#: authors report performing like D (Long et al. Sec. 4.1); A-C are the same trunk with fewer layers.
+BACKBONES = ("vgg_a", "vgg_b", "vgg_c", "vgg_d", "vgg_e")
 
 
 def _upscore(x, name, num_classes, factor, pad100):
@@ -91,8 +91,8 @@ def _score(x, name, num_classes):
     return layers.Conv2D(num_classes, 1, kernel_initializer="zeros", bias_initializer="zeros", name=name)(x)
 
 
-def _crop(x, ref, name, variant, pad100):
-    return CropToReference(OFFSETS[variant][name] if pad100 else 0, name=name)([x, ref])
+def _crop(x, ref, name, variant, pad100, dtype=None):
+    return CropToReference(OFFSETS[variant][name] if pad100 else 0, name=name, dtype=dtype)([x, ref])
 
 
 def _scale(x, name, value):
@@ -102,12 +102,16 @@ def _scale(x, name, value):
     )(x)
 
 
-def _build(variant, num_classes, input_shape, input_tensor, encoder_weights, weights, width, pad100, dropout, name):
-    _check_args(num_classes, input_shape, input_tensor)
-    _check_width(width)
-    inputs = input_tensor if input_tensor is not None else keras.Input(shape=input_shape, name="image")
+def _build(variant, num_classes, input_shape, weights, encoder_weights, width_multiplier, input_tensor, name,
+           backbone, pad100, dropout):
+    num_classes = check_num_classes(num_classes, variant)
+    width = check_width_multiplier(width_multiplier, variant)
+    if backbone not in BACKBONES:
+        raise ValueError(f"{variant}: backbone must be one of {BACKBONES}, got {backbone!r}")
+    inputs = image_input(variant, input_shape, input_tensor, pretrained=weights is not None or encoder_weights is not None)
     x = ImageNormalization("caffe", name="preprocess")(inputs)
-    ends = vgg16_fcn_trunk(x, width=width, pad100=pad100, fc_padding="valid" if pad100 else "same", dropout=dropout)
+    ends = vgg16_fcn_trunk(x, width=width, pad100=pad100, fc_padding="valid" if pad100 else "same", dropout=dropout,
+                           config=backbone)
     score = _score(ends["fc7"], "score_fr", num_classes)
     if variant == "fcn32s":
         score = _upscore(score, "upscore", num_classes, 32, pad100)
@@ -134,15 +138,15 @@ def _build(variant, num_classes, input_shape, input_tensor, encoder_weights, wei
             skip = _crop(skip, up, "score_pool3c", variant, pad100)
             score = layers.Add(name="fuse_pool3")([up, skip])
             score = _upscore(score, "upscore8", num_classes, 8, pad100)
-    outputs = _crop(score, inputs, "score", variant, pad100)
+    outputs = _crop(score, inputs, "score", variant, pad100, dtype=LOGITS_DTYPE)
     model = keras.Model(inputs, outputs, name=name)
-    if encoder_weights is not None:
+
+    def encoder(model, encoder_weights):
         if width != 1.0:
-            raise ValueError(f"encoder_weights need width=1.0 (the VGG16 widths), got width={width}")
-        load_vgg16_weights(model, encoder_weights, include_top=True)
-    if weights is not None:
-        model.load_weights(weights)
-    return model
+            raise ValueError(f"encoder_weights need width_multiplier=1.0 (the VGG widths), got {width}")
+        load_vgg16_weights(model, encoder_weights, include_top=True, config=backbone)
+
+    return finish(model, variant, weights, encoder_weights, encoder)
 
 
 def _card(variant, num_params, output_stride, year=2015):
@@ -163,17 +167,21 @@ def _card(variant, num_params, output_stride, year=2015):
 
 _ARGS_DOC = """Args:
         num_classes: output classes (21 for PASCAL VOC: 20 + background).
-        input_shape: ``(height, width, 3)``; default ``(500, 500, 3)``, the largest PASCAL VOC
-            image (the authors feed whole images, one at a time). Any size works, and
-            ``(None, None, 3)`` builds a model for variable sizes; the output always has the
-            input's height and width.
-        input_tensor: optional Keras tensor to build on instead of a new ``Input``.
+        input_shape: ``(height, width, channels)``; default ``(None, None, 3)``: any size (the
+            authors feed whole images, one at a time); the output always has the input's height
+            and width. 1 or 4 channels build without pretrained weights.
+        weights: ``None``, a preset of the card (``kseg.models.get(name).presets``) or a path
+            (``.weights.h5``, ``.keras``, the authors' ``.caffemodel``): the whole model.
         encoder_weights: ``None`` (MSRA init), ``"imagenet"`` or the path of a
-            ``keras.applications.VGG16`` weights file saved with its classifier: conv1_1 ...
-            conv5_3 are copied, fc6 / fc7 convolutionalised (FCN Sec. 3.1).
-        weights: ``None`` or the path of a weights file of this very model (``model.save_weights``),
-            loaded after ``encoder_weights``.
-        width: channel multiplier of the VGG16 trunk (1.0 = the paper; smaller for tests).
+            ``keras.applications.VGG16`` (``VGG19`` for ``backbone="vgg_e"``) weights file saved
+            with its classifier: conv1_1 ... conv5_3 are copied, fc6 / fc7 convolutionalised (FCN
+            Sec. 3.1).
+        width_multiplier: channel multiplier of the VGG trunk (1.0 = the paper; smaller for tests).
+        input_tensor: optional Keras tensor to build on instead of a new ``Input``.
+        name: model name.
+        backbone: the VGG configuration of the trunk (Simonyan & Zisserman, Table 1): ``"vgg_d"``
+            (VGG16, the paper's) or ``"vgg_a"``, ``"vgg_b"``, ``"vgg_c"``, ``"vgg_e"`` (VGG19, which
+            the authors found to perform like VGG16, Sec. 4.1).
         pad100: ``True`` (default, the authors): ``ZeroPadding2D(100)`` before an unpadded conv1_1,
             uncropped deconvolutions and the authors' crop offsets. ``False``: conv1_1 and fc6
             use ``"same"`` padding, the deconvolutions crop ``f/2`` per side (``padding="same"``)
@@ -181,11 +189,10 @@ _ARGS_DOC = """Args:
             GFLOPs (FCN-8s; ``benchmarks/flops_fcn_deconvnet.py``), but the authors' weights were
             learned with the padding.
         dropout: drop6 / drop7 rate (0.5 as the authors).
-        name: model name.
 
     Returns:
-        A ``keras.Model`` from float RGB images in [0, 255] to per-pixel class logits
-        ``(batch, height, width, num_classes)``.
+        A ``keras.Model`` from float images in [0, 255] to per-pixel class logits
+        ``(batch, height, width, num_classes)`` (float32 under a mixed-precision policy too).
 """
 
 
@@ -197,8 +204,9 @@ def _with_args_doc(builder):
 
 @register(_card("fcn32s", 136_152_917, 32))
 @_with_args_doc
-def FCN32s(num_classes=21, input_shape=(500, 500, 3), input_tensor=None, encoder_weights=None, weights=None,
-           width=1.0, pad100=True, dropout=0.5, name="fcn32s"):
+@legacy_width()
+def FCN32s(num_classes=21, input_shape=ANY_SIZE, weights=None, encoder_weights=None, width_multiplier=1.0,
+           input_tensor=None, name="fcn32s", backbone="vgg_d", pad100=True, dropout=0.5):
     """FCN-32s: VGG16 scores at stride 32, upsampled 32x by one frozen bilinear deconvolution.
 
     Reference: Long et al., CVPR 2015, Sec. 4.1-4.2; ``voc-fcn32s/net.py``: ``score_fr`` ->
@@ -206,17 +214,18 @@ def FCN32s(num_classes=21, input_shape=(500, 500, 3), input_tensor=None, encoder
     {args}
     Example:
         >>> import kseg
-        >>> kseg.FCN32s(input_shape=(37, 53, 3), width=0.0625).output_shape
+        >>> kseg.FCN32s(input_shape=(37, 53, 3), width_multiplier=0.0625).output_shape
         (None, 37, 53, 21)
     """
-    return _build("fcn32s", num_classes, input_shape, input_tensor, encoder_weights, weights, width, pad100,
-                  dropout, name)
+    return _build("fcn32s", num_classes, input_shape, weights, encoder_weights, width_multiplier, input_tensor, name,
+                  backbone, pad100, dropout)
 
 
 @register(_card("fcn16s", 134_815_994, 16))
 @_with_args_doc
-def FCN16s(num_classes=21, input_shape=(500, 500, 3), input_tensor=None, encoder_weights=None, weights=None,
-           width=1.0, pad100=True, dropout=0.5, name="fcn16s"):
+@legacy_width()
+def FCN16s(num_classes=21, input_shape=ANY_SIZE, weights=None, encoder_weights=None, width_multiplier=1.0,
+           input_tensor=None, name="fcn16s", backbone="vgg_d", pad100=True, dropout=0.5):
     """FCN-16s: FCN-32s plus a pool4 skip, fused at stride 16.
 
     Reference: Long et al., CVPR 2015, Sec. 4.2 and Fig. 3; ``voc-fcn16s/net.py``: ``upscore2``
@@ -225,17 +234,18 @@ def FCN16s(num_classes=21, input_shape=(500, 500, 3), input_tensor=None, encoder
     {args}
     Example:
         >>> import kseg
-        >>> kseg.FCN16s(input_shape=(37, 53, 3), width=0.0625).output_shape
+        >>> kseg.FCN16s(input_shape=(37, 53, 3), width_multiplier=0.0625).output_shape
         (None, 37, 53, 21)
     """
-    return _build("fcn16s", num_classes, input_shape, input_tensor, encoder_weights, weights, width, pad100,
-                  dropout, name)
+    return _build("fcn16s", num_classes, input_shape, weights, encoder_weights, width_multiplier, input_tensor, name,
+                  backbone, pad100, dropout)
 
 
 @register(_card("fcn8s", 134_489_759, 8))
 @_with_args_doc
-def FCN8s(num_classes=21, input_shape=(500, 500, 3), input_tensor=None, encoder_weights=None, weights=None,
-          width=1.0, pad100=True, dropout=0.5, name="fcn8s"):
+@legacy_width()
+def FCN8s(num_classes=21, input_shape=ANY_SIZE, weights=None, encoder_weights=None, width_multiplier=1.0,
+          input_tensor=None, name="fcn8s", backbone="vgg_d", pad100=True, dropout=0.5):
     """FCN-8s: FCN-16s plus a pool3 skip, fused at stride 8 (the paper's best net).
 
     Reference: Long et al., CVPR 2015, Sec. 4.2 and Fig. 3; ``voc-fcn8s/net.py``: ... ``fuse_pool4``
@@ -249,17 +259,18 @@ def FCN8s(num_classes=21, input_shape=(500, 500, 3), input_tensor=None, encoder_
     {args}
     Example:
         >>> import kseg
-        >>> kseg.FCN8s(input_shape=(37, 53, 3), width=0.0625).output_shape
+        >>> kseg.FCN8s(input_shape=(37, 53, 3), width_multiplier=0.0625).output_shape
         (None, 37, 53, 21)
     """
-    return _build("fcn8s", num_classes, input_shape, input_tensor, encoder_weights, weights, width, pad100,
-                  dropout, name)
+    return _build("fcn8s", num_classes, input_shape, weights, encoder_weights, width_multiplier, input_tensor, name,
+                  backbone, pad100, dropout)
 
 
 @register(_card("fcn8s_atonce", 134_490_527, 8, year=2016))
 @_with_args_doc
-def FCN8sAtOnce(num_classes=21, input_shape=(500, 500, 3), input_tensor=None, encoder_weights=None, weights=None,
-                width=1.0, pad100=True, dropout=0.5, name="fcn8s_atonce"):
+@legacy_width()
+def FCN8sAtOnce(num_classes=21, input_shape=ANY_SIZE, weights=None, encoder_weights=None, width_multiplier=1.0,
+                input_tensor=None, name="fcn8s_atonce", backbone="vgg_d", pad100=True, dropout=0.5):
     """FCN-8s trained in one stage: the pool4 / pool3 skips are scaled by fixed 0.01 / 0.0001.
 
     Reference: Shelhamer, Long & Darrell, PAMI 2016, Sec. 4.2 ("at-once"); ``voc-fcn8s-atonce/net.py``:
@@ -269,8 +280,8 @@ def FCN8sAtOnce(num_classes=21, input_shape=(500, 500, 3), input_tensor=None, en
     {args}
     Example:
         >>> import kseg
-        >>> kseg.FCN8sAtOnce(input_shape=(37, 53, 3), width=0.0625).output_shape
+        >>> kseg.FCN8sAtOnce(input_shape=(37, 53, 3), width_multiplier=0.0625).output_shape
         (None, 37, 53, 21)
     """
-    return _build("fcn8s_atonce", num_classes, input_shape, input_tensor, encoder_weights, weights, width, pad100,
-                  dropout, name)
+    return _build("fcn8s_atonce", num_classes, input_shape, weights, encoder_weights, width_multiplier, input_tensor, name,
+                  backbone, pad100, dropout)

@@ -26,7 +26,8 @@ from keras import layers
 
 from kseg.layers.irnn import IRNN2D
 from kseg.layers.normalization import ImageNormalization, L2Normalization
-from kseg.models.multipathnet import _head, vgg16_trunk
+from kseg.models._common import ANY_SIZE, check_num_classes, check_width_multiplier, image_input, legacy_width
+from kseg.models.multipathnet import _finish_detector, _head, vgg16_trunk
 from kseg.models.registry import ModelCard, register
 from kseg.ops.roi import RoIPooling
 
@@ -50,23 +51,30 @@ __all__ = ["ION"]
           "segmentation_loss=True). L2-norm scales start at `norm_scale` (1000, the order of conv5_3's "
           "norm); the paper learns them.",
 ))
-def ION(num_classes=81, input_shape=(None, None, 3), num_rois=64, context_units=512, learn_recurrent=True,
-        segmentation_loss=False, fc_units=4096, width_multiplier=1.0, pool_size=7, norm_scale=1000.0, dropout=0.5,
-        name="ion"):
+@legacy_width()
+def ION(num_classes=81, input_shape=ANY_SIZE, weights=None, encoder_weights=None, width_multiplier=1.0,
+        input_tensor=None, name="ion", num_rois=64, context_units=512, learn_recurrent=True, segmentation_loss=False,
+        fc_units=4096, pool_size=7, norm_scale=1000.0, dropout=0.5):
     """Inside-Outside Net (see the module docstring).
 
     Args:
         num_classes: classes + background (81 for COCO).
+        input_shape: image shape; default ``(None, None, 3)``, any size.
+        weights: ``None`` or a path (``.weights.h5``, ``.keras``); the authors released no weights.
+        encoder_weights: ``None``, ``"imagenet"`` or a ``keras.applications.VGG16`` weights file.
+        width_multiplier: scales the trunk, context and ``conv_mix`` widths (1.0 = the paper).
+        input_tensor: optional Keras tensor for the image input.
+        name: model name.
         num_rois: ROIs per image.
         context_units: IRNN hidden units per direction (512).
         learn_recurrent: identity-initialised learned recurrence, or the fixed identity (fast form).
         segmentation_loss: add the ``seg`` output for the segmentation regulariser.
-        fc_units, width_multiplier, pool_size: sizes; small values for tests.
+        fc_units, pool_size: sizes; small values for tests.
         norm_scale: initial L2-normalisation scale.
     """
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    image = keras.Input(input_shape, name="image")
+    num_classes = check_num_classes(num_classes, "ion")
+    width_multiplier = check_width_multiplier(width_multiplier, "ion")
+    image = image_input("ion", input_shape, input_tensor, pretrained=weights is not None or encoder_weights is not None)
     rois = keras.Input((num_rois, 4), name="rois")
     x = ImageNormalization("caffe", name="preprocess")(image)
     feats = vgg16_trunk(x, width_multiplier)
@@ -87,5 +95,6 @@ def ION(num_classes=81, input_shape=(None, None, 3), num_rois=64, context_units=
     x = layers.Dropout(dropout, name="drop7")(x)
     outputs = _head(image, [x], x, num_classes, (0.5,))
     if segmentation_loss:
-        outputs["seg"] = layers.Conv2D(num_classes, 1, name="seg")(ctx)
-    return keras.Model({"image": image, "rois": rois}, outputs, name=name)
+        outputs["seg"] = layers.Conv2D(num_classes, 1, name="seg", dtype="float32")(ctx)
+    model = keras.Model({"image": image, "rois": rois}, outputs, name=name)
+    return _finish_detector(model, "ion", weights, encoder_weights)

@@ -35,6 +35,8 @@ from keras import layers, ops
 
 from kseg.backbones.vgg import VGG16_BLOCKS
 from kseg.layers.normalization import ImageNormalization
+from kseg.models._common import (ANY_SIZE, LOGITS_DTYPE, check_num_classes, check_width_multiplier, finish,
+                                 image_input, legacy_width)
 from kseg.models.registry import ModelCard, register
 from kseg.ops.roi import RoIPooling
 
@@ -136,11 +138,12 @@ def _head(inputs, towers_cls, tower_box, num_classes, heads):
                         name="cls_score" if len(heads) == 1 else f"cls_score_u{int(round(u * 100))}")(feat)
            for u in heads]
     r = cls[0].shape[1]
-    cls = [layers.Reshape((r, 1, num_classes), name=f"cls_reshape{k}")(c) for k, c in enumerate(cls)]
-    cls = cls[0] if len(cls) == 1 else layers.Concatenate(axis=2, name="cls")(cls)
+    cls = [layers.Reshape((r, 1, num_classes), name=f"cls_reshape{k}", dtype=LOGITS_DTYPE)(c)
+           for k, c in enumerate(cls)]
+    cls = cls[0] if len(cls) == 1 else layers.Concatenate(axis=2, name="cls", dtype=LOGITS_DTYPE)(cls)
     box = layers.Dense(num_classes * 4, kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
                        name="bbox_pred")(tower_box)
-    box = layers.Reshape((r, num_classes, 4), name="bbox")(box)
+    box = layers.Reshape((r, num_classes, 4), name="bbox", dtype=LOGITS_DTYPE)(box)
     return {"cls": cls, "bbox": box}
 
 
@@ -160,27 +163,36 @@ def _head(inputs, towers_cls, tower_box, num_classes, heads):
     notes="Inputs {'image', 'rois' (B,R,4) pixels}; outputs {'cls': (B,R,6,81), 'bbox': (B,R,81,4)}. 4 foveal "
           "towers + the box tower each hold their own fc6/fc7 (5 x 119.5M parameters), as released.",
 ))
-def MultiPathNet(num_classes=81, input_shape=(None, None, 3), num_rois=64, foveal=True, skip_connections=True,
-                 integral_loss=True, heterogeneous=True, fc_units=4096, width_multiplier=1.0, pool_size=7,
-                 dropout=0.5, name="multipathnet"):
+@legacy_width()
+def MultiPathNet(num_classes=81, input_shape=ANY_SIZE, weights=None, encoder_weights=None, width_multiplier=1.0,
+                 input_tensor=None, name="multipathnet", num_rois=64, foveal=True, skip_connections=True,
+                 integral_loss=True, heterogeneous=True, fc_units=4096, pool_size=7, dropout=0.5):
     """MultiPathNet detector (see the module docstring for the architecture).
 
     Args:
         num_classes: object classes + background (81 for COCO).
-        input_shape: image shape (any size: ``(None, None, 3)``).
+        input_shape: image shape; default ``(None, None, 3)``, any size.
+        weights: ``None``, a preset of the card or a path (``.weights.h5``, ``.keras``, the
+            authors' ``.t7``).
+        encoder_weights: ``None``, ``"imagenet"`` or a ``keras.applications.VGG16`` weights file
+            (conv1_1 ... conv5_3).
+        width_multiplier: scales the trunk and the ``conv_mix`` widths (1.0 = the paper).
+        input_tensor: optional Keras tensor for the image input.
+        name: model name.
         num_rois: ROIs per image (fixed, for the static graph).
         foveal: the four context regions (1x, 1.5x, 2x, 4x); else only the 1x region.
         skip_connections: conv3/conv4 skips with L2 normalisation and ``conv_mix``; else conv5_3
             only, no normalisation (plain Fast R-CNN pooling).
         integral_loss: 6 classifiers for IoU thresholds 0.50..0.75; else one (u = 0.5).
         heterogeneous: the separate 1.5x box-regression tower (``model_het``); needs ``foveal``.
-        fc_units, width_multiplier, pool_size: sizes (4096, 1, 7); small values for tests.
+        fc_units, pool_size: sizes (4096, 7); small values for tests.
     """
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    card = "multipathnet" if foveal or skip_connections or integral_loss else "fast_rcnn"
+    num_classes = check_num_classes(num_classes, name)
+    width_multiplier = check_width_multiplier(width_multiplier, name)
     if num_rois < 1:
         raise ValueError(f"num_rois must be >= 1, got {num_rois}")
-    image = keras.Input(input_shape, name="image")
+    image = image_input(name, input_shape, input_tensor, pretrained=weights is not None or encoder_weights is not None)
     rois = keras.Input((num_rois, 4), name="rois")
     x = ImageNormalization("caffe", name="preprocess")(image)
     feats = vgg16_trunk(x, width_multiplier)
@@ -200,12 +212,27 @@ def MultiPathNet(num_classes=81, input_shape=(None, None, 3), num_rois=64, fovea
     heads = INTEGRAL_THRESHOLDS if integral_loss else (0.5,)
     model = keras.Model({"image": image, "rois": rois}, _head(image, towers, box_tower, num_classes, heads), name=name)
     model.iou_thresholds = heads
-    return model
+    card = "multipathnet" if card == "multipathnet" else None
+    return _finish_detector(model, card, weights, encoder_weights)
 
 
-def FastRCNN(num_classes=81, **kwargs):
+def _finish_detector(model, card, weights, encoder_weights):
+    """weights / encoder_weights of a detector (Fast R-CNN has no card: its weights are paths)."""
+    from kseg.backbones.vgg import load_vgg16_weights
+    from kseg.models.weights import load_weights
+
+    if card is not None:
+        return finish(model, card, weights, encoder_weights, lambda m, w: load_vgg16_weights(m, w))
+    if encoder_weights is not None:
+        load_vgg16_weights(model, encoder_weights)
+    return load_weights(model, weights)
+
+
+def FastRCNN(num_classes=81, input_shape=ANY_SIZE, weights=None, encoder_weights=None, width_multiplier=1.0,
+             input_tensor=None, name="fast_rcnn", **kwargs):
     """The plain Fast R-CNN head on VGG16 (MultiPathNet's baseline): no foveal regions, no skips,
     a single classifier (``MultiPathNet(foveal=False, skip_connections=False, integral_loss=False)``)."""
-    kwargs.setdefault("name", "fast_rcnn")
-    return MultiPathNet(num_classes, foveal=False, skip_connections=False, integral_loss=False, heterogeneous=False,
+    return MultiPathNet(num_classes=num_classes, input_shape=input_shape, weights=weights,
+                        encoder_weights=encoder_weights, width_multiplier=width_multiplier, input_tensor=input_tensor,
+                        name=name, foveal=False, skip_connections=False, integral_loss=False, heterogeneous=False,
                         **kwargs)

@@ -23,6 +23,8 @@ from keras import layers
 from kseg.backbones.deeplab_vgg import deeplab_vgg16_trunk, load_deeplab_vgg16_imagenet
 from kseg.layers.interp import Interp
 from kseg.layers.normalization import ImageNormalization, L2Normalization
+from kseg.models._common import (ANY_SIZE, LOGITS_DTYPE, check_num_classes, check_width_multiplier, finish,
+                                 image_input, legacy_width)
 from kseg.models.registry import ModelCard, register
 
 __all__ = ["ParseNet"]
@@ -47,11 +49,12 @@ def _score_conv(num_classes, name):
         default_num_classes=21,
         output_stride=8,
         notes="DeepLab-LargeFOV + global context (pool6 -> L2 norm -> unpool), early fusion by default; "
-              "global_context=False is the baseline. weights='imagenet' initialises the trunk as DeepLab.",
+              "global_context=False is the baseline. encoder_weights='imagenet' initialises the trunk as DeepLab.",
     )
 )
-def ParseNet(num_classes=21, input_shape=(321, 321, 3), input_tensor=None, weights=None, global_context=True,
-             fusion="early", scale_init=10.0, width_multiplier=1.0, fc_width=1024, name="parsenet"):
+@legacy_width()
+def ParseNet(num_classes=21, input_shape=ANY_SIZE, weights=None, encoder_weights=None, width_multiplier=1.0,
+             input_tensor=None, name="parsenet", global_context=True, fusion="early", scale_init=10.0, fc_width=1024):
     """ParseNet on DeepLab-LargeFOV: global average-pooled context, L2-normalised, unpooled, fused.
 
     Reference: Liu, Rabinovich & Berg, ICLR 2016 workshop, Sec. 3 (Fig. 1: global context,
@@ -60,16 +63,19 @@ def ParseNet(num_classes=21, input_shape=(321, 321, 3), input_tensor=None, weigh
 
     Args:
         num_classes: classes (21, PASCAL VOC 2012).
-        input_shape: ``(height, width, 3)`` (DeepLab's 321 training crops by default).
-        input_tensor: optional Keras tensor to build on.
-        weights: None, ``"imagenet"`` or a ``keras.applications.VGG16`` weights file with its
+        input_shape: ``(height, width, channels)``; default ``(None, None, 3)``, any size
+            (DeepLab's 321 training crops in the paper).
+        weights: ``None``, a preset of the card or a path (``.weights.h5``, ``.keras``,
+            ``.caffemodel``): the whole model.
+        encoder_weights: None, ``"imagenet"`` or a ``keras.applications.VGG16`` weights file with its
             classifier: VGG16's convs copied, fc6/fc7 decimated as DeepLab.
+        width_multiplier: scales the VGG16 widths (1.0 = paper; small for fast tests).
+        input_tensor: optional Keras tensor to build on.
+        name: model name.
         global_context: add the global context branch (False: the DeepLab-LargeFOV baseline).
         fusion: ``"early"`` (concatenate, one classifier) or ``"late"`` (two classifiers, summed).
         scale_init: initial value of the L2 normalisation scales (10, Sec. 3.3).
-        width_multiplier: scales the VGG16 widths (1.0 = paper; small for fast tests).
         fc_width: channels of fc6/fc7 (1024).
-        name: model name.
 
     Returns:
         ``keras.Model``: RGB ``(batch, H, W, 3)`` in [0, 255] -> logits ``(batch, H, W, num_classes)``;
@@ -81,13 +87,12 @@ def ParseNet(num_classes=21, input_shape=(321, 321, 3), input_tensor=None, weigh
         ...               fc_width=32).output_shape
         (None, 33, 41, 11)
     """
-    if int(num_classes) < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    if input_tensor is None and (input_shape is None or len(input_shape) != 3 or input_shape[-1] != 3):
-        raise ValueError(f"input_shape must be (height, width, 3), got {input_shape}")
+    num_classes = check_num_classes(num_classes, "parsenet")
+    width_multiplier = check_width_multiplier(width_multiplier, "parsenet")
     if fusion not in ("early", "late"):
         raise ValueError(f"fusion must be 'early' or 'late', got {fusion!r}")
-    inputs = input_tensor if input_tensor is not None else keras.Input(shape=input_shape, name="image")
+    inputs = image_input("parsenet", input_shape, input_tensor,
+                         pretrained=weights is not None or encoder_weights is not None)
     x = ImageNormalization("caffe", name="preprocess")(inputs)
     feats = deeplab_vgg16_trunk(x, width_multiplier=width_multiplier, pool5a=True, include_fc=True,
                                 fc_width=fc_width, fc6_dilation=12)
@@ -107,8 +112,7 @@ def ParseNet(num_classes=21, input_shape=(321, 321, 3), input_tensor=None, weigh
             local = _score_conv(num_classes, "fc8")(fc7_norm)
             glob = Interp(name="fc8_global_unpool")([_score_conv(num_classes, "fc8_global")(pool6_norm), fc7])
             scores = layers.Add(name="fc8_fuse")([local, glob])
-    logits = Interp(name="fc8_interp")([scores, inputs])
+    logits = Interp(name="fc8_interp", dtype=LOGITS_DTYPE)([scores, inputs])
     model = keras.Model(inputs, logits, name=name)
-    if weights is not None:
-        load_deeplab_vgg16_imagenet(model, weights, fc_layers=(("fc6", "fc7"),))
-    return model
+    return finish(model, "parsenet", weights, encoder_weights,
+                  lambda m, w: load_deeplab_vgg16_imagenet(m, w, fc_layers=(("fc6", "fc7"),)))

@@ -38,7 +38,16 @@ class ModelCard:
         backends: Keras backends the model runs on.
         tflite_builtins: whether the model converts to TFLite with builtin ops only.
         notes: anything a user must know (deviations, input handling).
+        input_sizes: which input sizes the model takes: ``"any"`` or the sizes and why (the
+            builders' errors say the same).
+        caffe_rename: ``{authors' Caffe layer name: kseg layer name}`` where they differ (for
+            :func:`kseg.models.weights.assign_caffe`).
+        caffe_skip: kseg layers the authors' Caffe files hold no weights for.
         builder: the public builder function (set by :func:`register`).
+
+    ``card.presets`` lists the authors' released weights the model loads by name
+    (``weights="voc"``): :class:`kseg.models.presets.Preset` records from
+    ``kseg.models.presets.PRESETS[card.name]``.
     """
 
     name: str
@@ -54,7 +63,19 @@ class ModelCard:
     backends: tuple = ("tensorflow", "jax")
     tflite_builtins: bool = True
     notes: str = ""
+    input_sizes: str = "any"
+    caffe_rename: dict = dataclasses.field(default_factory=dict, hash=False, compare=False)
+    caffe_skip: tuple = ()
     builder: Optional[Callable] = None
+
+    @property
+    def presets(self):
+        """The authors' released weights this model loads by name (``kseg.models.presets.PRESETS``)."""
+        try:
+            from kseg.models.presets import PRESETS
+        except ImportError:  # the preset data module is optional while it is being written
+            return ()
+        return tuple(PRESETS.get(self.name, ()))
 
     def build(self, **kwargs):
         """Build the model; keyword arguments go to the builder."""
@@ -69,6 +90,7 @@ class ModelCard:
             "params": self.num_params,
             "output_stride": self.output_stride,
             "task": self.task,
+            "presets": [p.name for p in self.presets],
         }
 
 

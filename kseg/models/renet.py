@@ -24,9 +24,14 @@ import keras
 from keras import layers
 
 from kseg.backbones.vgg import VGG16_BLOCKS, load_vgg16_weights, scale_width
+from kseg.layers.crop import CropToReference
 from kseg.layers.normalization import ImageNormalization
 from kseg.layers.renet import ReNet2D
+from kseg.models._common import (ANY_SIZE, LOGITS_DTYPE, check_num_classes, check_width_multiplier, finish,
+                                 image_input, legacy_width)
 from kseg.models.registry import ModelCard, register
+
+_RENET_STATIC = "fc1 is a dense layer over the flattened ReNet patch grid"
 
 __all__ = ["ReNetClassifier", "ReSeg"]
 
@@ -54,27 +59,33 @@ def _pairs(patch_sizes, n):
         default_num_classes=10,
         output_stride=32,
         task="classification",
+        input_sizes="the size it is built at (32x32 for CIFAR-10), divisible by the product of the patch sizes: "
+                    + _RENET_STATIC,
         notes="Image classifier: logits (batch, num_classes). CIFAR-10 configuration of Table 1; "
               "Keras GRUs (reset_after=True) carry 3u more biases each than the paper's.",
     )
 )
-def ReNetClassifier(num_classes=10, input_shape=(32, 32, 3), input_tensor=None, renet_units=(320, 320, 320),
-                    patch_sizes=(2, 2, 2), fc_units=(4096,), cell="gru", dropout=0.0, width=1.0,
-                    name="renet_classifier"):
+@legacy_width()
+def ReNetClassifier(num_classes=10, input_shape=(32, 32, 3), weights=None, encoder_weights=None, width_multiplier=1.0,
+                    input_tensor=None, name="renet_classifier", renet_units=(320, 320, 320), patch_sizes=(2, 2, 2),
+                    fc_units=(4096,), cell="gru", dropout=0.0):
     """The ReNet image classifier (Visin et al. 2015, Sec. 3, Table 1).
 
     Args:
         num_classes: classes (10, CIFAR-10).
-        input_shape: ``(height, width, 3)``, divisible by the product of the patch sizes.
+        input_shape: static ``(height, width, channels)`` (fc1 is a dense layer over the flattened
+            patch grid), divisible by the product of the patch sizes; default 32x32 (CIFAR-10).
+        weights: ``None``, a preset of the card or a path (``.weights.h5``, ``.keras``).
+        encoder_weights: must be ``None`` (ReNet is trained from scratch).
+        width_multiplier: multiplier of every ReNet and fully connected width (1.0 = the paper).
         input_tensor: optional Keras tensor.
+        name: model name.
         renet_units: GRU units per direction of each ReNet layer (CIFAR-10: 320, 320, 320;
             MNIST: 256, 256; SVHN: 256, 256, 256).
         patch_sizes: patch size of each ReNet layer (2x2 in every model of Table 1).
         fc_units: widths of the ReLU fully connected layers (CIFAR-10/SVHN: 4096; MNIST: 4096, 4096).
         cell: ``"gru"`` (the paper), ``"lstm"`` or ``"rnn"``.
         dropout: dropout rate before each fully connected layer (0 = none).
-        width: multiplier of every ReNet and fully connected width (1.0 = the paper; small for tests).
-        name: model name.
 
     Returns:
         ``keras.Model``: RGB images in [0, 255] -> class logits ``(batch, num_classes)``.
@@ -84,14 +95,12 @@ def ReNetClassifier(num_classes=10, input_shape=(32, 32, 3), input_tensor=None, 
         >>> kseg.ReNetClassifier(renet_units=(4, 4, 4), fc_units=(16,)).output_shape
         (None, 10)
     """
-    if int(num_classes) < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    if input_tensor is None and (input_shape is None or len(input_shape) != 3 or input_shape[-1] != 3):
-        raise ValueError(f"input_shape must be (height, width, 3), got {input_shape}")
-    if not float(width) > 0:
-        raise ValueError(f"width must be > 0, got {width}")
+    num_classes = check_num_classes(num_classes, "renet_classifier")
+    width = check_width_multiplier(width_multiplier, "renet_classifier")
     patches = _pairs(patch_sizes, len(renet_units))
-    inputs = input_tensor if input_tensor is not None else keras.Input(shape=input_shape, name="image")
+    inputs = image_input("renet_classifier", input_shape, input_tensor, pretrained=weights is not None,
+                         static_reason=_RENET_STATIC,
+                         sizes="any static height and width divisible by the product of the patch sizes")
     x = ImageNormalization("unit", name="preprocess")(inputs)
     for i, (units, patch) in enumerate(zip(renet_units, patches), start=1):
         x = ReNet2D(patch, scale_width(units, width), cell=cell, name=f"renet{i}")(x)
@@ -100,8 +109,8 @@ def ReNetClassifier(num_classes=10, input_shape=(32, 32, 3), input_tensor=None, 
         if dropout:
             x = layers.Dropout(dropout, name=f"drop{i}")(x)
         x = layers.Dense(scale_width(units, width), activation="relu", name=f"fc{i}")(x)
-    outputs = layers.Dense(num_classes, name="score")(x)
-    return keras.Model(inputs, outputs, name=name)
+    outputs = layers.Dense(num_classes, name="score", dtype=LOGITS_DTYPE)(x)
+    return finish(keras.Model(inputs, outputs, name=name), "renet_classifier", weights, encoder_weights)
 
 
 @register(
@@ -117,14 +126,17 @@ def ReNetClassifier(num_classes=10, input_shape=(32, 32, 3), input_tensor=None, 
         num_params=2_544_549,
         default_num_classes=11,
         output_stride=4,
+        input_sizes="any with 1x1 ReNet patches (the released configuration); larger patches: static sides "
+                    "divisible by the total stride",
         notes="The authors' released CamVid configuration (evaluate_camvid.py: VGG16 up to conv3_3, 2 ReNet "
               "layers of 100 GRU units with 1x1 patches, 2 stride-2 2x2 transposed convs of 50); every width "
               "is an argument.",
     )
 )
-def ReSeg(num_classes=11, input_shape=(360, 480, 3), input_tensor=None, encoder_weights=None,
-          vgg_blocks=3, renet_units=(100, 100), patch_sizes=((1, 1), (1, 1)), upsample_filters=(50, 50),
-          upsample_kernel=2, cell="gru", width=1.0, name="reseg"):
+@legacy_width()
+def ReSeg(num_classes=11, input_shape=ANY_SIZE, weights=None, encoder_weights=None, width_multiplier=1.0,
+          input_tensor=None, name="reseg", vgg_blocks=3, renet_units=(100, 100), patch_sizes=((1, 1), (1, 1)),
+          upsample_filters=(50, 50), upsample_kernel=2, cell="gru"):
     """ReSeg: VGG16 features, ReNet layers for global context, transposed-conv upsampling.
 
     Reference: Visin et al., CVPR 2016 DeepVision workshop, Sec. 3 and Fig. 1: the first layers
@@ -135,9 +147,16 @@ def ReSeg(num_classes=11, input_shape=(360, 480, 3), input_tensor=None, encoder_
 
     Args:
         num_classes: classes (11, CamVid).
-        input_shape: ``(height, width, 3)``, divisible by the total stride.
-        input_tensor: optional Keras tensor.
+        input_shape: ``(height, width, channels)``; default ``(None, None, 3)``: any size with 1x1
+            ReNet patches (the released configuration: the VGG poolings round up and the output
+            is cropped to the input); larger patches need a static size divisible by the total
+            stride.
+        weights: ``None``, a preset of the card or a path (``.weights.h5``, ``.keras``).
         encoder_weights: None, ``"imagenet"`` or a ``keras.applications.VGG16`` weights file.
+        width_multiplier: multiplier of every width (VGG16 convs, ReNet units, upsampling filters;
+            1.0 = the paper; small for fast tests).
+        input_tensor: optional Keras tensor.
+        name: model name.
         vgg_blocks: VGG16 blocks kept (3: conv1_1..conv3_3, pooling after blocks 1 .. vgg_blocks - 1).
         renet_units: GRU units per direction of each ReNet layer.
         patch_sizes: patch size of each ReNet layer.
@@ -150,9 +169,6 @@ def ReSeg(num_classes=11, input_shape=(360, 480, 3), input_tensor=None, encoder_
     ``out-upsampling='grad'`` with ``out-nfilters=[50, 50]``, 2x2 filters, stride 2, ReLU; a 1x1
     convolution to the classes), which the README says reproduces the paper.
         cell: ``"gru"`` (the paper), ``"lstm"`` or ``"rnn"``.
-        width: multiplier of every width (VGG16 convs, ReNet units, upsampling filters; 1.0 = the
-            paper; small for fast tests).
-        name: model name.
 
     Returns:
         ``keras.Model``: RGB ``(batch, H, W, 3)`` in [0, 255] -> logits ``(batch, H, W, num_classes)``.
@@ -160,13 +176,11 @@ def ReSeg(num_classes=11, input_shape=(360, 480, 3), input_tensor=None, encoder_
     Example:
         >>> import kseg
         >>> kseg.ReSeg(input_shape=(16, 24, 3), renet_units=(4, 4), upsample_filters=(4, 4),
-        ...            width=1 / 16).output_shape
+        ...            width_multiplier=1 / 16).output_shape
         (None, 16, 24, 11)
     """
-    if int(num_classes) < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    if input_tensor is None and (input_shape is None or len(input_shape) != 3 or input_shape[-1] != 3):
-        raise ValueError(f"input_shape must be (height, width, 3), got {input_shape}")
+    num_classes = check_num_classes(num_classes, "reseg")
+    width = check_width_multiplier(width_multiplier, "reseg")
     if not 1 <= int(vgg_blocks) <= 5:
         raise ValueError(f"vgg_blocks must be in 1..5, got {vgg_blocks}")
     patches = _pairs(patch_sizes, len(renet_units))
@@ -179,21 +193,28 @@ def ReSeg(num_classes=11, input_shape=(360, 480, 3), input_tensor=None, encoder_
             f"{len(upsample_filters)} stride-2 upsampling layers cannot undo a total stride of "
             f"{stride_h}x{stride_w} (VGG16 pooling x ReNet patches)"
         )
-    inputs = input_tensor if input_tensor is not None else keras.Input(shape=input_shape, name="image")
+    one_by_one = all(p == (1, 1) for p in patches)
+    inputs = image_input(
+        "reseg", input_shape, input_tensor, pretrained=weights is not None or encoder_weights is not None,
+        static_reason=None if one_by_one else "ReNet patches larger than 1x1 must tile the feature map exactly",
+        sizes=f"any static height and width divisible by {stride_h}",
+    )
+    if not one_by_one and (inputs.shape[1] % stride_h or inputs.shape[2] % stride_w):
+        raise ValueError(f"reseg: with patch sizes {patches} the input sides must be divisible by the total stride "
+                         f"{stride_h}, got input_shape={tuple(inputs.shape[1:])}")
     x = ImageNormalization("caffe", name="preprocess")(inputs)
     for b, block in enumerate(VGG16_BLOCKS[: int(vgg_blocks)], start=1):
         for i, filters in enumerate(block, start=1):
             x = layers.Conv2D(scale_width(filters, width), 3, padding="same", activation="relu",
                               name=f"conv{b}_{i}")(x)
-        if b < int(vgg_blocks):
-            x = layers.MaxPooling2D(2, 2, name=f"pool{b}")(x)
+        if b < int(vgg_blocks):  # rounds up: any size, cropped back at the end (same as floor when divisible)
+            x = layers.MaxPooling2D(2, 2, padding="same", name=f"pool{b}")(x)
     for i, (units, patch) in enumerate(zip(renet_units, patches), start=1):
         x = ReNet2D(patch, scale_width(units, width), cell=cell, name=f"renet{i}")(x)
     for i, filters in enumerate(upsample_filters, start=1):
         x = layers.Conv2DTranspose(scale_width(filters, width), upsample_kernel, strides=2, padding="same", activation="relu",
                                    name=f"upsample{i}")(x)
-    outputs = layers.Conv2D(num_classes, 1, name="score")(x)
+    x = layers.Conv2D(num_classes, 1, name="score")(x)
+    outputs = CropToReference(0, name="crop", dtype=LOGITS_DTYPE)([x, inputs])
     model = keras.Model(inputs, outputs, name=name)
-    if encoder_weights is not None:
-        load_vgg16_weights(model, encoder_weights)
-    return model
+    return finish(model, "reseg", weights, encoder_weights, lambda m, w: load_vgg16_weights(m, w))

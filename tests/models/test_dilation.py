@@ -71,7 +71,7 @@ def test_layers_follow_the_authors_front_end():
     fc6 = model.get_layer("fc6")
     assert fc6.kernel_size == (7, 7) and fc6.dilation_rate == (4, 4)
     assert all(model.get_layer(n).padding == "valid" for n in ("conv1_1", "conv4_3", "conv5_3", "fc6"))
-    assert model.get_layer("reflect_pad").padding[0][0] == DILATION_MARGIN == 186
+    assert model.get_layer("reflect_pad").margin == DILATION_MARGIN == 186
     ctx = model.get_layer("context")
     assert [c.name for c in ctx.convs][0] == "ctx_conv1_1" and ctx.variant == "basic"
     # output stride 8: n scores with 8 (n - 1) + 1 >= H
@@ -124,7 +124,32 @@ def test_saved_model_and_tflite_builtins(tmp_path):
 def test_bad_arguments():
     with pytest.raises(ValueError, match="num_classes must be >= 2, got 1"):
         kseg.Dilation8(num_classes=1, input_shape=(24, 24, 3))
-    with pytest.raises(ValueError, match="static"):
-        kseg.DilatedFrontEnd(input_shape=(None, None, 3))
+    with pytest.raises(ValueError, match=">= 2"):
+        kseg.DilatedFrontEnd(input_shape=(1, 24, 3))
     with pytest.raises(ValueError, match="variant must be one of"):
         kseg.Dilation8(input_shape=(24, 24, 3), width=1 / 16, context_variant="huge")
+
+
+@pytest.mark.parametrize("size", [(2, 3), (7, 5), (24, 33), (200, 9)])
+def test_margin_padding_is_numpy_reflect_at_any_size(size):
+    from kseg.models.dilation import MarginReflectionPadding2D
+
+    layer = MarginReflectionPadding2D()
+    x = np.random.default_rng(0).normal(size=(1, *size, 2)).astype("float32")
+    extra = [layer.extra(n) for n in size]
+    want = np.pad(x, ((0, 0), (186, 186 + extra[0]), (186, 186 + extra[1]), (0, 0)), mode="reflect")
+    np.testing.assert_array_equal(np.asarray(layer(x)), want)
+    assert all(7 <= e <= 14 for e in extra) and all((n + e) % 8 == 0 for n, e in zip(size, extra))
+
+
+def test_one_model_takes_every_size():
+    """(None, None, 3) builds, and gives what a model built at each size gives (same weights)."""
+    anysize = kseg.Dilation8(num_classes=3, width_multiplier=1 / 16)
+    assert anysize.input_shape == (None, None, None, 3)
+    for size in ((24, 24), (33, 41)):
+        fixed = kseg.Dilation8(num_classes=3, input_shape=(*size, 3), width_multiplier=1 / 16)
+        fixed.set_weights(anysize.get_weights())
+        x = np.random.default_rng(4).uniform(0, 255, (1, *size, 3)).astype("float32")
+        y = np.asarray(anysize.predict(x, verbose=0))
+        assert y.shape == (1, *size, 3)
+        np.testing.assert_allclose(y, np.asarray(fixed(x)), rtol=1e-5, atol=1e-5)

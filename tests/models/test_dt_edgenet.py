@@ -96,4 +96,21 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="num_classes must be >= 2, got 1"):
         kseg.DTEdgeNet(num_classes=1)
     with pytest.raises(ValueError, match="static"):
-        kseg.DTEdgeNet(input_shape=(None, None, 3))
+        kseg.DTEdgeNet(input_shape=(None, None, 3), dt_method="scan")
+
+
+def test_any_size_is_the_static_models_function():
+    """(None, None, 3) (the default): the doubling scan's extra steps compose identities, so the
+    any-size model computes exactly what a model built at each size computes."""
+    kw = dict(num_classes=3, width_multiplier=1 / 16, fc_width=8, edge_channels=4)
+    anysize = kseg.DTEdgeNet(**kw)
+    assert anysize.input_shape == (None, None, None, 3)
+    for hw in ((33, 41), (50, 29)):
+        fixed = kseg.DTEdgeNet(input_shape=(*hw, 3), **kw)
+        fixed.set_weights(anysize.get_weights())
+        fixed.get_layer("fc8").bias.assign([5.0, -5.0, 0.0])  # scores with structure for the filter
+        anysize.get_layer("fc8").bias.assign([5.0, -5.0, 0.0])
+        x = np.random.default_rng(0).uniform(0, 255, (2, *hw, 3)).astype("float32")
+        y = anysize.predict(x, verbose=0)
+        assert y.shape == (2, *hw, 3)
+        np.testing.assert_allclose(y, np.asarray(fixed(x)), rtol=1e-5, atol=1e-5)

@@ -173,9 +173,9 @@ def test_weights_argument_and_errors(tmp_path):
         kseg.FCN8s(num_classes=1)
     with pytest.raises(ValueError, match="input_shape"):
         kseg.FCN32s(input_shape=(32, 32))
-    with pytest.raises(ValueError, match="width must be > 0"):
+    with pytest.raises(ValueError, match="width_multiplier must be > 0"):
         kseg.FCN8s(width=0)
-    with pytest.raises(ValueError, match="encoder_weights need width=1.0"):
+    with pytest.raises(ValueError, match="encoder_weights need width_multiplier=1.0"):
         kseg.FCN8s(input_shape=(32, 32, 3), width=TINY, encoder_weights="imagenet")
 
 

@@ -1,0 +1,57 @@
+"""The preset records (kseg/models/presets.py): every one names a registered model and is usable data."""
+
+import pytest
+
+from kseg.models import presets, registry
+
+
+def test_every_preset_belongs_to_a_registered_model_with_unique_names():
+    known = set(registry.list_models())
+    for model, items in presets.PRESETS.items():
+        assert model in known, model
+        names = [p.name for p in items]
+        assert len(names) == len(set(names)), (model, names)
+        for p in items:
+            assert p.url.startswith(("http://", "https://")) and p.file_name and p.source, (model, p.name)
+            assert p.num_classes >= 1 and p.dataset and p.preprocessing
+            if p.builder_kwargs.get("num_classes") is not None:
+                assert p.builder_kwargs["num_classes"] == p.num_classes, (model, p.name)
+            assert (p.checksum is None) == (p.checksum_note == presets._CHECKSUM_NONE or "not established" in p.checksum_note)
+
+
+def test_no_release_and_presets_do_not_overlap():
+    assert not set(presets.NO_RELEASE) & set(presets.PRESETS)
+    assert set(presets.NO_RELEASE) <= set(registry.list_models())
+
+
+def test_get_preset_errors_name_what_exists():
+    assert presets.get_preset("fcn8s", "voc").url.endswith("fcn8s-heavy-pascal.caffemodel")
+    with pytest.raises(ValueError, match="presets: voc"):
+        presets.get_preset("fcn8s", "coco")
+    with pytest.raises(ValueError, match="no presets"):
+        presets.get_preset("ion", "coco")
+
+
+def test_published_checksum_is_exposed():
+    assert presets.get_preset("parsenet", "voc").checksum == ("sha1", "99cc76c373dc522fd70f80208b30a43ab2fba2f6")
+
+
+def test_bad_records_are_refused():
+    with pytest.raises(ValueError, match="format"):
+        presets.Preset(name="x", url="http://a/b", file_name="b", format="pth", dataset="d", num_classes=2,
+                       preprocessing="p", source="s")
+    with pytest.raises(ValueError, match="url"):
+        presets.Preset(name="x", url="ftp://a/b", file_name="b", format="t7", dataset="d", num_classes=2,
+                       preprocessing="p", source="s")
+
+
+def test_mean_fields_match_the_cited_preprocessing():
+    """The machine-readable mean/std repeat the numbers of the preprocessing text (a typo in either fails)."""
+    for model, items in presets.PRESETS.items():
+        for p in items:
+            if p.mean == (0.0, 0.0, 0.0):
+                assert "no mean" in p.preprocessing, (model, p.name)
+                continue
+            for v in p.mean + (p.std if p.std != (1.0, 1.0, 1.0) else ()):
+                text = f"{v:.10f}".rstrip("0").rstrip(".")
+                assert text[:5] in p.preprocessing, (model, p.name, v)
