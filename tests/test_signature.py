@@ -270,6 +270,7 @@ def test_export_at_another_size_than_the_training_crop(tmp_path):
     """`kseg export best.keras --format tflite --input-size H W` for a model built at another crop."""
     from kseg.cli import main
 
+    keras.utils.set_random_seed(3)
     model = kseg.SegNetBasic(num_classes=3, input_shape=(32, 48, 3), width_multiplier=1 / 16)
     path = export.save_keras(model, tmp_path / "best.keras")
     out = tmp_path / "m.tflite"
@@ -278,7 +279,8 @@ def test_export_at_another_size_than_the_training_crop(tmp_path):
     got = export.run_tflite(str(out), x)
     want = export.at_input_size(model, 36, 52).predict(x, verbose=0)
     assert got.shape == (1, 36, 52, 3)
-    np.testing.assert_allclose(got, want, atol=1e-4)
+    # float32 rounding grows with the logits' size (up to ~170 here): compare relative to it
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
 
 
 def test_kseg_list_shows_presets(capsys):

@@ -40,7 +40,8 @@ from kseg.layers.interp import Interp
 from kseg.layers.normalization import ImageNormalization, LocalResponseNormalization
 from kseg.layers.pooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
 from kseg.models.registry import ModelCard, register
-from kseg.models.segnet import _check_args, _conv_bn_relu, _input
+from kseg.models._common import LOGITS_DTYPE, check_num_classes, image_input
+from kseg.models.segnet import _conv_bn_relu
 
 __all__ = [
     "BilinearInterpolation",
@@ -99,6 +100,14 @@ class CentredBilinear(keras.initializers.Initializer):
         return {"factor": self.factor}
 
 
+def _check_args(num_classes, input_shape):
+    check_num_classes(num_classes, "SegNet decoder variant")
+
+
+def _input(input_shape, input_tensor):
+    return image_input("SegNet decoder variant", input_shape, input_tensor)
+
+
 def _width(width_multiplier):
     if float(width_multiplier) <= 0:
         raise ValueError(f"width_multiplier must be > 0, got {width_multiplier}")
@@ -125,7 +134,7 @@ def _encoder(inputs, width, with_indices):
 def _finish(inputs, outputs, name, weights, encoder_weights):
     if encoder_weights is not None:
         raise ValueError(
-            f"{name}: encoder_weights must be None (SegNet-Basic's encoder has no pretrained weights; the "
+            f"{name}: encoder_weights must be None (there is no pretrained encoder for SegNet-Basic's: the "
             f"paper trains it from MSRA initialisation), got {encoder_weights!r}"
         )
     model = keras.Model(inputs, outputs, name=name)
@@ -153,15 +162,16 @@ def _segnet_decoder(x, masks, width, pooled=None, single_channel=False):
     return x
 
 
-def _deconv(x, reference, filters, s):
+def _deconv(x, reference, filters, s, dtype=None):
     """FCN-Basic's 2x upsampling: 8x8 stride-2 transposed conv (no bias), cropped to `reference`."""
     x = layers.Conv2DTranspose(filters, _DECONV, strides=2, use_bias=False, kernel_initializer=CentredBilinear(2),
                                name=f"upscore{s}")(x)
-    return CropToReference((_DECONV - 2) // 2, name=f"upscore{s}_crop")([x, reference])
+    return CropToReference((_DECONV - 2) // 2, name=f"upscore{s}_crop", dtype=dtype)([x, reference])
 
 
 def _score(x, num_classes, name):
-    return layers.Conv2D(num_classes, 1, kernel_initializer="he_normal", name=name)(x)
+    # float32 logits under a mixed-precision policy (Keras' convention for the last layer).
+    return layers.Conv2D(num_classes, 1, kernel_initializer="he_normal", name=name, dtype=LOGITS_DTYPE)(x)
 
 
 def _fcn_decoder(inputs, pooled, num_classes, width, addition, dim_reduction):
@@ -172,7 +182,7 @@ def _fcn_decoder(inputs, pooled, num_classes, width, addition, dim_reduction):
     else:
         x, channels = pooled[3], width
     for s in range(4, 0, -1):
-        x = _deconv(x, refs[s - 1], channels, s)
+        x = _deconv(x, refs[s - 1], channels, s, dtype=LOGITS_DTYPE if (s == 1 and dim_reduction) else None)
         if addition and s > 1:
             skip = _score(pooled[s - 2], num_classes, f"score_pool{s - 1}") if dim_reduction else pooled[s - 2]
             x = layers.Add(name=f"fuse_pool{s - 1}")([x, skip])
@@ -222,7 +232,7 @@ def BilinearInterpolation(num_classes=11, input_shape=(None, None, 3), weights=N
     x = _score(pooled[3], num_classes, "score_pool4")
     refs = [inputs] + pooled[:3]
     for s in range(4, 0, -1):
-        x = Interp(align_corners=False, name=f"upsample{s}")([x, refs[s - 1]])
+        x = Interp(align_corners=False, name=f"upsample{s}", dtype=LOGITS_DTYPE if s == 1 else None)([x, refs[s - 1]])
     return _finish(inputs, x, name, weights, encoder_weights)
 
 
