@@ -14,6 +14,7 @@ Argument parsing only: every subcommand calls :mod:`kseg.training` or :mod:`kseg
 import argparse
 import ast
 import json
+import os
 import sys
 
 __all__ = ["main", "build_parser"]
@@ -32,6 +33,10 @@ def _model_arg(text):
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="kseg", description="Classic segmentation models for Keras 3.")
+    from kseg import __version__
+
+    parser.add_argument("--version", action="version", version=f"kseg {__version__}")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ log lines (hidden by default)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -215,9 +220,9 @@ def _demo(args):
 
 
 def _list(args):
-    from kseg import models
+    from kseg.models import registry
 
-    rows = [card.summary_row() for card in models.cards()]
+    rows = [card.summary_row() for card in registry.static_cards()]  # the generated table: no TensorFlow
     print(f"{'name':<22} {'paper':<40} {'params':>12} {'stride':>6}  task")
     for r in rows:
         print(f"{r['name']:<22} {r['paper'][:40]:<40} {r['params']:>12,} {r['output_stride']:>6}  {r['task']}")
@@ -229,12 +234,22 @@ _COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "expor
 
 def main(argv=None):
     """Entry point of the ``kseg`` console script; returns the exit status."""
-    from kseg.inference.cli import dispatch  # proposal / detection models (task != "semantic")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # TensorFlow reads its C++ log level once, when first imported: hide INFO/WARNING lines unless asked.
+    verbose = "--verbose" in argv
+    argv = [a for a in argv if a != "--verbose"]
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if verbose else os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")
+    if argv and argv[0] in ("train", "evaluate", "predict", "export"):
+        from kseg.inference.cli import dispatch  # proposal / detection models (task != "semantic")
 
-    handled = dispatch(argv)
-    if handled is not None:
-        return handled
+        handled = dispatch(argv)
+        if handled is not None:
+            return handled
     args = build_parser().parse_args(argv)
+    if args.command != "list":
+        import kseg
+
+        kseg._load_everything()  # registers every kseg layer before a .keras file is loaded
     try:
         _COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError) as err:  # DataError is a ValueError
