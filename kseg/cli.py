@@ -232,6 +232,22 @@ _COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "expor
              "list": _list}
 
 
+def _import_tensorflow_quietly():
+    """Import TensorFlow with stderr (fd 2) on /dev/null: TF 2.21 logs its oneDNN notice through absl
+    before logging is initialised, where TF_CPP_MIN_LOG_LEVEL does not reach it."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def main(argv=None):
     """Entry point of the ``kseg`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -239,6 +255,9 @@ def main(argv=None):
     verbose = "--verbose" in argv
     argv = [a for a in argv if a != "--verbose"]
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if verbose else os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")
+    heavy = bool(argv) and argv[0] in ("train", "evaluate", "predict", "export", "demo")
+    if heavy and not verbose:
+        _import_tensorflow_quietly()
     if argv and argv[0] in ("train", "evaluate", "predict", "export"):
         from kseg.inference.cli import dispatch  # proposal / detection models (task != "semantic")
 

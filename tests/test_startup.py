@@ -63,3 +63,11 @@ def test_tensorflow_log_level_is_set_before_tensorflow_loads(flag, level):
         "print('LEVEL', os.environ['TF_CPP_MIN_LOG_LEVEL'], 'tensorflow' in sys.modules)\n"
     ).stdout
     assert f"LEVEL {level} False" in out
+
+
+def test_commands_print_no_tensorflow_log_lines(tmp_path):
+    missing = tmp_path / "missing.keras"
+    proc = subprocess.run([sys.executable, "-m", "kseg.cli", "export", str(missing), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "kseg export: error" in proc.stderr and "missing.keras" in proc.stderr
+    assert ".cc:" not in proc.stderr and "absl::InitializeLog" not in proc.stderr, proc.stderr
