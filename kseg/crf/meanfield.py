@@ -18,10 +18,12 @@ Potts (``compatibility=None``) is applied as the authors' code does, as the labe
 the softmax removes. TF-only code.
 """
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 
-from kseg.crf.lattice import build_lattice
+from kseg.crf.lattice import PermutohedralLattice, build_lattice
 
 __all__ = ["dense_crf", "mean_field", "pixel_features", "CRFFilters", "build_filters"]
 
@@ -159,11 +161,38 @@ def build_filters(
             raise ValueError(f"{name} must be > 0, got {val}")
     image = tf.stop_gradient(tf.cast(image, tf.float32))
     bil, spa, group = pixel_features(image, theta_alpha, theta_beta, theta_gamma)
-    return CRFFilters(
-        build_lattice(bil, group, jit_compile, tflite_builtins),
-        build_lattice(spa, group, jit_compile, tflite_builtins),
-        normalization,
-    )
+    h, w = image.shape[1], image.shape[2]
+    if h is not None and w is not None and not tflite_builtins:
+        spatial = _grid_lattice(tf.shape(image)[0], int(h), int(w), float(theta_gamma))
+    else:
+        spatial = build_lattice(spa, group, jit_compile, tflite_builtins)
+    return CRFFilters(build_lattice(bil, group, jit_compile, tflite_builtins), spatial, normalization)
+
+
+@functools.lru_cache(maxsize=16)
+def _grid_lattice_arrays(h, w, theta_gamma):
+    """The spatial kernel's lattice of one h x w image: it depends on the size only, so it is built
+    once (eagerly, also while a tf.function traces) and kept as numpy arrays."""
+    with tf.init_scope():
+        _, spa, _ = pixel_features(tf.zeros([1, h, w, 3]), 1.0, 1.0, theta_gamma)
+        lat = build_lattice(spa)
+        return lat.vertex_index.numpy(), lat.weights.numpy(), lat.neighbours.numpy(), int(lat.num_vertices)
+
+
+def _grid_lattice(batch, h, w, theta_gamma):
+    """:func:`build_lattice` of the spatial features of a batch of h x w images, from the cached one
+    of a single image: image i's vertices are numbered i*M .. i*M + M - 1, as the grouped
+    construction numbers them (its image index is the most significant digit of every key)."""
+    vertex_index, weights, neighbours, m = _grid_lattice_arrays(h, w, theta_gamma)
+    d1 = vertex_index.shape[1]
+    offsets = tf.range(batch) * m
+    vertex_index = tf.reshape(tf.constant(vertex_index)[None] + offsets[:, None, None], [-1, d1])
+    weights = tf.reshape(tf.tile(tf.constant(weights)[None], [batch, 1, 1]), [-1, d1])
+    total = batch * m
+    nb = tf.constant(neighbours[:, :, :m])[:, :, None, :]  # (d1, 2, 1, M); M = "no vertex"
+    nb = tf.where(nb == m, total, nb + offsets[None, None, :, None])
+    nb = tf.concat([tf.reshape(nb, [d1, 2, -1]), tf.fill([d1, 2, 1], total)], axis=-1)
+    return PermutohedralLattice(d1 - 1, vertex_index, weights, nb, total)
 
 
 def mean_field(unary_logits, messages, num_iterations, compatibility=None):
