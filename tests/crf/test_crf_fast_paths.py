@@ -70,12 +70,13 @@ def _cpp_enclosing(el):
     return rem0[:d], rank[:d], bary[:d1]
 
 
+@pytest.mark.parametrize("pairwise", [False, True])
 @pytest.mark.parametrize("d", [2, 5])
-def test_enclosing_simplex_matches_the_cpp_loops(d):
+def test_enclosing_simplex_matches_the_cpp_loops(d, pairwise):
     rng = np.random.default_rng(d)
     f = rng.normal(size=(400, d)) * 3
     f[:50] = np.round(f[:50])  # ties between differentials
-    rem0, rank, w = (t.numpy() for t in _enclosing_simplex(tf.constant(f, tf.float32), d))
+    rem0, rank, w = (t.numpy() for t in _enclosing_simplex(tf.constant(f, tf.float32), d, pairwise))
     ref = [_cpp_enclosing(p) for p in _elevate(f.astype(np.float32))]
     np.testing.assert_array_equal(rem0, np.array([r[0] for r in ref]))
     np.testing.assert_array_equal(rank, np.array([r[1] for r in ref]))
