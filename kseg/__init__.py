@@ -11,6 +11,7 @@ use (PEP 562), and the first such use loads them all, registering every custom l
 """
 
 import importlib
+import importlib.util
 import sys
 
 __version__ = "0.1.0"
@@ -49,6 +50,8 @@ def __getattr__(name):  # PEP 562
         value = getattr(importlib.import_module("kseg.models"), name)
     elif name in _OTHERS:
         value = getattr(importlib.import_module(_OTHERS[name]), name)
+    elif not name.startswith("_") and importlib.util.find_spec(f"kseg.{name}") is not None:
+        value = importlib.import_module(f"kseg.{name}")  # any other subpackage (kseg.export, kseg.utils, ...)
     else:
         raise AttributeError(f"module 'kseg' has no attribute {name!r}")
     _load_everything()

@@ -40,10 +40,10 @@ def test_lazy_package_keeps_the_public_api():
         "m = kseg.SegNetBasic(num_classes=3, input_shape=(16, 16, 3), width=4)\n"
         "assert 'tensorflow' in sys.modules and 'kseg.layers' in sys.modules and 'kseg.training' in sys.modules\n"
         "print(m.output_shape, kseg.models.get('fcn8s').num_params, kseg.crf.dense_crf.__name__,\n"
-        "      'SegNet' in dir(kseg), kseg.models.segnet.SegNet is kseg.SegNet)\n"
+        "      'SegNet' in dir(kseg), kseg.models.segnet.SegNet is kseg.SegNet, kseg.export.__name__)\n"
         "try:\n    kseg.NoSuchModel\nexcept AttributeError as e:\n    print('ERR', e)\n"
     ).stdout
-    assert "(None, 16, 16, 3) 134489759 dense_crf True True" in out
+    assert "(None, 16, 16, 3) 134489759 dense_crf True True kseg.export" in out
     assert "ERR module 'kseg' has no attribute 'NoSuchModel'" in out
 
 
