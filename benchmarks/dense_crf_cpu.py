@@ -37,10 +37,15 @@ def main():
     ap.add_argument("--iterations", type=int, default=10)
     ap.add_argument("--normalization", default="after", choices=("after", "symmetric"))
     ap.add_argument("--scales", default="1,2", help="image scales (1 = 480x360)")
+    ap.add_argument("--threads", type=int, default=0, help="TensorFlow intra/inter-op threads (0: its default)")
     args = ap.parse_args()
 
     import pydensecrf.densecrf as dcrf
     import tensorflow as tf
+
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
 
     import dense_crf as base
     from kseg.crf import dense_crf
@@ -65,7 +70,8 @@ def main():
     }
     data = base.load_images(args.images)
     print(f"Dense CRF, {len(data)} CamVid test images, 12 labels, {args.iterations} iterations, DeepLab-LargeFOV "
-          f"parameters, normalization={args.normalization!r} on both sides; median over images")
+          f"parameters, normalization={args.normalization!r} on both sides; median over images; TF threads: "
+          f"{args.threads or 'default'}")
     print(f"{'size':<9}{'implementation':<36}{'CPU s':>8}{'wall s':>8}{'CPU vs C++':>12}{'labels = C++':>14}")
     for scale in [float(s) for s in args.scales.split(",")]:
         rows = {"C++ pydensecrf (1 thread)": ([], [], [])}
