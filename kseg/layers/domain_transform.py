@@ -109,12 +109,19 @@ def _pass(x, w, axis, reverse, method):
         y = ops.reshape(y, (-1,) + shape[1:])
     else:
         a_t, b_t = ops.moveaxis(a, axis, 0), ops.moveaxis(b, axis, 0)
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
 
-        def step(carry, ab):
-            y_i = ab[0] * carry + ab[1]
-            return y_i, y_i
+            # TF-only: tf.scan bounds its while loop (maximum_iterations), so its gradient also
+            # compiles under XLA; keras' TF scan leaves the loop unbounded and XLA refuses the tape.
+            y = tf.scan(lambda carry, ab: ab[0] * carry + ab[1], (a_t, b_t), initializer=tf.zeros_like(b_t[0]))
+        else:
 
-        _, y = ops.scan(step, ops.zeros_like(b_t[0]), (a_t, b_t))
+            def step(carry, ab):
+                y_i = ab[0] * carry + ab[1]
+                return y_i, y_i
+
+            _, y = ops.scan(step, ops.zeros_like(b_t[0]), (a_t, b_t))
         y = ops.moveaxis(y, 0, axis)
     return ops.flip(y, axis=axis) if reverse else y
 
