@@ -95,6 +95,34 @@ def _doubling_scan(a, b, axis):
     return b
 
 
+def _tf_recurrence(a, b):
+    """TF-only ``y_i = a_i y_{i-1} + b_i`` along axis 0 (y_{-1} = 0) with its adjoint written out.
+
+    The gradient is the same recurrence run backwards, ``gb_i = gy_i + a_{i+1} gb_{i+1}``, and
+    ``ga_i = gb_i y_{i-1}``: two bounded ``tf.scan`` loops, which XLA compiles to tight loops (the
+    tape of a while loop it would compile to slow TensorList code, or refuse for keras' scan).
+    """
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def run(a, b):
+        y = tf.scan(lambda carry, ab: ab[0] * carry + ab[1], (a, b), initializer=tf.zeros_like(b[0]))
+
+        def grad(gy):
+            a_next = tf.concat([a[1:], tf.zeros_like(a[:1])], axis=0)
+            gb = tf.scan(lambda carry, ag: ag[1] + ag[0] * carry, (a_next, gy), initializer=tf.zeros_like(gy[0]),
+                         reverse=True)
+            y_prev = tf.concat([tf.zeros_like(y[:1]), y[:-1]], axis=0)
+            ga = gb * y_prev
+            if a.shape[-1] != ga.shape[-1]:  # one weight shared by all channels
+                ga = tf.reduce_sum(ga, axis=-1, keepdims=True)
+            return ga, gb
+
+        return y, grad
+
+    return run(a, b)
+
+
 def _pass(x, w, axis, reverse, method):
     shape = tuple(x.shape)
     a = _coefficients(w, axis, reverse)  # (batch, H, W, 1): one weight for all channels
@@ -110,11 +138,7 @@ def _pass(x, w, axis, reverse, method):
     else:
         a_t, b_t = ops.moveaxis(a, axis, 0), ops.moveaxis(b, axis, 0)
         if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            # TF-only: tf.scan bounds its while loop (maximum_iterations), so its gradient also
-            # compiles under XLA; keras' TF scan leaves the loop unbounded and XLA refuses the tape.
-            y = tf.scan(lambda carry, ab: ab[0] * carry + ab[1], (a_t, b_t), initializer=tf.zeros_like(b_t[0]))
+            y = _tf_recurrence(a_t, b_t)
         else:
 
             def step(carry, ab):
