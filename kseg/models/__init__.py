@@ -12,6 +12,7 @@ TensorFlow; ``kseg list`` reads the generated card table (:func:`registry.static
 """
 
 import importlib
+import importlib.util
 
 from kseg.models.registry import ModelCard, cards, get, list_models, register
 
@@ -47,8 +48,9 @@ def load_all():
 def __getattr__(name):  # PEP 562: builders and model modules on first use
     if name in BUILDER_MODULES:
         return getattr(importlib.import_module(f"kseg.models.{BUILDER_MODULES[name]}"), name)
-    if name in set(BUILDER_MODULES.values()):
-        return importlib.import_module(f"kseg.models.{name}")
+    if name in set(BUILDER_MODULES.values()) or (
+            not name.startswith("_") and importlib.util.find_spec(f"kseg.models.{name}") is not None):
+        return importlib.import_module(f"kseg.models.{name}")  # a model module or any other (registry, ...)
     raise AttributeError(f"module 'kseg.models' has no attribute {name!r}")
 
 
