@@ -23,7 +23,9 @@ def main(argv=None):
     parser.add_argument("--shape", type=int, nargs=4, default=(1, 360, 480, 21), metavar=("B", "H", "W", "C"))
     parser.add_argument("--iterations", type=int, default=3, help="K")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--methods", nargs="+", default=["scan", "doubling", "sequential"])
+    parser.add_argument("--methods", nargs="+", default=["scan", "doubling", "sequential"],
+                        help="add '+xla' to a name for tf.function(jit_compile=True), e.g. doubling+xla "
+                             "(on TensorFlow every method runs the sequential recurrence under XLA)")
     args = parser.parse_args(argv)
 
     import keras
@@ -51,9 +53,11 @@ def main(argv=None):
         import tensorflow as tf
 
         x_tf, g_tf = tf.constant(x_np), tf.constant(g_np)
-        fwd = tf.function(lambda x, g: domain_transform(x, g, method=method, **kw))
+        xla = method.endswith("+xla")
+        method = method.removesuffix("+xla")
+        fwd = tf.function(lambda x, g: domain_transform(x, g, method=method, **kw), jit_compile=xla)
 
-        @tf.function
+        @tf.function(jit_compile=xla)
         def grad(x, g):
             with tf.GradientTape() as tape:
                 tape.watch([x, g])

@@ -1,8 +1,10 @@
 """Pool + unpool, forward + backward, at 1x360x480x64 (SegNet's first block on CamVid).
 
-Compares kseg's default "mask" form (MaxPoolingWithArgmax2D / MaxUnpooling2D, keras.ops only) with
-the "index" form (tf.nn.max_pool_with_argmax + tf.scatter_nd), in the same run, each with and
-without XLA (tf.function(jit_compile=True)). XLA has no kernel for MaxPoolWithArgmax, so that cell
+Compares kseg's layers (MaxPoolingWithArgmax2D / MaxUnpooling2D: without XLA on TensorFlow they
+take the fused path, max_pool_with_argmax + MaxPoolGradWithArgmax for the mask; under XLA the
+keras.ops mask form) with the "index" form (tf.nn.max_pool_with_argmax + tf.scatter_nd) and with the
+layers' keras.ops mask form forced, in the same run, each with and without XLA
+(tf.function(jit_compile=True)). XLA has no kernel for MaxPoolWithArgmax, so that cell
 is reported as failing rather than crashing the run. The outputs and input gradients of the two
 forms are also compared (they must agree exactly).
 
@@ -47,7 +49,15 @@ def build_steps(shape):
             loss = tf.reduce_sum(out * g)
         return out, tape.gradient(loss, x)
 
-    return {"mask (keras.ops)": mask_form, "argmax + scatter_nd": index_form}
+    def portable_form(x, g):  # the layer's keras.ops computation, which XLA / JAX run
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y, mask = pool.mask_form(x)
+            out = unpool([y, mask])
+            loss = tf.reduce_sum(out * g)
+        return out, tape.gradient(loss, x)
+
+    return {"kseg layers": mask_form, "argmax + scatter_nd": index_form, "kseg mask_form (keras.ops)": portable_form}
 
 
 def time_fn(fn, x, g, runs, warmup=2):
@@ -86,7 +96,7 @@ def main(argv=None):
                 times, out, grad = time_fn(fn, x, g, args.runs)
             except Exception as err:  # XLA: no kernel for MaxPoolWithArgmax
                 found = re.search(r"unsupported operations.*?JIT: (\w+)", str(err), re.S)
-                why = f"no XLA kernel for {found.group(1)}" if found else str(err).strip().splitlines()[0][:90]
+                why = f"no XLA kernel for {found.group(1)}" if found else str(err).strip().splitlines()[-1][:120]
                 rows.append((label, None, None, f"FAILS: {type(err).__name__}: {why}"))
                 continue
             if reference is None:
@@ -102,6 +112,11 @@ def main(argv=None):
             print(f"{label:<34} {'-':>10} {'-':>9}  {note}")
         else:
             print(f"{label:<34} {med:>10.1f} {best:>9.1f}  {note}")
+    med = {label: m for label, m, _, _ in rows}
+    peer = med.get("argmax + scatter_nd, no XLA")
+    if peer and med.get("kseg layers, no XLA"):
+        print(f"ratio kseg layers / argmax + scatter_nd, no XLA: {med['kseg layers, no XLA'] / peer:.2f}x "
+              f"(goal <= 1.0); kseg layers XLA / argmax + scatter_nd no XLA: {med['kseg layers, XLA'] / peer:.2f}x")
     return rows
 
 

@@ -9,6 +9,7 @@ Every ``benchmarks/*.py`` except this file is a benchmark that runs alone with i
     python benchmarks/run.py --only pool_unpool tflite_segnet
     python benchmarks/run.py --only matrix                     # one table: every model x runtime
     python benchmarks/run.py --all                              # every script in benchmarks/
+    python benchmarks/run.py --issue15                          # kseg vs the C++ peers (issue 15)
 """
 
 import argparse
@@ -22,6 +23,9 @@ HERE = pathlib.Path(__file__).resolve().parent
 # The benchmarks of issue 3 / issue 7 items 3 and 5 (export, pooling, SegNet, the model x runtime
 # matrix); --all adds everyone else's. `--only matrix` prints the one table of issue 7 item 5.
 DEFAULT = ["pool_unpool", "segnet_train_step", "tflite_segnet", "tflite_quantized", "matrix"]
+# Issue 15: start-up, dense CRF CPU-seconds vs pydensecrf, pool/unpool vs the fused argmax op,
+# each prints its ratio to the peer measured in the same run.
+ISSUE15 = ["startup", "dense_crf_cpu", "pool_unpool"]
 
 
 def available():
@@ -41,6 +45,7 @@ def main(argv=None):
     parser.add_argument("--only", nargs="+", default=None, help="benchmark names (file stems)")
     parser.add_argument("--all", action="store_true", help="every script in benchmarks/")
     parser.add_argument("--list", action="store_true")
+    parser.add_argument("--issue15", action="store_true", help="the issue-15 peer comparisons: " + ", ".join(ISSUE15))
     args = parser.parse_args(argv)
 
     names = available()
@@ -49,7 +54,7 @@ def main(argv=None):
             print(f"{n:<22} {'*' if n in DEFAULT else ' '} {summary(n)}")
         print("(* = run by default; --all runs every one)")
         return 0
-    chosen = args.only or (names if args.all else [n for n in DEFAULT if n in names])
+    chosen = args.only or (names if args.all else [n for n in (ISSUE15 if args.issue15 else DEFAULT) if n in names])
     unknown = [n for n in chosen if n not in names]
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; available: {', '.join(names)}")

@@ -15,6 +15,7 @@ Argument parsing only: every subcommand calls :mod:`kseg.training` or :mod:`kseg
 import argparse
 import ast
 import json
+import os
 import sys
 
 __all__ = ["main", "build_parser", "add_train_arguments"]
@@ -83,6 +84,10 @@ def add_train_arguments(p):
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="kseg", description="Classic segmentation models for Keras 3.")
+    from kseg import __version__
+
+    parser.add_argument("--version", action="version", version=f"kseg {__version__}")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ log lines (hidden by default)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -267,9 +272,9 @@ def _demo(args):
 
 
 def _list(args):
-    from kseg import models
+    from kseg.models import registry
 
-    rows = [card.summary_row() for card in models.cards()]
+    rows = [card.summary_row() for card in registry.static_cards()]  # the generated table: no TensorFlow
     print(f"{'name':<22} {'paper':<40} {'params':>12} {'stride':>6}  {'task':<14} presets (weights=)")
     for r in rows:
         presets = ", ".join(r["presets"]) or "-"
@@ -295,11 +300,32 @@ _COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "expor
              "list": _list, "convert": _convert}
 
 
+def _import_tensorflow_quietly():
+    """Import TensorFlow with stderr (fd 2) on /dev/null: TF 2.21 logs its oneDNN notice through absl
+    before logging is initialised, where TF_CPP_MIN_LOG_LEVEL does not reach it."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def main(argv=None):
     """Entry point of the ``kseg`` console script; returns the exit status."""
-    from kseg.inference.cli import dispatch  # proposal / detection models (task != "semantic")
-
     argv = list(sys.argv[1:] if argv is None else argv)
+    # TensorFlow reads its C++ log level once, when first imported: hide INFO/WARNING lines unless asked.
+    verbose = "--verbose" in argv
+    argv = [a for a in argv if a != "--verbose"]
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if verbose else os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")
+    heavy = bool(argv) and argv[0] in ("train", "evaluate", "predict", "export", "demo")
+    if heavy and not verbose:
+        _import_tensorflow_quietly()
     try:
         from kseg.config import expand_argv
 
@@ -307,10 +333,17 @@ def main(argv=None):
     except (ValueError, FileNotFoundError) as err:
         print(f"kseg {argv[0]}: error: {err}", file=sys.stderr)
         return 2
-    handled = dispatch(argv)
-    if handled is not None:
-        return handled
+    if argv and argv[0] in ("train", "evaluate", "predict", "export"):
+        from kseg.inference.cli import dispatch  # proposal / detection models (task != "semantic")
+
+        handled = dispatch(argv)
+        if handled is not None:
+            return handled
     args = build_parser().parse_args(argv)
+    if args.command != "list":
+        import kseg
+
+        kseg._load_everything()  # registers every kseg layer before a .keras file is loaded
     try:
         _COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError) as err:  # DataError is a ValueError

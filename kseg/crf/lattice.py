@@ -41,6 +41,8 @@ plain interpreter and matches TensorFlow). XLA cannot compile lattice constructi
 (data-dependent number of vertices); its point-wise part can (``jit_compile``). TF-only code.
 """
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 
@@ -108,7 +110,7 @@ def _canonical_simplex(d):
     return c
 
 
-def _enclosing_simplex(features, d):
+def _enclosing_simplex(features, d, pairwise=False):
     """Point-wise part: remainder-0 vertex, coordinate ranks and barycentric weights of each point.
 
     Follows ``Permutohedral::init`` of Krähenbühl's code step by step (elevate, round to the
@@ -128,13 +130,20 @@ def _enclosing_simplex(features, d):
     rem0 = tf.where(up - elevated < elevated - down, up, down)
     total = tf.cast(tf.round(tf.reduce_sum(rem0, axis=-1) / d1), tf.int32)[:, None]  # (P, 1)
 
-    # Rank of each coordinate's differential (0 = largest; ties broken as in the C++ loop).
+    # Rank of each coordinate's differential (0 = largest; ties: the lower index first, as the C++
+    # loop breaks them): a stable descending argsort, inverted by a second argsort. Two small sorts
+    # per point cost less than the (P, d+1, d+1) pairwise comparison they replace.
+    # Under XLA (which fuses the pairwise form into one loop, and sorts slowly on CPU) the
+    # (P, d+1, d+1) comparison is kept.
     diff = elevated - rem0
-    di = diff[:, :, None]
-    dj = diff[:, None, :]
-    lower = tf.constant(np.tril(np.ones((d1, d1), bool), -1))
-    counted = tf.logical_or(dj > di, tf.logical_and(lower, tf.equal(dj, di)))
-    rank = tf.reduce_sum(tf.cast(counted, tf.int32), axis=-1)  # (P, d1)
+    if pairwise:
+        di, dj = diff[:, :, None], diff[:, None, :]
+        lower = tf.constant(np.tril(np.ones((d1, d1), bool), -1))
+        counted = tf.logical_or(dj > di, tf.logical_and(lower, tf.equal(dj, di)))
+        rank = tf.reduce_sum(tf.cast(counted, tf.int32), axis=-1)  # (P, d1)
+    else:
+        order = tf.argsort(diff, axis=-1, direction="DESCENDING", stable=True)
+        rank = tf.argsort(order, axis=-1, stable=True)  # (P, d1)
 
     # Walk back onto the plane if the rounded point is off it.
     pos = tf.logical_and(total > 0, rank >= d1 - total)
@@ -142,17 +151,25 @@ def _enclosing_simplex(features, d):
     rank = tf.where(pos, rank - (d1 - total), tf.where(neg, rank + d1 + total, rank + total))
     rem0 = rem0 - d1 * tf.cast(pos, tf.float32) + d1 * tf.cast(neg, tf.float32)
 
-    # Barycentric coordinates: b[d - rank_i] += delta_i, b[d + 1 - rank_i] -= delta_i.
+    # Barycentric coordinates: the C++ adds delta_i at d - rank_i and subtracts it at d + 1 - rank_i.
+    # Ranks order the deltas (descending), so with s the sorted deltas b[k] = s[d-k] - s[d+1-k] for
+    # k = 1..d, and b[0] = s[d] + (1 - s[0]) (the wrap-around term): the same floating-point
+    # operations, whatever the order among equal deltas.
     delta = (elevated - rem0) / d1  # (P, d1)
-    slots = tf.range(d + 2)[None, None, :]
-    plus = tf.cast(tf.equal(slots, (d - rank)[:, :, None]), tf.float32)
-    minus = tf.cast(tf.equal(slots, (d + 1 - rank)[:, :, None]), tf.float32)
-    bary = tf.reduce_sum(delta[:, :, None] * (plus - minus), axis=1)  # (P, d+2)
-    weights = tf.concat([bary[:, :1] + 1.0 + bary[:, d1:], bary[:, 1:d1]], axis=-1)  # (P, d1)
+    if pairwise:
+        slots = tf.range(d + 2)[None, None, :]
+        plus = tf.cast(tf.equal(slots, (d - rank)[:, :, None]), tf.float32)
+        minus = tf.cast(tf.equal(slots, (d + 1 - rank)[:, :, None]), tf.float32)
+        bary = tf.reduce_sum(delta[:, :, None] * (plus - minus), axis=1)  # (P, d+2)
+        weights = tf.concat([bary[:, :1] + 1.0 + bary[:, d1:], bary[:, 1:d1]], axis=-1)  # (P, d1)
+    else:
+        s = tf.sort(delta, axis=-1, direction="DESCENDING")
+        weights = tf.concat([s[:, d:] + (1.0 - s[:, :1]), s[:, d - 1::-1] - s[:, d:0:-1]], axis=-1)  # (P, d1)
     return tf.cast(rem0[:, :d], tf.int32), rank[:, :d], weights
 
 
-_enclosing_simplex_xla = tf.function(_enclosing_simplex, jit_compile=True, reduce_retracing=True)
+_enclosing_simplex_xla = tf.function(functools.partial(_enclosing_simplex, pairwise=True), jit_compile=True,
+                                     reduce_retracing=True)
 
 
 def build_lattice(features, group=None, jit_compile=False, tflite_builtins=False):

@@ -19,7 +19,6 @@ import pathlib
 import sys
 import zipfile
 
-import numpy as np
 
 __all__ = ["dispatch", "instance_task", "build_parser"]
 
@@ -142,6 +141,8 @@ def _schedule(args):
 
 
 def _jittered(inst, rng, n=200):
+    import numpy as np  # here, not at import: `kseg --help` / `list` stay light
+
     out = {}
     for img_id in inst.image_ids:
         info = inst.image_info(img_id)
@@ -172,6 +173,8 @@ def _proposals_for(inst, path, ids, max_proposals=100):
 
 
 def _train(args):
+    import numpy as np  # here, not at import: `kseg --help` / `list` stay light
+
     import keras
 
     from kseg import models
@@ -292,6 +295,8 @@ def draw(image, masks, boxes, labels=None, scores=None, alpha=0.45, names=None):
 
 
 def _predict(args, task):
+    import numpy as np  # here, not at import: `kseg --help` / `list` stay light
+
     import keras
     from PIL import Image
 

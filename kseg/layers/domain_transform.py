@@ -23,10 +23,13 @@ interleaves levels through ``tf.cond`` (it loses the static rank, which :func:`_
 and takes minutes to trace at 480 pixels); ``method="sequential"`` runs the same recurrence with
 ``keras.ops.scan`` (one step per pixel), kept as the reference and the benchmark peer.
 
-Measured (``benchmarks/domain_transform.py``, 1x360x480x21, K = 3, 2 shared CPU cores): the
-sequential recurrence is the fastest on CPU (TF: 136 ms forward / 560 ms forward+backward;
-doubling 288 / 3172; associative_scan 1084 / 2528); the parallel scans trade O(n) dependent
-steps for log2 n wide steps, which pays on parallel hardware (GPU), not on two cores.
+Measured (``benchmarks/domain_transform.py``, 2 shared CPU cores, loaded): without XLA the
+sequential recurrence is the fastest for forward+backward (1x360x480x3, K = 3: 831 ms vs doubling
+2708 ms) and doubling for forward only (284 vs 366 ms); under XLA (TF) every method runs the
+sequential recurrence with its adjoint recurrence as gradient: 52 ms forward / 85 ms
+forward+backward at 1x360x480x3, 352 / 1111 ms at 1x360x480x21, 25 / 72 ms at 1x90x120x21
+(doubling without XLA: 120 / 799 ms). OpenCV's ``ximgproc.dtFilter`` (DTF_RF, 1 thread) took
+21 ms / 121 ms (21 channels in calls of <= 4) in the same session.
 """
 
 import math
@@ -108,6 +111,34 @@ def _doubling_scan(a, b, axis):
     return b
 
 
+def _tf_recurrence(a, b):
+    """TF-only ``y_i = a_i y_{i-1} + b_i`` along axis 0 (y_{-1} = 0) with its adjoint written out.
+
+    The gradient is the same recurrence run backwards, ``gb_i = gy_i + a_{i+1} gb_{i+1}``, and
+    ``ga_i = gb_i y_{i-1}``: two bounded ``tf.scan`` loops, which XLA compiles to tight loops (the
+    tape of a while loop it would compile to slow TensorList code, or refuse for keras' scan).
+    """
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def run(a, b):
+        y = tf.scan(lambda carry, ab: ab[0] * carry + ab[1], (a, b), initializer=tf.zeros_like(b[0]))
+
+        def grad(gy):
+            a_next = tf.concat([a[1:], tf.zeros_like(a[:1])], axis=0)
+            gb = tf.scan(lambda carry, ag: ag[1] + ag[0] * carry, (a_next, gy), initializer=tf.zeros_like(gy[0]),
+                         reverse=True)
+            y_prev = tf.concat([tf.zeros_like(y[:1]), y[:-1]], axis=0)
+            ga = gb * y_prev
+            if a.shape[-1] != ga.shape[-1]:  # one weight shared by all channels
+                ga = tf.reduce_sum(ga, axis=-1, keepdims=True)
+            return ga, gb
+
+        return y, grad
+
+    return run(a, b)
+
+
 def _pass(x, w, axis, reverse, method):
     shape = tuple(x.shape)
     a = _coefficients(w, axis, reverse)  # (batch, H, W, 1): one weight for all channels
@@ -122,12 +153,15 @@ def _pass(x, w, axis, reverse, method):
         y = ops.reshape(y, (-1,) + shape[1:])
     else:
         a_t, b_t = ops.moveaxis(a, axis, 0), ops.moveaxis(b, axis, 0)
+        if keras.backend.backend() == "tensorflow":
+            y = _tf_recurrence(a_t, b_t)
+        else:
 
-        def step(carry, ab):
-            y_i = ab[0] * carry + ab[1]
-            return y_i, y_i
+            def step(carry, ab):
+                y_i = ab[0] * carry + ab[1]
+                return y_i, y_i
 
-        _, y = ops.scan(step, ops.zeros_like(b_t[0]), (a_t, b_t))
+            _, y = ops.scan(step, ops.zeros_like(b_t[0]), (a_t, b_t))
         y = ops.moveaxis(y, 0, axis)
     return ops.flip(y, axis=axis) if reverse else y
 
@@ -135,10 +169,21 @@ def _pass(x, w, axis, reverse, method):
 def domain_transform(x, edges, num_iterations=3, sigma_s=130.0, sigma_r=0.1, method="doubling"):
     """Filter ``x`` (batch, H, W, C) guided by ``edges`` (batch, H, W, 1): K iterations of 4 recursive passes.
 
-    See :class:`DomainTransform`. ``method`` is one of :data:`METHODS`.
+    See :class:`DomainTransform`. ``method`` is one of :data:`METHODS`; on TensorFlow under XLA
+    (``jit_compile``) every method runs as ``"sequential"``, the fastest there and the only one
+    XLA compiles to faster code than TensorFlow runs uncompiled.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method != "sequential" and keras.backend.backend() == "tensorflow":
+        from kseg.layers.pooling import _in_xla_context
+
+        if _in_xla_context():
+            # Under XLA the recurrence compiles to a tight loop (1x90x120x21, K=3: 15 ms vs 102 ms
+            # without XLA), the doubling scan to code 17x slower than without XLA (1.26 s vs 75 ms)
+            # and keras' associative_scan not at all (tf.cond shapes): every method runs the
+            # sequential recurrence there (same values).
+            method = "sequential"
     edges = ops.cast(edges, x.dtype)
     for sigma_k in domain_transform_sigmas(sigma_s, num_iterations):
         w = domain_transform_weights(edges, sigma_s, sigma_r, sigma_k)

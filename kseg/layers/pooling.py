@@ -14,6 +14,12 @@ mask form uses only strided slices, comparisons, ``where`` and reshapes, so it
 * compiles under XLA (``max_pool_with_argmax`` does not),
 * runs on the JAX backend (it is written with ``keras.ops``).
 
+On the TensorFlow backend outside XLA the layer computes the same mask with TensorFlow's fused
+kernels instead (``tf.nn.max_pool_with_argmax``, and the mask as the gradient op
+``MaxPoolGradWithArgmax`` of ones): identical outputs and gradients, fewer passes over the map
+(benchmarks/pool_unpool.py). Under XLA (``jit_compile``), on JAX and in TFLite export the
+``keras.ops`` form above runs.
+
 Odd sizes follow Caffe's ceil rounding: a 45-pixel map pools to 23 and unpools back to 45,
 because the decoder takes its output shape from the encoder's mask.
 """
@@ -38,6 +44,39 @@ def _dim(x, axis):
     """Static size of `axis` when known, else the dynamic one."""
     static = x.shape[axis]
     return static if static is not None else ops.shape(x)[axis]
+
+
+def _in_xla_context():
+    """True while TensorFlow traces a function for XLA (``tf.function(jit_compile=True)``, Keras
+    ``jit_compile``), where ``MaxPoolWithArgmax`` has no kernel. Private TF API: on failure assume XLA."""
+    try:
+        from tensorflow.python.framework import ops as tf_ops
+        from tensorflow.python.ops import control_flow_util
+
+        return bool(control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph()))
+    except Exception:  # noqa: BLE001  (API moved: take the portable path)
+        return True
+
+
+def _tf_fused_pool_with_mask(inputs, k):
+    """TF-only fast path of :class:`MaxPoolingWithArgmax2D`; None where it does not apply.
+
+    ``max_pool_with_argmax`` breaks ties at the first maximum in row-major window order, as the mask
+    form does, and its gradient goes to that element only; ``MaxPoolGradWithArgmax`` of ones writes
+    1 exactly there, which is the mask.
+    """
+    if keras.backend.backend() != "tensorflow" or _in_xla_context():
+        return None
+    import tensorflow as tf
+    from tensorflow.python.ops import gen_nn_ops
+
+    if tf.as_dtype(inputs.dtype) not in (tf.float16, tf.bfloat16, tf.float32, tf.float64):
+        return None
+    pooled, argmax = tf.nn.max_pool_with_argmax(inputs, k, k, "SAME", include_batch_in_index=False)
+    window = [1, k, k, 1]
+    mask = gen_nn_ops.max_pool_grad_with_argmax(inputs, tf.ones_like(pooled), argmax, window, window, "SAME",
+                                                include_batch_in_index=False)
+    return pooled, tf.stop_gradient(mask)
 
 
 def _interleave(parts, k, axis):
@@ -82,6 +121,14 @@ class MaxPoolingWithArgmax2D(keras.layers.Layer):
 
     def call(self, inputs):
         _check_rank4(inputs.shape, self.name)
+        k = self.pool_size
+        fused = _tf_fused_pool_with_mask(inputs, k)
+        if fused is not None:
+            return fused
+        return self.mask_form(inputs)
+
+    def mask_form(self, inputs):
+        """The portable ``keras.ops`` computation (XLA, JAX; what the fused TF path must equal)."""
         k = self.pool_size
         h, w = _dim(inputs, 1), _dim(inputs, 2)
         pad_h, pad_w = (-h) % k, (-w) % k

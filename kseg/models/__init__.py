@@ -6,39 +6,59 @@
     >>> card = kseg.models.get("segnet")
     >>> model = card.build(num_classes=12)  # doctest: +SKIP
 
-Importing a model module registers its cards.
+Importing a model module registers its cards. The builders are imported on first use
+(``kseg.models.SegNet``, ``get``, ``list``, ``cards``), so importing this package does not import
+TensorFlow; ``kseg list`` reads the generated card table (:func:`registry.static_cards`) instead.
 """
 
-from kseg.models.crf_as_rnn import CRFasRNN
-from kseg.models.deconvnet import DeconvNet
-from kseg.models.deeplab import DeepLabV1, DeepLabV2, DeepLabV2ResNet101, DeepLabV2VGG16
-from kseg.models.deepmask import DeepMask, DeepMaskResNet50, SharpMask
-from kseg.models.dilation import DilatedFrontEnd, Dilation8
-from kseg.models.dt_edgenet import DTEdgeNet
-from kseg.models.fcn import FCN8s, FCN8sAtOnce, FCN16s, FCN32s
-from kseg.models.ion import ION
-from kseg.models.multipathnet import FastRCNN, MultiPathNet
-from kseg.models.parsenet import ParseNet
+import importlib
+import importlib.util
+
 from kseg.models.registry import ModelCard, cards, get, list_models, register
-from kseg.models.renet import ReNetClassifier, ReSeg
-from kseg.models.segnet import SegNet, SegNetBasic
-from kseg.models.segnet_decoders import (  # SegNet PAMI 2017 Table 1's decoder variants
-    BilinearInterpolation, FCNBasic, FCNBasicNoAddition, FCNBasicNoAdditionNoDimReduction,
-    FCNBasicNoDimReduction, SegNetBasicEncoderAddition, SegNetBasicSingleChannelDecoder,
-)
-from kseg.models.vgg import VGGA, VGGALRN, VGGB, VGGC, VGGD, VGGE
-from kseg.models import weights  # noqa: E402  (kseg.models.weights.load_weights / convert)
 
 list = list_models  # noqa: A001  (kseg.models.list(), as in the docs)
 
-MODELS = [
-    "CRFasRNN", "DTEdgeNet", "DeconvNet", "DeepLabV1", "DeepLabV2", "DeepLabV2ResNet101", "DeepLabV2VGG16",
-    "DeepMask", "DeepMaskResNet50", "DilatedFrontEnd", "Dilation8", "FCN16s", "FCN32s", "FCN8s", "FCN8sAtOnce",
-    "FastRCNN", "ION", "MultiPathNet", "ParseNet", "ReNetClassifier", "ReSeg", "SegNet", "SegNetBasic", "SharpMask",
-    "VGGA", "VGGALRN", "VGGB", "VGGC", "VGGD", "VGGE",
-]
-MODELS += [
-    "BilinearInterpolation", "FCNBasic", "FCNBasicNoAddition", "FCNBasicNoAdditionNoDimReduction",
-    "FCNBasicNoDimReduction", "SegNetBasicEncoderAddition", "SegNetBasicSingleChannelDecoder",
-]
+# Public builder -> the module (one per paper) that defines and registers it. A new model adds a line.
+BUILDER_MODULES = {
+    "CRFasRNN": "crf_as_rnn",
+    "DTEdgeNet": "dt_edgenet",
+    "DeconvNet": "deconvnet",
+    "DeepLabV1": "deeplab", "DeepLabV2": "deeplab", "DeepLabV2ResNet101": "deeplab", "DeepLabV2VGG16": "deeplab",
+    "DeepMask": "deepmask", "DeepMaskResNet50": "deepmask", "SharpMask": "deepmask",
+    "DilatedFrontEnd": "dilation", "Dilation8": "dilation",
+    "FCN16s": "fcn", "FCN32s": "fcn", "FCN8s": "fcn", "FCN8sAtOnce": "fcn",
+    "FastRCNN": "multipathnet", "MultiPathNet": "multipathnet",
+    "ION": "ion",
+    "ParseNet": "parsenet",
+    "ReNetClassifier": "renet", "ReSeg": "renet",
+    "SegNet": "segnet", "SegNetBasic": "segnet",
+    # SegNet PAMI 2017 Table 1's decoder variants
+    "BilinearInterpolation": "segnet_decoders", "FCNBasic": "segnet_decoders", "FCNBasicNoAddition": "segnet_decoders",
+    "FCNBasicNoAdditionNoDimReduction": "segnet_decoders", "FCNBasicNoDimReduction": "segnet_decoders",
+    "SegNetBasicEncoderAddition": "segnet_decoders", "SegNetBasicSingleChannelDecoder": "segnet_decoders",
+    # Simonyan & Zisserman 2015, Table 1
+    "VGGA": "vgg", "VGGALRN": "vgg", "VGGB": "vgg", "VGGC": "vgg", "VGGD": "vgg", "VGGE": "vgg",
+}
+MODELS = sorted(BUILDER_MODULES)
 __all__ = MODELS + ["ModelCard", "cards", "get", "list", "list_models", "register", "weights"]
+
+
+def load_all():
+    """Import every model module (registers every card); returns their names."""
+    names = sorted(set(BUILDER_MODULES.values()))
+    for module in names:
+        importlib.import_module(f"kseg.models.{module}")
+    return names
+
+
+def __getattr__(name):  # PEP 562: builders and model modules on first use
+    if name in BUILDER_MODULES:
+        return getattr(importlib.import_module(f"kseg.models.{BUILDER_MODULES[name]}"), name)
+    if name in set(BUILDER_MODULES.values()) or (
+            not name.startswith("_") and importlib.util.find_spec(f"kseg.models.{name}") is not None):
+        return importlib.import_module(f"kseg.models.{name}")  # a model module or any other (registry, ...)
+    raise AttributeError(f"module 'kseg.models' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

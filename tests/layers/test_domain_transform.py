@@ -173,3 +173,29 @@ def test_layers_run_on_the_jax_backend(tmp_path):
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(domain_transform(tf.constant(x), gv, sigma_s=8.0, sigma_r=0.5) * probe)
     np.testing.assert_allclose(out["grad"], tape.gradient(loss, gv).numpy(), rtol=1e-3, atol=1e-5)
+
+
+def test_every_method_compiles_under_xla_as_the_sequential_recurrence():
+    """Under XLA the layer runs the sequential recurrence whatever the method: "scan" (keras'
+    associative_scan, which XLA cannot compile through its tf.cond) compiles and equals it."""
+    import tensorflow as tf
+
+    from kseg.layers.domain_transform import domain_transform
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(1, 9, 13, 2)).astype("float32")
+    g = rng.uniform(0, 0.05, size=(1, 9, 13, 1)).astype("float32")
+    def value_and_grads(method):
+        def fn(a, b):
+            with tf.GradientTape() as tape:
+                tape.watch([a, b])
+                y = domain_transform(a, b, method=method)
+                loss = tf.reduce_sum(y ** 2)
+            return [y] + tape.gradient(loss, [a, b])
+        return fn
+
+    plain = [t.numpy() for t in value_and_grads("doubling")(tf.constant(x), tf.constant(g))]  # autodiff, no XLA
+    for method in ("scan", "doubling", "sequential"):  # forward and backward compile
+        compiled = tf.function(value_and_grads(method), jit_compile=True)(tf.constant(x), tf.constant(g))
+        for c, p in zip(compiled, plain):
+            np.testing.assert_allclose(c.numpy(), p, rtol=1e-4, atol=1e-4)

@@ -97,3 +97,32 @@ def test_pool_unpool_compiles_with_xla():
     pool, unpool = MaxPoolingWithArgmax2D(), MaxUnpooling2D()
     fn = tf.function(lambda t: unpool(list(pool(t))), jit_compile=True)
     np.testing.assert_array_equal(fn(x).numpy(), np.asarray(unpool(list(pool(x)))))
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 6, 3), (1, 7, 5, 4)])
+def test_fused_tf_path_equals_portable_form_with_signed_zero_ties(shape):
+    """Eagerly / in tf.function the TF backend takes the fused path (max_pool_with_argmax); under XLA
+    the keras.ops form runs: same pooled map, mask, unpooled map and input gradient, ties included
+    (0.0 and -0.0 compare equal: the first in row-major order wins)."""
+    rng = np.random.RandomState(7)
+    x = rng.randint(-1, 2, size=shape).astype("float32") * rng.choice([1.0, -1.0], size=shape).astype("float32")
+    g = tf.constant(rng.randn(*shape).astype("float32"))
+    pool, unpool = MaxPoolingWithArgmax2D(), MaxUnpooling2D()
+
+    def step(t):
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            y, mask = pool(t)
+            loss = tf.reduce_sum(unpool([y, mask]) * g)
+        return y, mask, tape.gradient(loss, t)
+
+    fused_fn = tf.function(step)
+    fused = fused_fn(tf.constant(x))
+    ops_used = {op.type for op in fused_fn.get_concrete_function(tf.constant(x)).graph.get_operations()}
+    assert "MaxPoolWithArgmax" in ops_used and "MaxPoolGradWithArgmax" in ops_used
+    portable = tf.function(step, jit_compile=True)(tf.constant(x))
+    ref_y, ref_mask = numpy_pool_mask(x)
+    np.testing.assert_array_equal(fused[0].numpy(), ref_y)
+    np.testing.assert_array_equal(fused[1].numpy(), ref_mask)
+    for a, b in zip(fused, portable):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
