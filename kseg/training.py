@@ -36,6 +36,7 @@ import time
 import keras
 import numpy as np
 
+from kseg import io as kio
 from kseg import losses
 from kseg import metrics as kmetrics
 from kseg.utils import as_size
@@ -262,6 +263,7 @@ def train(
     jit_compile="auto",
     precision="float32",
     strategy="default",
+    overwrite=False,
 ):
     """Train a model with ``model.fit`` on a segmentation folder (CamVid or generic layout).
 
@@ -339,14 +341,23 @@ def train(
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    backup_dir = out / "backup"
-    if backup_dir.exists() and not resume:
-        raise ValueError(
-            f"{backup_dir} holds an interrupted run: pass resume=True (--resume) to continue it, "
-            "or choose another output folder"
-        )
+    from kseg import runs
+
+    mode = runs.check_out_dir(out, resume=resume, overwrite=overwrite)
+    if mode == "finished":
+        return _finished_run(out)
+    state = runs.load_state(out / "backup") if mode == "resume" else None
 
     train_pairs = data.find_pairs(data_root, train_split)
+    if steps_per_epoch is None:
+        # One pass over the split per epoch, as a repeated stream: the data order then depends on
+        # the step alone, so a resumed run sees the batches an uninterrupted one would have.
+        steps_per_epoch = len(train_pairs) // int(batch_size)
+        if steps_per_epoch < 1:
+            raise data.DataError(
+                f"{len(train_pairs)} training images in split {train_split!r} of {data_root}: fewer than "
+                f"one batch of {batch_size}; lower batch_size"
+            )
     if isinstance(model_or_name, str):
         if crop is None:
             raise ValueError("crop=(height, width) is needed to build a model by name")
@@ -373,7 +384,7 @@ def train(
         num_classes=num_classes,
         ignore_label=ignore_label,
         class_weights=weights,
-        repeat=steps_per_epoch is not None,
+        repeat=True,
         seed=seed,
         drop_remainder=True,
     )
@@ -402,24 +413,16 @@ def train(
 
     out.mkdir(parents=True, exist_ok=True)
     monitor = "val_mean_iou" if val_ds is not None else "mean_iou"
-    own = [
-        keras.callbacks.BackupAndRestore(str(backup_dir), save_freq=int(backup_every) if backup_every else "epoch"),
-        keras.callbacks.ModelCheckpoint(str(out / "best.keras"), monitor=monitor, mode="max", save_best_only=True),
-        keras.callbacks.ModelCheckpoint(str(out / "last.keras")),
-        keras.callbacks.CSVLogger(str(out / "log.csv"), append=bool(resume)),
-        keras.callbacks.TensorBoard(str(out / "logs"), update_freq="epoch"),
-    ]
+    if state is not None and state["rows"]:
+        runs.write_log(out / "log.csv", state["rows"])  # drop rows of epochs not committed
+    keeper = runs.RunKeeper(out, monitor, steps_per_epoch, backup_every=backup_every, state=state)
+    own = [keeper, keras.callbacks.TensorBoard(str(out / "logs"), update_freq="epoch")]
     if budget_seconds is not None:
         own.append(TimeBudget(budget_seconds))
-    history = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        validation_steps=validation_steps,
-        epochs=int(epochs),
-        steps_per_epoch=steps_per_epoch,
-        callbacks=own + list(callbacks),
-        verbose=verbose,
-        shuffle=False,  # the pipeline shuffles
+    history = _fit_resumable(
+        model, train_ds, keeper, int(epochs), steps_per_epoch, own + list(callbacks),
+        validation_data=val_ds, validation_steps=validation_steps, verbose=verbose, data_root=data_root,
+        splits=(train_split, val_split),
     )
     if bn_statistics_steps:
         stats_ds = data.segmentation_dataset(
@@ -434,14 +437,15 @@ def train(
             drop_remainder=True,
         )
         compute_bn_statistics(model, stats_ds, bn_statistics_steps)
-    model.save(str(out / "model.keras"))
-    with open(out / "train_config.json", "w") as f:
+    with kio.atomic_path(out / "model.keras") as tmp:
+        model.save(tmp)
+    with kio.atomic_write(out / "train_config.json") as f:
         json.dump(
             {
                 "model": model.name,
                 "data_root": str(data_root),
                 "epochs": int(epochs),
-                "epochs_run": len(history.epoch),
+                "epochs_run": len(keeper.rows),
                 "steps_per_epoch": steps_per_epoch,
                 "batch_size": int(batch_size),
                 "crop": crop,
@@ -456,6 +460,87 @@ def train(
             f,
             indent=2,
         )
+    shutil.rmtree(out / "backup", ignore_errors=True)  # the run is complete: model.keras is safe
+    return model, history
+
+
+def _fit_resumable(model, train_ds, keeper, epochs, steps_per_epoch, callbacks, data_root, splits, **fit_kwargs):
+    """``model.fit`` from `keeper`'s resume point: the rest of a half-done epoch, then whole epochs.
+
+    The training stream is repeated and seeded, so skipping the batches already used gives the data
+    order of an uninterrupted run. Returns one ``History`` covering the epochs run here.
+    """
+    history = keras.callbacks.History()
+    history.epoch, history.history = [], {}
+    start, done = keeper.epoch, keeper.step_in_epoch
+    if start >= epochs:  # killed after the last backup: only the final saves are left
+        keeper.set_model(model)
+        keeper.restore_now()
+        return history
+    parts = []
+    if done:
+        parts.append((start, start + 1, steps_per_epoch - done, start * steps_per_epoch + done))
+        start += 1
+    if start < epochs:
+        parts.append((start, epochs, steps_per_epoch, start * steps_per_epoch))
+    for initial, end, steps, skip in parts:
+        try:
+            h = model.fit(
+                train_ds.skip(skip) if skip else train_ds,
+                epochs=end,
+                initial_epoch=initial,
+                steps_per_epoch=steps,
+                callbacks=callbacks,
+                shuffle=False,  # the pipeline shuffles
+                **fit_kwargs,
+            )
+        except Exception as err:
+            _raise_data_error(err, data_root, splits)
+            raise
+        history.epoch += h.epoch
+        for k, v in h.history.items():
+            history.history.setdefault(k, []).extend(v)
+        if model.stop_training:  # a time budget or an early-stopping callback
+            break
+    history.set_model(model)
+    return history
+
+
+def _raise_data_error(err, data_root, splits):
+    """Turn a decode error raised inside ``tf.data`` into a :class:`DataError` naming the file."""
+    from kseg.data import DataError, find_corrupt_file
+
+    try:
+        import tensorflow as tf
+
+        late = (tf.errors.InvalidArgumentError, tf.errors.DataLossError, tf.errors.NotFoundError)
+    except ImportError:  # pragma: no cover
+        return
+    if not isinstance(err, late) or data_root is None:
+        return
+    text = str(getattr(err, "message", err))
+    if "DataError: " in text:  # an assertion of the pipeline, which names the file itself
+        raise DataError(text[text.index("DataError: ") + len("DataError: "):].strip().splitlines()[0]) from err
+    for split in splits:
+        if split is None:
+            continue
+        found = find_corrupt_file(data_root, split)
+        if found is not None:
+            raise DataError(f"{found[0]}: {found[1]}") from err
+    first = str(getattr(err, "message", err)).strip().splitlines()[0]
+    raise DataError(f"reading {data_root} failed while training: {first}") from err
+
+
+def _finished_run(out):
+    """``train(resume=True)`` on a complete run: nothing to train; the saved model and its log."""
+    from kseg import runs
+
+    model = load_model(out / "model.keras")
+    history = keras.callbacks.History()
+    rows = runs.read_log(out / "log.csv") if (out / "log.csv").is_file() else []
+    history.epoch = [r["epoch"] for r in rows]
+    history.history = {k: [r.get(k) for r in rows] for k in sorted({k for r in rows for k in r} - {"epoch"})}
+    history.set_model(model)
     return model, history
 
 
