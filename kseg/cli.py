@@ -62,7 +62,9 @@ def build_parser():
                    help="after training, recompute BatchNorm statistics over N training batches (SegNet)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output folder (default runs/MODEL)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out (nothing to do when it is complete)")
+    p.add_argument("--overwrite", action="store_true", help="discard a run already in --out and start again")
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
     p.add_argument("--precision", default="float32", choices=("float32", "mixed_bfloat16", "mixed_float16"),
                    help="Keras dtype policy the model is built under")
@@ -137,6 +139,7 @@ def _train(args):
         val_split=val,
         validation_steps=args.validation_steps,
         resume=args.resume,
+        overwrite=args.overwrite,
         backup_every=args.backup_every,
         budget_seconds=args.budget_seconds,
         bn_statistics_steps=args.bn_stats_steps,
@@ -163,7 +166,9 @@ def _evaluate(args):
     print(f"{args.split} split, {result['num_images']} images:")
     print(metrics.format_scores(result))
     if args.json:
-        with open(args.json, "w") as f:
+        from kseg.io import atomic_write
+
+        with atomic_write(args.json) as f:
             json.dump(result, f, indent=2)
 
 
@@ -229,18 +234,17 @@ _COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "expor
 
 def main(argv=None):
     """Entry point of the ``kseg`` console script; returns the exit status."""
+    from kseg.errors import debug_requested, run_cli  # every failure: 1-2 lines, no traceback
     from kseg.inference.cli import dispatch  # proposal / detection models (task != "semantic")
 
-    handled = dispatch(argv)
+    debug, argv = debug_requested(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv else "kseg"
+    resume = "continue with --resume" if command == "train" else None
+    handled = run_cli(command, dispatch, argv, debug=debug, on_interrupt=resume)
     if handled is not None:
         return handled
     args = build_parser().parse_args(argv)
-    try:
-        _COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError) as err:  # DataError is a ValueError
-        print(f"kseg {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(args.command, _COMMANDS[args.command], args, debug=debug, on_interrupt=resume) or 0
 
 
 if __name__ == "__main__":

@@ -44,19 +44,27 @@ __all__ = [
 #: Temporary files and folders start with this (then the target's name), so they are easy to spot.
 TMP_PREFIX = ".tmp-"
 
-#: Test hook: a comma-separated list of ``stage:name`` points (``stage`` is ``written`` -- the temporary
-#: file is complete but not yet renamed -- or ``renamed``); when a write of a file called ``name``
-#: reaches one, the process SIGKILLs itself. Lets tests kill a run at exact points of a write.
+#: Test hook: a comma-separated list of ``stage:name[:n]`` points (``stage`` is ``written`` -- the
+#: temporary file is complete but not yet renamed -- or ``renamed``); when the n-th (default first)
+#: write of a file called ``name`` reaches one, the process SIGKILLs itself. Lets tests kill a run at
+#: exact points of a write.
 KILL_ENV = "KSEG_KILL_AT"
+
+
+_KILL_COUNTS = {}
 
 
 def _maybe_kill(stage, target):
     spec = os.environ.get(KILL_ENV)
     if not spec:
         return
+    name = pathlib.Path(target).name
+    key = (stage, name)
+    _KILL_COUNTS[key] = _KILL_COUNTS.get(key, 0) + 1
     for point in spec.split(","):
-        want_stage, _, name = point.partition(":")
-        if want_stage == stage and name == pathlib.Path(target).name:
+        parts = point.split(":")
+        nth = int(parts[2]) if len(parts) > 2 else 1
+        if parts[0] == stage and parts[1] == name and _KILL_COUNTS[key] == nth:
             import signal
 
             os.kill(os.getpid(), signal.SIGKILL)
@@ -210,3 +218,50 @@ def atomic_dir(path):
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     _remove_stale(target)
+
+
+def check_keras_file(path):
+    """Check that `path` is a complete ``.keras`` archive; returns it as a ``pathlib.Path``.
+
+    Raises:
+        ValueError: naming the file: missing, a folder, wrong suffix, empty, not a zip archive
+            (truncated or another format), or a member failing its CRC (corrupt weights).
+    """
+    import zipfile
+
+    path = pathlib.Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, expected a .keras model file")
+    if not path.exists():
+        raise ValueError(f"no model file at {str(path)!r}")
+    if path.suffix != ".keras":
+        raise ValueError(f"model file must end in .keras, got {str(path)!r}")
+    size = path.stat().st_size
+    if size == 0:
+        raise ValueError(f"{path}: empty file (0 bytes), not a .keras model (an interrupted save?)")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a .keras model (no zip archive; truncated or another format, {size} bytes)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as err:
+        raise ValueError(f"{path}: corrupt .keras archive ({err})") from None
+    if bad is not None:
+        raise ValueError(f"{path}: corrupt .keras archive (member {bad!r} fails its CRC check)")
+    return path
+
+
+def load_keras_file(path, compile=False, safe_mode=True):
+    """``keras.saving.load_model`` after :func:`check_keras_file`; every failure names the file."""
+    import keras
+
+    import kseg.layers  # noqa: F401  (registers the custom layers)
+
+    path = check_keras_file(path)
+    try:
+        return keras.saving.load_model(str(path), safe_mode=safe_mode, compile=compile)
+    except Exception as err:
+        text = str(err).strip().splitlines()
+        raise ValueError(
+            f"{path}: cannot load the .keras model ({type(err).__name__}: {text[0] if text else ''})"
+        ) from err

@@ -69,19 +69,21 @@ def build_model(name, num_classes=CAMVID_NUM_CLASSES, input_shape=None, **model_
     from kseg import models
 
     card = models.get(name)  # ValueError listing the available names
-    return card.build(num_classes=int(num_classes), input_shape=input_shape, **model_kwargs)
+    return card.build(num_classes=_check_num_classes(num_classes), input_shape=input_shape, **model_kwargs)
+
+
+def _check_num_classes(value):
+    """`value` as an int >= 1; a float such as 2.5 or a string such as "11" is an error naming it."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
+        raise ValueError(f"num_classes must be a whole number >= 1, got {value!r}")
+    return int(value)
 
 
 def load_model(path):
     """Load a ``.keras`` model with ``safe_mode=True`` (kseg's layers, losses and metrics registered)."""
-    import kseg.layers  # noqa: F401  (registers the custom layers)
-
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise ValueError(f"no model file at {str(path)!r}")
-    if path.suffix != ".keras":
-        raise ValueError(f"model file must end in .keras, got {str(path)!r}")
-    return keras.saving.load_model(str(path), safe_mode=True, compile=False)
+    return kio.load_keras_file(path, compile=False)  # a missing, truncated or corrupt file names itself
 
 
 def model_input_size(model):
@@ -336,7 +338,7 @@ def train(
 
     out = pathlib.Path(out_dir)
     crop = as_size(crop, "crop")
-    num_classes = int(num_classes)
+    num_classes = _check_num_classes(num_classes)
     if int(epochs) < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if int(batch_size) < 1:
@@ -419,11 +421,16 @@ def train(
     own = [keeper, keras.callbacks.TensorBoard(str(out / "logs"), update_freq="epoch")]
     if budget_seconds is not None:
         own.append(TimeBudget(budget_seconds))
-    history = _fit_resumable(
-        model, train_ds, keeper, int(epochs), steps_per_epoch, own + list(callbacks),
-        validation_data=val_ds, validation_steps=validation_steps, verbose=verbose, data_root=data_root,
-        splits=(train_split, val_split),
-    )
+    try:
+        history = _fit_resumable(
+            model, train_ds, keeper, int(epochs), steps_per_epoch, own + list(callbacks),
+            validation_data=val_ds, validation_steps=validation_steps, verbose=verbose, data_root=data_root,
+            splits=(train_split, val_split),
+        )
+    except BaseException:
+        if state is None and not (out / "backup").exists():  # nothing to resume: leave no empty logs
+            shutil.rmtree(out / "logs", ignore_errors=True)
+        raise
     if bn_statistics_steps:
         stats_ds = data.segmentation_dataset(
             train_pairs,
@@ -658,16 +665,21 @@ def evaluate(
     miou = kmetrics.MeanIoU(num_classes, ignore_label)
     seen = 0
     start = time.monotonic()
-    for step, batch in enumerate(dataset):
-        if steps is not None and step >= steps:
-            break
-        images, masks = batch[0], batch[1]
-        logits = _predict_logits(model, images, input_size)
-        for m in (g, c, miou):
-            m.update_state(masks, logits)
-        seen += int(images.shape[0])
-        if verbose:
-            print(f"\revaluate {split}: {seen} images, {time.monotonic() - start:.1f}s", end="", flush=True)
+    try:
+        for step, batch in enumerate(dataset):
+            if steps is not None and step >= steps:
+                break
+            images, masks = batch[0], batch[1]
+            logits = _predict_logits(model, images, input_size)
+            for m in (g, c, miou):
+                m.update_state(masks, logits)
+            seen += int(images.shape[0])
+            if verbose:
+                print(f"\revaluate {split}: {seen} images, {time.monotonic() - start:.1f}s", end="", flush=True)
+    except Exception as err:  # a file that passed the header checks but does not decode
+        if isinstance(data_root_or_dataset, (str, pathlib.Path)):
+            _raise_data_error(err, data_root_or_dataset, (split,))
+        raise
     if verbose:
         print()
     if seen == 0:
@@ -723,6 +735,11 @@ def predict(model, image_paths, out_dir, input_size="model", palette=None, alpha
     if input_size == "model":
         input_size = model_input_size(model)
     input_size = as_size(input_size, "input_size")
+    for path in map(pathlib.Path, image_paths):  # check every input before creating out_dir
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder: pass image files (e.g. {path}/*.png)")
+        if not path.is_file():
+            raise ValueError(f"no image file at {str(path)!r}")
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -884,6 +901,7 @@ def demo(data=None, out_dir="runs/demo", budget_seconds=None, download=False, sy
         # Keras' progress bars cannot carry the synthetic label, so then epochs are logged here.
         verbose=0 if prefix else verbose,
         callbacks=[_EpochLines(prefix, print_fn)] if prefix and verbose else [],
+        overwrite=True,  # the demo is re-run in place
     )
     train_seconds = time.monotonic() - start
     steps = int(model.optimizer.iterations.numpy())
@@ -912,6 +930,6 @@ def demo(data=None, out_dir="runs/demo", budget_seconds=None, download=False, sy
         model_path=str(model_path),
         settings={k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
     )
-    with open(out / "demo_results.json", "w") as f:
+    with kio.atomic_write(out / "demo_results.json") as f:
         json.dump(result, f, indent=2)
     return result
