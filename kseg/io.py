@@ -196,6 +196,8 @@ def atomic_dir(path):
     temporary name; the next :func:`atomic_dir` on the same target cleans both up.
     """
     target = pathlib.Path(path)
+    if not target.parent.exists():
+        target.parent.mkdir(parents=True)  # as tf.saved_model.save does
     _check_parent(target)
     if target.exists() and not target.is_dir():
         raise NotADirectoryError(20, "exists and is not a folder", str(target))

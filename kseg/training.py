@@ -375,21 +375,27 @@ def train(
 
     weights = _class_weights(train_pairs, num_classes, ignore_label, class_weighting)
     low, high = (float(v) for v in scale_range)
-    augment = data.joint_augmentation(
-        crop_size=crop, scale_range=(low, high), flip=flip, seed=seed, ignore_label=ignore_label
-    )
-    train_ds = data.segmentation_dataset(
-        train_pairs,
-        batch_size=batch_size,
-        shuffle=True,
-        augment=augment,
-        num_classes=num_classes,
-        ignore_label=ignore_label,
-        class_weights=weights,
-        repeat=True,
-        seed=seed,
-        drop_remainder=True,
-    )
+
+    def train_stream():
+        # A fresh pipeline (and seeded augmentation generator) per fit call: the stream of batches
+        # is then a function of the step alone, so a resumed run skips to the same batches.
+        augment = data.joint_augmentation(
+            crop_size=crop, scale_range=(low, high), flip=flip, seed=seed, ignore_label=ignore_label
+        )
+        return data.segmentation_dataset(
+            train_pairs,
+            batch_size=batch_size,
+            shuffle=True,
+            augment=augment,
+            num_classes=num_classes,
+            ignore_label=ignore_label,
+            class_weights=weights,
+            repeat=True,
+            seed=seed,
+            drop_remainder=True,
+        )
+
+    train_stream()  # checks every file up front
     val_ds = None
     if val_split is not None:
         val_ds = data.segmentation_dataset(
@@ -423,7 +429,7 @@ def train(
         own.append(TimeBudget(budget_seconds))
     try:
         history = _fit_resumable(
-            model, train_ds, keeper, int(epochs), steps_per_epoch, own + list(callbacks),
+            model, train_stream, keeper, int(epochs), steps_per_epoch, own + list(callbacks),
             validation_data=val_ds, validation_steps=validation_steps, verbose=verbose, data_root=data_root,
             splits=(train_split, val_split),
         )
@@ -471,7 +477,7 @@ def train(
     return model, history
 
 
-def _fit_resumable(model, train_ds, keeper, epochs, steps_per_epoch, callbacks, data_root, splits, **fit_kwargs):
+def _fit_resumable(model, train_stream, keeper, epochs, steps_per_epoch, callbacks, data_root, splits, **fit_kwargs):
     """``model.fit`` from `keeper`'s resume point: the rest of a half-done epoch, then whole epochs.
 
     The training stream is repeated and seeded, so skipping the batches already used gives the data
@@ -493,7 +499,7 @@ def _fit_resumable(model, train_ds, keeper, epochs, steps_per_epoch, callbacks, 
     for initial, end, steps, skip in parts:
         try:
             h = model.fit(
-                train_ds.skip(skip) if skip else train_ds,
+                train_stream().skip(skip) if skip else train_stream(),
                 epochs=end,
                 initial_epoch=initial,
                 steps_per_epoch=steps,

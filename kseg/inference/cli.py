@@ -59,6 +59,12 @@ def instance_task(model=None, model_path=None):
     return None
 
 
+def _load_model(path):
+    from kseg.io import load_keras_file
+
+    return load_keras_file(path)  # a missing, truncated or corrupt file names itself
+
+
 def _split_paths(root, split):
     root = pathlib.Path(root)
     ann = root / "annotations" / f"instances_{split}.json"
@@ -136,7 +142,7 @@ def _proposals_for(inst, path, ids, max_proposals=100):
 
     from kseg.inference.proposals import FullyConvolutionalDeepMask, proposals
 
-    pm = keras.models.load_model(path, safe_mode=True)
+    pm = _load_model(path)
     fc = FullyConvolutionalDeepMask(pm)
     return {i: proposals(pm, inst.load_image(i), max_proposals=max_proposals, fully_convolutional=fc) for i in ids}
 
@@ -145,10 +151,10 @@ def _train(args):
     import keras
 
     from kseg import models
-    from kseg.data.coco import load_coco
+    from kseg.data.coco_check import load_checked_coco
 
     ann, img_dir = _split_paths(args.data, args.split)
-    inst = load_coco(ann, img_dir)
+    inst = load_checked_coco(ann, img_dir)  # every record, mask and image file, before training
     card = models.get(args.model)
     kwargs = dict(args.model_arg)
     out = pathlib.Path(args.out or f"runs/{card.name}")
@@ -160,7 +166,9 @@ def _train(args):
         from kseg.inference.proposals import proposal_config, train_proposal_model
 
         if args.deepmask:
-            kwargs["deepmask"] = keras.models.load_model(args.deepmask, safe_mode=True)
+            from kseg.io import load_keras_file
+
+            kwargs["deepmask"] = load_keras_file(args.deepmask)
         model = card.build(**kwargs)
         cfg = proposal_config(model)
         base = SHARPMASK_RELEASED if cfg["refine"] else (DEEPMASK_RELEASED if cfg["context"] else DEEPMASK_PAPER)
@@ -183,19 +191,22 @@ def _train(args):
                                max_side=int(args.short_side * 5 / 3), seed=args.seed,
                                segmentation="seg" in {layer.name for layer in model.layers})
         hist = train_detector(model, ds, args.steps, learning_rate=args.lr, log_every=max(1, args.steps // 10))
-    model.save(out / "model.keras")
-    (out / "history.json").write_text(json.dumps(hist))
+    from kseg.io import atomic_path, atomic_write_text
+
+    with atomic_path(out / "model.keras") as tmp:  # the old file or the new one, never half
+        model.save(tmp)
+    atomic_write_text(out / "history.json", json.dumps(hist))
     print(f"saved {out / 'model.keras'} (last loss {hist[-1]['loss']:.4f})")
 
 
 def _evaluate(args, task):
     import keras
 
-    from kseg.data.coco import load_coco
+    from kseg.data.coco_check import load_checked_coco
     from kseg.evaluation.coco_eval import detection_ap, proposal_recall
 
     ann, img_dir = _split_paths(args.data, args.split)
-    inst = load_coco(ann, img_dir)
+    inst = load_checked_coco(ann, img_dir)
     ids = inst.image_ids[: args.limit] if args.limit else inst.image_ids
     if task == "proposals":
         res = _proposals_for(inst, args.model_path, ids, args.max_proposals)
@@ -209,8 +220,8 @@ def _evaluate(args, task):
 
         if not args.proposal_model:
             raise ValueError("evaluating a detector needs --proposal-model (a DeepMask/SharpMask .keras)")
-        model = keras.models.load_model(args.model_path, safe_mode=True)
-        pm = keras.models.load_model(args.proposal_model, safe_mode=True)
+        model = _load_model(args.model_path)
+        pm = _load_model(args.proposal_model)
         fc = FullyConvolutionalDeepMask(pm)
         res = {}
         for i in ids:  # one image at a time; masks kept as RLE (not 100 full masks per image)
@@ -224,7 +235,9 @@ def _evaluate(args, task):
     for k, v in out.items():
         print(f"{k:<24} {v:.4f}")
     if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(out, indent=1))
+        from kseg.io import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(out, indent=1))
 
 
 def draw(image, masks, boxes, labels=None, scores=None, alpha=0.45):
@@ -259,11 +272,11 @@ def _predict(args, task):
     out.mkdir(parents=True, exist_ok=True)
     from kseg.inference.proposals import FullyConvolutionalDeepMask, proposals
 
-    model = keras.models.load_model(args.model_path, safe_mode=True)
+    model = _load_model(args.model_path)
     if task == "detection":
         if not args.proposal_model:
             raise ValueError("predicting with a detector needs --proposal-model (a DeepMask/SharpMask .keras)")
-        pm = keras.models.load_model(args.proposal_model, safe_mode=True)
+        pm = _load_model(args.proposal_model)
     else:
         pm = model
     fc = FullyConvolutionalDeepMask(pm)
@@ -280,14 +293,17 @@ def _predict(args, task):
             res, labels = props, None
         pil = draw(image, res["masks"][: args.top], res["boxes"][: args.top], labels, res["scores"][: args.top])
         target = out / (pathlib.Path(path).stem + f"_{task}.png")
-        pil.save(target)
+        from kseg.io import atomic_path
+
+        with atomic_path(target) as tmp:
+            pil.save(tmp)
         print(f"wrote {target}")
 
 
 def _export(args, task):
     import keras
 
-    model = keras.models.load_model(args.model_path, safe_mode=True)
+    model = _load_model(args.model_path)
     if task == "proposals":
         from kseg.inference.proposals import export_proposals
 
@@ -297,7 +313,7 @@ def _export(args, task):
 
         if not args.proposal_model:
             raise ValueError("exporting a detector needs --proposal-model (a DeepMask/SharpMask .keras)")
-        export_detector(model, keras.models.load_model(args.proposal_model, safe_mode=True), args.out,
+        export_detector(model, _load_model(args.proposal_model), args.out,
                         short_side=args.short_side)
     print(f"wrote {args.out} (serving_default: image (H, W, 3) float32 -> boxes, scores, masks)")
 
