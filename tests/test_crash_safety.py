@@ -314,3 +314,95 @@ def test_kill_and_resume_matches_an_uninterrupted_run(kill_data, tmp_path, kill)
     assert not (tmp_path / "backup").exists()
     again = _run_child(root, tmp_path, "resume")  # a finished run: nothing to do
     assert again.returncode == 0 and [r["epoch"] for r in _rows(tmp_path)] == ["0", "1", "2"]
+
+
+# ---------------------------------------------------------------------------------------------
+# COCO splits are checked before training
+
+
+def _coco(root, n=2, h=40, w=50):
+    from PIL import Image
+
+    (root / "annotations").mkdir(parents=True)
+    (root / "s").mkdir()
+    images, anns = [], []
+    for i in range(1, n + 1):
+        Image.fromarray(np.full((h, w, 3), 40 * i, np.uint8)).save(root / "s" / f"{i}.png")
+        images.append({"id": i, "file_name": f"{i}.png", "height": h, "width": w})
+        anns.append({"id": i, "image_id": i, "category_id": 1, "iscrowd": 0, "area": 100.0,
+                     "bbox": [10, 10, 10, 10], "segmentation": [[10, 10, 20, 10, 20, 20, 10, 20]]})
+    dataset = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "thing"}]}
+    return dataset
+
+
+def _write(root, dataset):
+    (root / "annotations" / "instances_s.json").write_text(json.dumps(dataset))
+    return root / "annotations" / "instances_s.json", root / "s"
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("missing_image", "2.png: missing image file"),
+    ("truncated_jpeg", "2.jpg: truncated JPEG"),
+    ("garbage_rle", "RLE segmentation does not decode|RLE counts"),
+    ("image_without_id", r"images\[1\] \(id=None\) lacks \['id'\]"),
+    ("polygon_outside", "polygon lies entirely outside its 50x40 image"),
+    ("wrong_size", "2.png: image is 50x40, its record"),
+])
+def test_coco_split_is_checked_before_training(tmp_path, case, expect):
+    from PIL import Image
+
+    from kseg.data import DataError
+    from kseg.data.coco_check import load_checked_coco
+
+    dataset = _coco(tmp_path)
+    if case == "missing_image":
+        (tmp_path / "s" / "2.png").unlink()
+    elif case == "truncated_jpeg":
+        Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "s" / "2.jpg", quality=90)
+        data = (tmp_path / "s" / "2.jpg").read_bytes()
+        (tmp_path / "s" / "2.jpg").write_bytes(data[: len(data) // 2])
+        dataset["images"][1]["file_name"] = "2.jpg"
+    elif case == "garbage_rle":
+        dataset["annotations"][1]["segmentation"] = {"counts": "\x7f\x00garbage!!", "size": [40, 50]}
+    elif case == "image_without_id":
+        del dataset["images"][1]["id"]
+    elif case == "polygon_outside":
+        dataset["annotations"][1]["segmentation"] = [[60, 50, 70, 50, 70, 60]]
+    elif case == "wrong_size":
+        dataset["images"][1].update(height=41)
+        Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "s" / "2.png")
+    ann, img = _write(tmp_path, dataset)
+    with pytest.raises(DataError, match=expect):
+        load_checked_coco(ann, img)
+
+
+def test_coco_errors_stop_kseg_train_in_one_line(tmp_path, capsys):
+    dataset = _coco(tmp_path)
+    (tmp_path / "s" / "1.png").unlink()
+    _write(tmp_path, dataset)
+    status, err = _cli(["train", "--model", "deepmask_resnet50", "--data", str(tmp_path), "--split", "s",
+                        "--out", str(tmp_path / "run")], capsys)
+    assert status == 2 and "1.png: missing image file" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+    from kseg.data.coco_check import load_checked_coco
+
+    ok = tmp_path / "ok"
+    assert len(load_checked_coco(*_write(ok, _coco(ok)))) == 2  # an intact split passes
+
+
+def test_compressed_rle_counts_agree_with_pycocotools():
+    from pycocotools import mask as coco_mask
+
+    from kseg.data.coco_check import _compressed_counts
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        m = np.asfortranarray((rng.random((37, 53)) > rng.random()).astype(np.uint8))
+        counts = _compressed_counts(coco_mask.encode(m)["counts"].decode(), "x")
+        flat, runs, current, n = m.flatten(order="F"), [], 0, 0
+        for v in flat:  # run lengths, starting with zeros (column-major, as COCO)
+            if v != current:
+                runs.append(n)
+                n, current = 0, v
+            n += 1
+        assert counts == runs + [n]

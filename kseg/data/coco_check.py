@@ -58,12 +58,42 @@ def check_masks(inst, source="COCO instances JSON"):
                 raise InstanceDataError(f"{where}: RLE segmentation does not decode ({type(err).__name__}: {err})") \
                     from None
             counts = seg.get("counts")
-            if isinstance(counts, list) and sum(int(c) for c in counts) != h * w:
+            if isinstance(counts, bytes):
+                counts = counts.decode("latin-1")
+            if isinstance(counts, str):
+                counts = _compressed_counts(counts, where)
+            if not isinstance(counts, list) or any(int(c) < 0 for c in counts):
+                raise InstanceDataError(f"{where}: RLE counts must be run lengths >= 0")
+            if sum(int(c) for c in counts) != h * w:
                 raise InstanceDataError(f"{where}: RLE counts sum to {sum(counts)}, not {h}x{w}={h * w} pixels")
             if mask.shape != (h, w):
                 raise InstanceDataError(f"{where}: RLE mask is {mask.shape}, its image is {(h, w)}")
             if not ann.get("iscrowd", 0) and not mask.any():
                 raise InstanceDataError(f"{where}: RLE mask is empty")
+
+
+def _compressed_counts(text, where):
+    """Run lengths of COCO's compressed RLE string (6-bit groups offset by 48, with a continuation
+    bit and a sign bit; runs after the second are stored as differences to the run two before)."""
+    counts, pos = [], 0
+    while pos < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            if pos >= len(text):
+                raise InstanceDataError(f"{where}: RLE counts string ends inside a run length (garbage counts)")
+            c = ord(text[pos]) - 48
+            if not 0 <= c < 64:
+                raise InstanceDataError(f"{where}: RLE counts hold the character {text[pos]!r} (garbage counts)")
+            value |= (c & 0x1F) << shift
+            more = bool(c & 0x20)
+            pos += 1
+            shift += 5
+            if not more and c & 0x10:
+                value |= -1 << shift
+        if len(counts) > 2:
+            value += counts[-2]
+        counts.append(value)
+    return counts
 
 
 def check_image_files(inst):
