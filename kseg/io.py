@@ -93,6 +93,22 @@ def fsync_file(path):
         os.close(fd)
 
 
+def _named(err, target):
+    """`err` with the target's path attached: an OSError without a file name gets it, and a
+    library's wrapped "No space left on device" (TensorFlow, h5py) becomes an ENOSPC OSError."""
+    import errno
+
+    if isinstance(err, OSError):
+        if err.filename is None:
+            err.filename = str(target)
+        return err
+    if isinstance(err, Exception) and "No space left on device" in str(err):
+        return OSError(errno.ENOSPC, "No space left on device", str(target))
+    if isinstance(err, Exception) and "Read-only file system" in str(err):
+        return OSError(errno.EROFS, "Read-only file system", str(target))
+    return err
+
+
 def _tmp_name(target):
     return target.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{target.name}")
 
@@ -144,9 +160,12 @@ def atomic_path(path, keep_suffix=True):
         fsync_file(tmp)
         _maybe_kill("written", target)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        named = _named(err, target)
+        if named is not err:
+            raise named from err
         raise
     fsync_dir(target.parent)
     _maybe_kill("renamed", target)
@@ -212,8 +231,11 @@ def atomic_dir(path):
             old = target.with_name(f"{TMP_PREFIX}old-{uuid.uuid4().hex[:8]}-{target.name}")
             os.replace(target, old)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        named = _named(err, target)
+        if named is not err:
+            raise named from err
         raise
     fsync_dir(target.parent)
     _maybe_kill("renamed", target)
