@@ -5,9 +5,9 @@
   (:mod:`kseg.metrics`: global accuracy, class-average accuracy, mean IoU).
 * :func:`train`: ``model.fit`` on the :mod:`kseg.data` ``tf.data`` pipeline (joint scale / crop /
   flip augmentation, median-frequency class weights as per-pixel sample weights) with
-  checkpoints (``best.keras`` by validation mIoU, ``last.keras`` every epoch), resume after an
-  interruption (``keras.callbacks.BackupAndRestore``), TensorBoard logs, a CSV log and Keras
-  progress bars. ``out_dir`` afterwards holds::
+  checkpoints (``best.keras`` by validation mIoU, ``last.keras`` every epoch), an exact resume
+  after an interruption, TensorBoard logs, a CSV log and Keras progress bars; every file is written
+  crash-safely (:mod:`kseg.runs`, :mod:`kseg.io`). ``out_dir`` afterwards holds::
 
       model.keras  best.keras  last.keras  log.csv  logs/  (backup/ while a run is unfinished)
 
@@ -275,7 +275,8 @@ def train(
         data_root: dataset folder readable by :func:`kseg.data.find_pairs`.
         out_dir: where checkpoints, logs and the final ``model.keras`` go.
         epochs: number of epochs (the total, also when resuming).
-        steps_per_epoch: steps per epoch (default: one pass over the training split).
+        steps_per_epoch: steps per epoch (default: one pass over the training split, i.e.
+            ``len(pairs) // batch_size``; the training stream repeats, reshuffled every pass).
         batch_size: images per step.
         crop: ``(height, width)`` training crops (default: the model's input size, else the
             images' size).
@@ -292,9 +293,12 @@ def train(
         num_classes, ignore_label: label set (CamVid: 11 classes, void 11).
         train_split, val_split: split names; ``val_split=None`` trains without validation.
         validation_steps: batches per validation (default: the whole split).
-        resume: continue an interrupted run from ``out_dir/backup`` (BackupAndRestore restores the
-            weights, the optimizer state and the epoch). Without it an existing backup is an error.
-        backup_every: also back up every this many steps (default: at the end of each epoch).
+        resume: continue an interrupted run from ``out_dir/backup`` at the exact step: weights,
+            optimizer state, best value so far, running metrics, the log, and the data order of an
+            uninterrupted run (:mod:`kseg.runs`). On a finished run it does nothing and returns the
+            saved model. Without it (or `overwrite`) a folder holding a run is an error.
+        backup_every: also back up every this many steps (always at the end of each epoch too).
+        overwrite: discard a run already in `out_dir` (its checkpoints, backup, log) and start again.
         budget_seconds: stop after this much training wall time (checked every step).
         bn_statistics_steps: after training, recompute the BatchNormalization statistics over this
             many training batches (:func:`compute_bn_statistics`; SegNet's authors do it before
@@ -372,6 +376,12 @@ def train(
         crop = crop or model_input_size(model)
     if _num_classes_of(model) != num_classes:
         raise ValueError(f"num_classes={num_classes} but the model outputs {_num_classes_of(model)} classes")
+    out_hw = tuple(model.outputs[0].shape[1:3])
+    if crop is not None and None not in out_hw and out_hw != tuple(crop):
+        raise ValueError(
+            f"{model.name} maps {crop[0]}x{crop[1]} crops to {out_hw[0]}x{out_hw[1]} logits, but training needs "
+            "labels and logits of one size: choose a crop the model keeps (e.g. multiples of its output stride)"
+        )
 
     weights = _class_weights(train_pairs, num_classes, ignore_label, class_weighting)
     low, high = (float(v) for v in scale_range)
