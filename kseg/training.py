@@ -762,7 +762,14 @@ def predict(model, image_paths, out_dir, input_size="model", palette=None, alpha
     for path in image_paths:
         path = pathlib.Path(path)
         image = viz.read_rgb(path)
-        logits = _predict_logits(model, image[None].astype(np.float32), input_size)
+        try:
+            logits = _predict_logits(model, image[None].astype(np.float32), input_size)
+        except Exception as err:  # e.g. a variable-size model on an image smaller than its stride
+            text = str(err).strip().splitlines()
+            raise ValueError(
+                f"{path}: {model.name} cannot segment this {image.shape[1]}x{image.shape[0]} image "
+                f"({type(err).__name__}: {text[0][:300] if text else ''}); pass --input-size H W"
+            ) from err
         labels = np.asarray(logits)[0].argmax(-1).astype(np.uint8)
         results.append(
             {

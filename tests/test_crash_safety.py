@@ -406,3 +406,18 @@ def test_compressed_rle_counts_agree_with_pycocotools():
                 n, current = 0, v
             n += 1
         assert counts == runs + [n]
+
+
+def test_nan_pools_to_nan_and_inf_unpools_to_its_position_only():
+    from kseg.layers.pooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
+
+    x = np.arange(16, dtype="float32").reshape(1, 4, 4, 1)
+    x[0, 0, 1, 0] = np.nan
+    pooled, mask = MaxPoolingWithArgmax2D(2)(x)
+    pooled, mask = np.asarray(pooled), np.asarray(mask)
+    assert np.isnan(pooled[0, 0, 0, 0]) and np.all(np.isfinite(pooled.ravel()[1:]))
+    np.testing.assert_array_equal(pooled[0, :, :, 0].ravel()[1:], [7, 13, 15])
+    values = np.array([[[[np.inf], [1.0]], [[2.0], [3.0]]]], "float32")
+    up = np.asarray(MaxUnpooling2D(2)([values, mask]))
+    assert not np.isnan(up).any()
+    assert np.isinf(up[0, :2, :2, 0]).sum() == mask[0, :2, :2, 0].sum()
