@@ -281,7 +281,7 @@ def model_cases(w):
     data[len(data) // 2] ^= 0xFF
     (w / "flipped.keras").write_bytes(bytes(data))
     (w / "text.keras").write_text("not a model")
-    bad_models = [("missing .keras", w / "none.keras", ["none.keras"]), ("empty .keras", w / "empty.keras", ["empty.keras", "empty"]),
+    bad_models = [("missing .keras", w / "none.keras", ["none.keras", "no .keras file"]), ("empty .keras", w / "empty.keras", ["empty.keras", "empty"]),
                   ("truncated .keras", w / "trunc.keras", ["trunc.keras"]),
                   ("corrupt weights in .keras", w / "flipped.keras", ["flipped.keras"]),
                   ("text file as .keras", w / "text.keras", ["text.keras"]), ("folder as model", w, [w.name])]

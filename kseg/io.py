@@ -257,7 +257,7 @@ def check_keras_file(path):
     if path.is_dir():
         raise ValueError(f"{path} is a folder, expected a .keras model file")
     if not path.exists():
-        raise ValueError(f"no model file at {str(path)!r}")
+        raise ValueError(f"no .keras file at {str(path)!r}")
     if path.suffix != ".keras":
         raise ValueError(f"model file must end in .keras, got {str(path)!r}")
     size = path.stat().st_size
