@@ -72,7 +72,8 @@ def cli(argv):
 
 def sub(argv, env=None, kill_when=None, sig=signal.SIGINT, timeout=600):
     """Run ``python -m kseg.cli ARGV`` in a subprocess; optionally send `sig` once `kill_when` exists."""
-    e = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", **(env or {}))
+    e = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
+             TF_DETERMINISTIC_OPS="1", **(env or {}))
     p = subprocess.Popen([sys.executable, "-m", "kseg.cli", *map(str, argv)], env=e, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     if kill_when is not None:

@@ -303,7 +303,7 @@ def train(
         bn_statistics_steps: after training, recompute the BatchNormalization statistics over this
             many training batches (:func:`compute_bn_statistics`; SegNet's authors do it before
             testing). ``model.keras`` then holds them; the checkpoints do not.
-        seed: seed for shuffling and augmentation.
+        seed: seed for shuffling, augmentation and (for a model built by name) the initial weights.
         verbose: Keras ``fit`` verbosity (1: progress bars).
         callbacks: more Keras callbacks (run after kseg's own).
         model_kwargs: extra builder arguments when `model_or_name` is a name (e.g. ``width``).
@@ -367,6 +367,7 @@ def train(
     if isinstance(model_or_name, str):
         if crop is None:
             raise ValueError("crop=(height, width) is needed to build a model by name")
+        keras.utils.set_random_seed(int(seed))  # the initial weights too: a run is reproducible
         with strategy.scope(), precision_scope(precision):
             model = build_model(model_or_name, num_classes, (*crop, 3), **(model_kwargs or {}))
     else:
