@@ -421,7 +421,17 @@ def study(args):
 # ---------------------------------------------------------------------------------------------- table
 #: The paper's Table 1 (PAMI 2017), CamVid test (233 images), for the same rows: (G, C, mIoU, BF)
 #: with median frequency balancing, then natural frequency; params (M); storage multiplier; infer ms.
-PAPER = {}
+PAPER = {
+    "bilinear_interpolation": (0.625, "0", 24.2, (77.9, 61.1, 43.3, 20.83), (82.7, 52.5, 43.8, 23.08)),
+    "segnet_basic": (1.425, "1", 52.6, (82.7, 62.0, 47.7, 35.78), (84.0, 54.6, 46.3, 36.67)),
+    "segnet_basic_encoder_addition": (1.425, "64", 53.0, (83.4, 63.6, 48.5, 35.92), (84.2, 56.5, 47.7, 36.27)),
+    "segnet_basic_single_channel_decoder": (0.625, "1", 33.1, (81.2, 60.7, 46.1, 31.62), (83.5, 53.9, 45.2, 32.45)),
+    "fcn_basic": (0.65, "11", 24.2, (81.7, 62.4, 47.3, 38.11), (83.9, 55.6, 45.0, 37.33)),
+    "fcn_basic_no_addition": (0.65, "n/a", 23.8, (80.5, 58.6, 44.1, 31.96), (82.3, 53.9, 44.2, 29.43)),
+    "fcn_basic_no_dim_reduction": (1.625, "64", 44.8, (84.1, 63.4, 50.1, 37.37), (83.5, 57.3, 47.0, 37.13)),
+    "fcn_basic_no_addition_no_dim_reduction": (1.625, "0", 43.9, (80.5, 61.6, 45.9, 30.47),
+                                               (83.7, 54.8, 45.5, 33.17)),
+}
 
 
 def table(out_dir):
@@ -450,6 +460,10 @@ def table(out_dir):
                 cells.append(" / ".join(fmt(t.get(k)) for k in ("G", "C", "mIoU", "BF")) if r else "-")
             r = by.get((v, "median", s)) or by.get((v, "natural", s))
             lines.append(f"| {v} | {s} | {r['params']:,} | {r['epochs_done']} | {cells[0]} | {cells[1]} |")
+        if v in PAPER:
+            m, storage, ms, med, nat = PAPER[v]
+            lines.append(f"| (paper) | | {m}M | storage x{storage}, {ms} ms | {' / '.join(map(str, med))} | "
+                         f"{' / '.join(map(str, nat))} |")
     return "\n".join(lines)
 
 

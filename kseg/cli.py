@@ -68,7 +68,9 @@ def add_train_arguments(p):
                    help="after training, recompute BatchNorm statistics over N training batches (SegNet)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output folder (default runs/MODEL)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out (nothing to do when it is complete)")
+    p.add_argument("--overwrite", action="store_true", help="discard a run already in --out and start again")
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
     p.add_argument("--precision", default="float32", choices=("float32", "mixed_bfloat16", "mixed_float16"),
                    help="Keras dtype policy the model is built under")
@@ -184,6 +186,7 @@ def _train(args):
         val_split=val,
         validation_steps=args.validation_steps,
         resume=args.resume,
+        overwrite=args.overwrite,
         backup_every=args.backup_every,
         budget_seconds=args.budget_seconds,
         bn_statistics_steps=args.bn_stats_steps,
@@ -215,7 +218,9 @@ def _evaluate(args):
     if args.json:
         import pathlib
 
-        with open(args.json, "w") as f:
+        from kseg.io import atomic_write
+
+        with atomic_write(args.json) as f:
             json.dump(result, f, indent=2)
         charts = training.save_charts(pathlib.Path(args.json).parent, result)
         print(f"wrote {args.json}, {charts['iou_chart']}, {charts['confusion_matrix']}")
@@ -318,25 +323,29 @@ def _import_tensorflow_quietly():
 
 def main(argv=None):
     """Entry point of the ``kseg`` console script; returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    from kseg.errors import debug_requested, run_cli  # every failure: 1-2 lines, no traceback
+
+    debug, argv = debug_requested(sys.argv[1:] if argv is None else argv)
     # TensorFlow reads its C++ log level once, when first imported: hide INFO/WARNING lines unless asked.
     verbose = "--verbose" in argv
     argv = [a for a in argv if a != "--verbose"]
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if verbose else os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")
-    heavy = bool(argv) and argv[0] in ("train", "evaluate", "predict", "export", "demo")
+    heavy = bool(argv) and argv[0] in ("train", "evaluate", "predict", "export", "demo", "convert")
     if heavy and not verbose:
         _import_tensorflow_quietly()
+    command = argv[0] if argv else "kseg"
+    resume = "continue with --resume" if command == "train" else None
     try:
         from kseg.config import expand_argv
 
         argv = expand_argv(argv)  # kseg train --config RUN.yaml: the file's options, then the command line's
     except (ValueError, FileNotFoundError) as err:
-        print(f"kseg {argv[0]}: error: {err}", file=sys.stderr)
+        print(f"kseg {command}: error: {err}", file=sys.stderr)
         return 2
     if argv and argv[0] in ("train", "evaluate", "predict", "export"):
         from kseg.inference.cli import dispatch  # proposal / detection models (task != "semantic")
 
-        handled = dispatch(argv)
+        handled = run_cli(command, dispatch, argv, debug=debug, on_interrupt=resume)
         if handled is not None:
             return handled
     args = build_parser().parse_args(argv)
@@ -344,12 +353,7 @@ def main(argv=None):
         import kseg
 
         kseg._load_everything()  # registers every kseg layer before a .keras file is loaded
-    try:
-        _COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError) as err:  # DataError is a ValueError
-        print(f"kseg {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(args.command, _COMMANDS[args.command], args, debug=debug, on_interrupt=resume) or 0
 
 
 if __name__ == "__main__":

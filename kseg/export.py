@@ -203,7 +203,10 @@ def export_saved_model(model, path, input_shape=None):
         model = at_input_size(model, height, width)
     module = _SegmentationServing.build(model, height, width)
     serve = module.serve.get_concrete_function()
-    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+    from kseg.io import atomic_dir
+
+    with atomic_dir(path) as tmp:  # written aside, then swapped in: no half SavedModel
+        tf.saved_model.save(module, tmp, signatures={"serving_default": serve})
     return str(path)
 
 
@@ -247,6 +250,8 @@ def _representative(images, height, width, limit=200):
         )
     if isinstance(images, (str, pathlib.Path)):
         images = _image_files(images, limit)
+        for _ in _iterate_images(images):  # a bad file is named here, not blamed on the converter
+            pass
 
     def gen():
         count = 0
@@ -283,7 +288,12 @@ def _iterate_images(images):
         from PIL import Image
 
         for f in images:
-            yield np.asarray(Image.open(f).convert("RGB"), dtype=np.float32)
+            try:
+                with Image.open(f) as im:
+                    pixels = np.asarray(im.convert("RGB"), dtype=np.float32)
+            except (OSError, ValueError, SyntaxError) as err:  # PIL: UnidentifiedImageError, truncated data
+                raise ValueError(f"representative image {f}: cannot read it ({err})") from None
+            yield pixels
     elif isinstance(images, tf.data.Dataset):
         for item in images.as_numpy_iterator():
             yield item[0] if isinstance(item, (tuple, list)) else item
@@ -398,7 +408,9 @@ def export_tflite(
     bad = [name for name, builtin in tflite_operators(content) if not builtin]
     if bad:
         raise ValueError(f"TFLite conversion produced non-builtin operators {bad}; kseg exports builtins only")
-    path.write_bytes(content)
+    from kseg.io import atomic_write_bytes
+
+    atomic_write_bytes(path, content)
     return str(path)
 
 
@@ -569,21 +581,19 @@ def verify_tflite(model, path, images, num_threads=None):
 
 def save_keras(model, path):
     """Save to a ``.keras`` file (the path must end in ``.keras``)."""
+    from kseg.io import atomic_path
+
     path = _check_path(path, suffix=".keras")
-    model.save(str(path))
+    with atomic_path(path) as tmp:  # the old file or the new one, never half of either
+        model.save(tmp)
     return str(path)
 
 
 def load_keras(path, compile=False):
     """Load a ``.keras`` file with ``safe_mode=True`` (kseg's custom layers are registered)."""
-    import keras
+    from kseg.io import load_keras_file
 
-    import kseg.layers  # noqa: F401  (registers the custom layers)
-
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise ValueError(f"no .keras file at {str(path)!r}")
-    return keras.saving.load_model(str(path), safe_mode=True, compile=compile)
+    return load_keras_file(path, compile=compile)  # a missing, truncated or corrupt file names itself
 
 
 def export(model, path, format="saved_model", **kwargs):  # noqa: A002  (CLI's --format)

@@ -5,9 +5,9 @@
   (:mod:`kseg.metrics`: global accuracy, class-average accuracy, mean IoU).
 * :func:`train`: ``model.fit`` on the :mod:`kseg.data` ``tf.data`` pipeline (joint scale / crop /
   flip augmentation, median-frequency class weights as per-pixel sample weights) with
-  checkpoints (``best.keras`` by validation mIoU, ``last.keras`` every epoch), resume after an
-  interruption (``keras.callbacks.BackupAndRestore``), TensorBoard logs, a CSV log and Keras
-  progress bars. ``out_dir`` afterwards holds::
+  checkpoints (``best.keras`` by validation mIoU, ``last.keras`` every epoch), an exact resume
+  after an interruption, TensorBoard logs, a CSV log and Keras progress bars; every file is written
+  crash-safely (:mod:`kseg.runs`, :mod:`kseg.io`). ``out_dir`` afterwards holds::
 
       model.keras  best.keras  last.keras  log.csv  logs/  (backup/ while a run is unfinished)
 
@@ -36,6 +36,7 @@ import time
 import keras
 import numpy as np
 
+from kseg import io as kio
 from kseg import losses
 from kseg import metrics as kmetrics
 from kseg.utils import as_size
@@ -70,19 +71,21 @@ def build_model(name, num_classes=CAMVID_NUM_CLASSES, input_shape=None, **model_
     from kseg import models
 
     card = models.get(name)  # ValueError listing the available names
-    return card.build(num_classes=int(num_classes), input_shape=input_shape, **model_kwargs)
+    return card.build(num_classes=_check_num_classes(num_classes), input_shape=input_shape, **model_kwargs)
+
+
+def _check_num_classes(value):
+    """`value` as an int >= 1; a float such as 2.5 or a string such as "11" is an error naming it."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
+        raise ValueError(f"num_classes must be a whole number >= 1, got {value!r}")
+    return int(value)
 
 
 def load_model(path):
     """Load a ``.keras`` model with ``safe_mode=True`` (kseg's layers, losses and metrics registered)."""
-    import kseg.layers  # noqa: F401  (registers the custom layers)
-
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise ValueError(f"no model file at {str(path)!r}")
-    if path.suffix != ".keras":
-        raise ValueError(f"model file must end in .keras, got {str(path)!r}")
-    return keras.saving.load_model(str(path), safe_mode=True, compile=False)
+    return kio.load_keras_file(path, compile=False)  # a missing, truncated or corrupt file names itself
 
 
 def model_input_size(model):
@@ -280,6 +283,7 @@ def train(
     precision="float32",
     strategy="default",
     loss="cross_entropy",
+    overwrite=False,
 ):
     """Train a model with ``model.fit`` on a segmentation folder (CamVid or generic layout).
 
@@ -289,7 +293,8 @@ def train(
         data_root: dataset folder readable by :func:`kseg.data.find_pairs`.
         out_dir: where checkpoints, logs and the final ``model.keras`` go.
         epochs: number of epochs (the total, also when resuming).
-        steps_per_epoch: steps per epoch (default: one pass over the training split).
+        steps_per_epoch: steps per epoch (default: one pass over the training split, i.e.
+            ``len(pairs) // batch_size``; the training stream repeats, reshuffled every pass).
         batch_size: images per step.
         crop: ``(height, width)`` training crops (default: the model's input size, else the
             images' size).
@@ -306,14 +311,17 @@ def train(
         num_classes, ignore_class: label set (CamVid: 11 classes, void 11).
         train_split, val_split: split names; ``val_split=None`` trains without validation.
         validation_steps: batches per validation (default: the whole split).
-        resume: continue an interrupted run from ``out_dir/backup`` (BackupAndRestore restores the
-            weights, the optimizer state and the epoch). Without it an existing backup is an error.
-        backup_every: also back up every this many steps (default: at the end of each epoch).
+        resume: continue an interrupted run from ``out_dir/backup`` at the exact step: weights,
+            optimizer state, best value so far, running metrics, the log, and the data order of an
+            uninterrupted run (:mod:`kseg.runs`). On a finished run it does nothing and returns the
+            saved model. Without it (or `overwrite`) a folder holding a run is an error.
+        backup_every: also back up every this many steps (always at the end of each epoch too).
+        overwrite: discard a run already in `out_dir` (its checkpoints, backup, log) and start again.
         budget_seconds: stop after this much training wall time (checked every step).
         bn_statistics_steps: after training, recompute the BatchNormalization statistics over this
             many training batches (:func:`compute_bn_statistics`; SegNet's authors do it before
             testing). ``model.keras`` then holds them; the checkpoints do not.
-        seed: seed for shuffling and augmentation.
+        seed: seed for shuffling, augmentation and (for a model built by name) the initial weights.
         verbose: Keras ``fit`` verbosity (1: progress bars).
         callbacks: more Keras callbacks (run after kseg's own).
         model_kwargs: extra builder arguments when `model_or_name` is a name (e.g. ``width_multiplier``).
@@ -355,22 +363,32 @@ def train(
 
     out = pathlib.Path(out_dir)
     crop = as_size(crop, "crop")
-    num_classes = int(num_classes)
+    num_classes = _check_num_classes(num_classes)
     if int(epochs) < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    backup_dir = out / "backup"
-    if backup_dir.exists() and not resume:
-        raise ValueError(
-            f"{backup_dir} holds an interrupted run: pass resume=True (--resume) to continue it, "
-            "or choose another output folder"
-        )
+    from kseg import runs
+
+    mode = runs.check_out_dir(out, resume=resume, overwrite=overwrite)
+    if mode == "finished":
+        return _finished_run(out)
+    state = runs.load_state(out / "backup") if mode == "resume" else None
 
     train_pairs = data.find_pairs(data_root, train_split)
+    if steps_per_epoch is None:
+        # One pass over the split per epoch, as a repeated stream: the data order then depends on
+        # the step alone, so a resumed run sees the batches an uninterrupted one would have.
+        steps_per_epoch = len(train_pairs) // int(batch_size)
+        if steps_per_epoch < 1:
+            raise data.DataError(
+                f"{len(train_pairs)} training images in split {train_split!r} of {data_root}: fewer than "
+                f"one batch of {batch_size}; lower batch_size"
+            )
     if isinstance(model_or_name, str):
         if crop is None:
             raise ValueError("crop=(height, width) is needed to build a model by name")
+        keras.utils.set_random_seed(int(seed))  # the initial weights too: a run is reproducible
         with strategy.scope(), precision_scope(precision):
             model = build_model(model_or_name, num_classes, (*crop, 3), **(model_kwargs or {}))
     else:
@@ -380,24 +398,36 @@ def train(
         crop = crop or model_input_size(model)
     if _num_classes_of(model) != num_classes:
         raise ValueError(f"num_classes={num_classes} but the model outputs {_num_classes_of(model)} classes")
+    out_hw = tuple(model.outputs[0].shape[1:3])
+    if crop is not None and None not in out_hw and out_hw != tuple(crop):
+        raise ValueError(
+            f"{model.name} maps {crop[0]}x{crop[1]} crops to {out_hw[0]}x{out_hw[1]} logits, but training needs "
+            "labels and logits of one size: choose a crop the model keeps (e.g. multiples of its output stride)"
+        )
 
     weights = _class_weights(train_pairs, num_classes, ignore_class, class_weighting)
     low, high = (float(v) for v in scale_range)
-    augment = data.joint_augmentation(
-        crop_size=crop, scale_range=(low, high), flip=flip, seed=seed, ignore_class=ignore_class
-    )
-    train_ds = data.segmentation_dataset(
-        train_pairs,
-        batch_size=batch_size,
-        shuffle=True,
-        augment=augment,
-        num_classes=num_classes,
-        ignore_class=ignore_class,
-        class_weights=weights,
-        repeat=steps_per_epoch is not None,
-        seed=seed,
-        drop_remainder=True,
-    )
+
+    def train_stream():
+        # A fresh pipeline (and seeded augmentation generator) per fit call: the stream of batches
+        # is then a function of the step alone, so a resumed run skips to the same batches.
+        augment = data.joint_augmentation(
+            crop_size=crop, scale_range=(low, high), flip=flip, seed=seed, ignore_class=ignore_class
+        )
+        return data.segmentation_dataset(
+            train_pairs,
+            batch_size=batch_size,
+            shuffle=True,
+            augment=augment,
+            num_classes=num_classes,
+            ignore_class=ignore_class,
+            class_weights=weights,
+            repeat=True,
+            seed=seed,
+            drop_remainder=True,
+        )
+
+    train_stream()  # checks every file up front
     val_ds = None
     if val_split is not None:
         val_ds = data.segmentation_dataset(
@@ -424,25 +454,22 @@ def train(
 
     out.mkdir(parents=True, exist_ok=True)
     monitor = "val_mean_iou" if val_ds is not None else "mean_iou"
-    own = [
-        keras.callbacks.BackupAndRestore(str(backup_dir), save_freq=int(backup_every) if backup_every else "epoch"),
-        keras.callbacks.ModelCheckpoint(str(out / "best.keras"), monitor=monitor, mode="max", save_best_only=True),
-        keras.callbacks.ModelCheckpoint(str(out / "last.keras")),
-        keras.callbacks.CSVLogger(str(out / "log.csv"), append=bool(resume)),
-        keras.callbacks.TensorBoard(str(out / "logs"), update_freq="epoch"),
-    ]
+    if state is not None and state["rows"]:
+        runs.write_log(out / "log.csv", state["rows"])  # drop rows of epochs not committed
+    keeper = runs.RunKeeper(out, monitor, steps_per_epoch, backup_every=backup_every, state=state)
+    own = [keeper, keras.callbacks.TensorBoard(str(out / "logs"), update_freq="epoch")]
     if budget_seconds is not None:
         own.append(TimeBudget(budget_seconds, verbose=verbose))
-    history = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        validation_steps=validation_steps,
-        epochs=int(epochs),
-        steps_per_epoch=steps_per_epoch,
-        callbacks=own + list(callbacks),
-        verbose=verbose,
-        shuffle=False,  # the pipeline shuffles
-    )
+    try:
+        history = _fit_resumable(
+            model, train_stream, keeper, int(epochs), steps_per_epoch, own + list(callbacks),
+            validation_data=val_ds, validation_steps=validation_steps, verbose=verbose, data_root=data_root,
+            splits=(train_split, val_split),
+        )
+    except BaseException:
+        if state is None and not (out / "backup").exists():  # nothing to resume: leave no empty logs
+            shutil.rmtree(out / "logs", ignore_errors=True)
+        raise
     if bn_statistics_steps:
         stats_ds = data.segmentation_dataset(
             train_pairs,
@@ -456,14 +483,15 @@ def train(
             drop_remainder=True,
         )
         compute_bn_statistics(model, stats_ds, bn_statistics_steps)
-    model.save(str(out / "model.keras"))
-    with open(out / "train_config.json", "w") as f:
+    with kio.atomic_path(out / "model.keras") as tmp:
+        model.save(tmp)
+    with kio.atomic_write(out / "train_config.json") as f:
         json.dump(
             {
                 "model": model.name,
                 "data_root": str(data_root),
                 "epochs": int(epochs),
-                "epochs_run": len(history.epoch),
+                "epochs_run": len(keeper.rows),
                 "steps_per_epoch": steps_per_epoch,
                 "batch_size": int(batch_size),
                 "crop": crop,
@@ -479,6 +507,87 @@ def train(
             f,
             indent=2,
         )
+    shutil.rmtree(out / "backup", ignore_errors=True)  # the run is complete: model.keras is safe
+    return model, history
+
+
+def _fit_resumable(model, train_stream, keeper, epochs, steps_per_epoch, callbacks, data_root, splits, **fit_kwargs):
+    """``model.fit`` from `keeper`'s resume point: the rest of a half-done epoch, then whole epochs.
+
+    The training stream is repeated and seeded, so skipping the batches already used gives the data
+    order of an uninterrupted run. Returns one ``History`` covering the epochs run here.
+    """
+    history = keras.callbacks.History()
+    history.epoch, history.history = [], {}
+    start, done = keeper.epoch, keeper.step_in_epoch
+    if start >= epochs:  # killed after the last backup: only the final saves are left
+        keeper.set_model(model)
+        keeper.restore_now()
+        return history
+    parts = []
+    if done:
+        parts.append((start, start + 1, steps_per_epoch - done, start * steps_per_epoch + done))
+        start += 1
+    if start < epochs:
+        parts.append((start, epochs, steps_per_epoch, start * steps_per_epoch))
+    for initial, end, steps, skip in parts:
+        try:
+            h = model.fit(
+                train_stream().skip(skip) if skip else train_stream(),
+                epochs=end,
+                initial_epoch=initial,
+                steps_per_epoch=steps,
+                callbacks=callbacks,
+                shuffle=False,  # the pipeline shuffles
+                **fit_kwargs,
+            )
+        except Exception as err:
+            _raise_data_error(err, data_root, splits)
+            raise
+        history.epoch += h.epoch
+        for k, v in h.history.items():
+            history.history.setdefault(k, []).extend(v)
+        if model.stop_training:  # a time budget or an early-stopping callback
+            break
+    history.set_model(model)
+    return history
+
+
+def _raise_data_error(err, data_root, splits):
+    """Turn a decode error raised inside ``tf.data`` into a :class:`DataError` naming the file."""
+    from kseg.data import DataError, find_corrupt_file
+
+    try:
+        import tensorflow as tf
+
+        late = (tf.errors.InvalidArgumentError, tf.errors.DataLossError, tf.errors.NotFoundError)
+    except ImportError:  # pragma: no cover
+        return
+    if not isinstance(err, late) or data_root is None:
+        return
+    text = str(getattr(err, "message", err))
+    if "DataError: " in text:  # an assertion of the pipeline, which names the file itself
+        raise DataError(text[text.index("DataError: ") + len("DataError: "):].strip().splitlines()[0]) from err
+    for split in splits:
+        if split is None:
+            continue
+        found = find_corrupt_file(data_root, split)
+        if found is not None:
+            raise DataError(f"{found[0]}: {found[1]}") from err
+    first = str(getattr(err, "message", err)).strip().splitlines()[0]
+    raise DataError(f"reading {data_root} failed while training: {first}") from err
+
+
+def _finished_run(out):
+    """``train(resume=True)`` on a complete run: nothing to train; the saved model and its log."""
+    from kseg import runs
+
+    model = load_model(out / "model.keras")
+    history = keras.callbacks.History()
+    rows = runs.read_log(out / "log.csv") if (out / "log.csv").is_file() else []
+    history.epoch = [r["epoch"] for r in rows]
+    history.history = {k: [r.get(k) for r in rows] for k in sorted({k for r in rows for k in r} - {"epoch"})}
+    history.set_model(model)
     return model, history
 
 
@@ -606,18 +715,23 @@ def evaluate(
     bf = kmetrics.BoundaryF1Score(num_classes, ignore_class)  # SegNet's BF (PAMI 2017, Sec. 3.3)
     seen = 0
     start = time.monotonic()
-    for step, batch in enumerate(dataset):
-        if steps is not None and step >= steps:
-            break
-        images, masks = batch[0], batch[1]
-        logits = _predict_logits(model, images, input_size)
-        for m in (g, c, miou, bf):
-            m.update_state(masks, logits)
-        if save_overlays is not None and seen < max_overlays:
-            _save_comparisons(save_overlays, images, masks, logits, seen, max_overlays, class_names, ignore_class)
-        seen += int(images.shape[0])
-        if verbose:
-            print(f"\revaluate {split}: {seen} images, {time.monotonic() - start:.1f}s", end="", flush=True)
+    try:
+        for step, batch in enumerate(dataset):
+            if steps is not None and step >= steps:
+                break
+            images, masks = batch[0], batch[1]
+            logits = _predict_logits(model, images, input_size)
+            for m in (g, c, miou, bf):
+                m.update_state(masks, logits)
+            if save_overlays is not None and seen < max_overlays:
+                _save_comparisons(save_overlays, images, masks, logits, seen, max_overlays, class_names, ignore_class)
+            seen += int(images.shape[0])
+            if verbose:
+                print(f"\revaluate {split}: {seen} images, {time.monotonic() - start:.1f}s", end="", flush=True)
+    except Exception as err:  # a file that passed the header checks but does not decode
+        if isinstance(data_root_or_dataset, (str, pathlib.Path)):
+            _raise_data_error(err, data_root_or_dataset, (split,))
+        raise
     if verbose:
         print()
     if seen == 0:
@@ -709,13 +823,25 @@ def predict(model, image_paths, out_dir, input_size="model", palette=None, alpha
     if input_size == "model":
         input_size = model_input_size(model)
     input_size = as_size(input_size, "input_size")
+    for path in map(pathlib.Path, image_paths):  # check every input before creating out_dir
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder: pass image files (e.g. {path}/*.png)")
+        if not path.is_file():
+            raise ValueError(f"no image file at {str(path)!r}")
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for path in image_paths:
         path = pathlib.Path(path)
         image = viz.read_rgb(path)
-        logits = _predict_logits(model, image[None].astype(np.float32), input_size)
+        try:
+            logits = _predict_logits(model, image[None].astype(np.float32), input_size)
+        except Exception as err:  # e.g. a variable-size model on an image smaller than its stride
+            text = str(err).strip().splitlines()
+            raise ValueError(
+                f"{path}: {model.name} cannot segment this {image.shape[1]}x{image.shape[0]} image "
+                f"({type(err).__name__}: {text[0][:300] if text else ''}); pass --input-size H W"
+            ) from err
         labels = np.asarray(logits)[0].argmax(-1).astype(np.uint8)
         shown = viz.with_legend(viz.overlay(image, labels, colours, alpha), names, colours, labels)
         results.append(
@@ -871,6 +997,7 @@ def demo(data=None, out_dir="runs/demo", budget_seconds=None, download=False, sy
         # Keras' progress bars cannot carry the synthetic label, so then epochs are logged here.
         verbose=0 if prefix else verbose,
         callbacks=[_EpochLines(prefix, print_fn)] if prefix and verbose else [],
+        overwrite=True,  # the demo is re-run in place
     )
     train_seconds = time.monotonic() - start
     steps = int(model.optimizer.iterations.numpy())
@@ -914,6 +1041,6 @@ def demo(data=None, out_dir="runs/demo", budget_seconds=None, download=False, sy
         model_path=str(model_path),
         settings={k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
     )
-    with open(out / "demo_results.json", "w") as f:
+    with kio.atomic_write(out / "demo_results.json") as f:
         json.dump(result, f, indent=2)
     return result

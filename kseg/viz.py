@@ -115,9 +115,12 @@ def save_label_png(path, labels, colors=None):
         raise ValueError(f"labels must be in [0, 255] for an 8-bit PNG, got [{labels.min()}, {labels.max()}]")
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    from kseg.io import atomic_path
+
     img = _pil().fromarray(labels.astype(np.uint8), mode="P")
     img.putpalette(label_palette(colors).reshape(-1).tolist())
-    img.save(path)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
     return str(path)
 
 
@@ -128,7 +131,10 @@ def save_rgb_png(path, rgb):
         raise ValueError(f"rgb must be (H, W, 3), got shape {rgb.shape}")
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _pil().fromarray(rgb.astype(np.uint8)).save(path)
+    from kseg.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        _pil().fromarray(rgb.astype(np.uint8)).save(tmp)
     return str(path)
 
 

@@ -71,7 +71,7 @@ def test_missing_data_and_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["export", "m.keras", "--format", "onnx", "--out", "x"])
     rc = cli.main(["evaluate", "--model-path", str(tmp_path / "none.keras"), "--data", str(tmp_path)])
-    assert rc == 2 and "no model file" in capsys.readouterr().err
+    assert rc == 2 and "no .keras file at" in capsys.readouterr().err
 
 
 def test_list_prints_the_registry(capsys):

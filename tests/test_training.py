@@ -122,7 +122,9 @@ class _Record(keras.callbacks.Callback):
         super().__init__()
         self.epochs, self.start_iterations, self.start_weights = [], None, None
 
-    def on_train_begin(self, logs=None):  # runs after BackupAndRestore restored the state
+    def on_train_begin(self, logs=None):  # runs after RunKeeper restored the state
+        if self.start_iterations is not None:
+            return  # a resumed half epoch and the rest are two fit calls
         self.start_iterations = int(self.model.optimizer.iterations.numpy())
         self.start_weights = [w.copy() for w in self.model.get_weights()]
 
@@ -135,10 +137,11 @@ def test_resume_after_interruption(tiny_root, tmp_path):
     stop = _Interrupt(epoch=1, batch=1)
     with pytest.raises(RuntimeError, match="simulated interruption"):
         training.train("segnet_basic", tiny_root, out_dir=tmp_path, callbacks=[stop], **kw)
-    meta = json.loads((tmp_path / "backup" / "training_metadata.json").read_text())
-    assert meta == {"epoch": 1, "batch": 1}  # saved after step 2 of epoch 2 (0-based: 1, 1)
+    meta = json.loads((tmp_path / "backup" / "state.json").read_text())
+    # saved after step 2 of epoch 2 (the interrupting callback runs after the backup)
+    assert (meta["epoch"], meta["step_in_epoch"], meta["global_step"]) == (1, 2, 6)
 
-    with pytest.raises(ValueError, match="pass resume=True"):
+    with pytest.raises(ValueError, match="--resume"):
         training.train("segnet_basic", tiny_root, out_dir=tmp_path, **kw)
 
     record = _Record()
@@ -147,7 +150,7 @@ def test_resume_after_interruption(tiny_root, tmp_path):
     assert record.start_iterations == 4 + 2  # optimizer state restored at the saved step
     for a, b in zip(record.start_weights, stop.weights):
         np.testing.assert_array_equal(a, b)  # weights are those of the interrupted step
-    assert int(model.optimizer.iterations.numpy()) == 6 + 2 * 4
+    assert int(model.optimizer.iterations.numpy()) == 3 * 4  # the exact steps of an uninterrupted run
     assert history.epoch == [1, 2]
     with open(tmp_path / "log.csv") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]

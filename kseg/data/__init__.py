@@ -11,12 +11,14 @@ from kseg.data.augment import JointAugmentation, joint_augmentation
 from kseg.data.class_weights import class_pixel_counts, median_frequency_weights
 from kseg.data.errors import DataError
 from kseg.data.folder import find_pairs, read_image_info, segmentation_dataset, validate_pairs
+from kseg.data.scan import find_corrupt_file
 from kseg.data.synthetic import synthetic_scenes, write_synthetic_dataset
 
 __all__ = [
     "DataError",
     "JointAugmentation",
     "class_pixel_counts",
+    "find_corrupt_file",
     "find_pairs",
     "joint_augmentation",
     "median_frequency_weights",

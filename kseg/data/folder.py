@@ -77,7 +77,8 @@ def find_pairs(root, split="train"):
         A list of ``(pathlib.Path, pathlib.Path)`` sorted by image file name.
 
     Raises:
-        DataError: when the folder or split is missing or empty, or an image has no mask.
+        DataError: when the folder or split is missing or empty, or an image has no mask (a mask
+            without an image is skipped with a warning naming it).
 
     Example:
         >>> pairs = find_pairs("../shared/data/camvid", "train")  # doctest: +SKIP
@@ -123,6 +124,16 @@ def find_pairs(root, split="train"):
             expected = mask_dir / (image.name if by == "name" else image.stem + ".png")
             raise DataError(f"image {image} has no mask (expected {expected})")
         pairs.append((image, mask))
+    used = {m for _, m in pairs}
+    orphans = [m for m in masks.values() if m not in used]
+    if orphans:  # not fatal (a folder may hold extra masks), but never silent
+        import warnings
+
+        warnings.warn(
+            f"mask {orphans[0]} has no image in {image_dir}, ignored"
+            + (f" (and {len(orphans) - 1} more masks without images)" if len(orphans) > 1 else ""),
+            stacklevel=2,
+        )
     return pairs
 
 

@@ -58,6 +58,12 @@ def instance_task(model=None, model_path=None):
     return None
 
 
+def _load_model(path):
+    from kseg.io import load_keras_file
+
+    return load_keras_file(path)  # a missing, truncated or corrupt file names itself
+
+
 def _split_paths(root, split):
     root = pathlib.Path(root)
     ann = root / "annotations" / f"instances_{split}.json"
@@ -167,7 +173,7 @@ def _proposals_for(inst, path, ids, max_proposals=100):
 
     from kseg.inference.proposals import FullyConvolutionalDeepMask, proposals
 
-    pm = keras.models.load_model(path, safe_mode=True)
+    pm = _load_model(path)
     fc = FullyConvolutionalDeepMask(pm)
     return {i: proposals(pm, inst.load_image(i), max_proposals=max_proposals, fully_convolutional=fc) for i in ids}
 
@@ -178,7 +184,7 @@ def _train(args):
     import keras
 
     from kseg import models
-    from kseg.data.coco import load_coco
+    from kseg.data.coco_check import load_checked_coco
     from kseg.inference.fit import fit_instance_model
 
     from kseg import config as kconfig
@@ -187,7 +193,7 @@ def _train(args):
         print(kconfig.dump_config(kconfig.resolved_config(args)), end="")
         return
     ann, img_dir = _split_paths(args.data, args.split)
-    inst = load_coco(ann, img_dir)
+    inst = load_checked_coco(ann, img_dir)  # every record, mask and image file, before training
     card = models.get(args.model)
     kwargs = dict(args.model_arg)
     out = pathlib.Path(args.out or f"runs/{card.name}")
@@ -199,7 +205,9 @@ def _train(args):
             deepmask_dataset
         from kseg.inference.proposals import proposal_config
 
-        deepmask = keras.models.load_model(args.deepmask, safe_mode=True) if args.deepmask else None
+        from kseg.io import load_keras_file
+
+        deepmask = load_keras_file(args.deepmask) if args.deepmask else None
         if deepmask is not None:
             kwargs["deepmask"] = deepmask
 
@@ -236,7 +244,9 @@ def _train(args):
         optimizer=args.optimizer or "sgd", weight_decay=args.weight_decay, clipnorm=clipnorm, resume=args.resume,
         backup_every=args.backup_every, budget_seconds=args.budget_seconds, verbose=2 if args.quiet else 1,
         strategy=args.strategy, precision=args.precision, config=config)
-    (out / "history.json").write_text(json.dumps(history.history))
+    from kseg.io import atomic_write_text
+
+    atomic_write_text(out / "history.json", json.dumps(history.history))
     done = json.loads((out / "train_config.json").read_text())
     print(f"trained {done['steps_done']} of {done['planned_steps']} planned steps in {done['train_seconds']:.0f} s"
           + (" (stopped by --budget-seconds)" if done["stopped_by_budget"] else ""))
@@ -247,11 +257,11 @@ def _train(args):
 def _evaluate(args, task):
     import keras
 
-    from kseg.data.coco import load_coco
+    from kseg.data.coco_check import load_checked_coco
     from kseg.evaluation.coco_eval import detection_ap, proposal_recall
 
     ann, img_dir = _split_paths(args.data, args.split)
-    inst = load_coco(ann, img_dir)
+    inst = load_checked_coco(ann, img_dir)
     ids = inst.image_ids[: args.limit] if args.limit else inst.image_ids
     if task == "proposals":
         res = _proposals_for(inst, args.model_path, ids, args.max_proposals)
@@ -265,8 +275,8 @@ def _evaluate(args, task):
 
         if not args.proposal_model:
             raise ValueError("evaluating a detector needs --proposal-model (a DeepMask/SharpMask .keras)")
-        model = keras.models.load_model(args.model_path, safe_mode=True)
-        pm = keras.models.load_model(args.proposal_model, safe_mode=True)
+        model = _load_model(args.model_path)
+        pm = _load_model(args.proposal_model)
         fc = FullyConvolutionalDeepMask(pm)
         res = {}
         for i in ids:  # one image at a time; masks kept as RLE (not 100 full masks per image)
@@ -282,7 +292,9 @@ def _evaluate(args, task):
     for k, v in out.items():
         print(f"{k:<24} {v:.4f}")
     if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(out, indent=1))
+        from kseg.io import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(out, indent=1))
 
 
 def draw(image, masks, boxes, labels=None, scores=None, alpha=0.45, names=None):
@@ -304,11 +316,11 @@ def _predict(args, task):
     out.mkdir(parents=True, exist_ok=True)
     from kseg.inference.proposals import FullyConvolutionalDeepMask, proposals
 
-    model = keras.models.load_model(args.model_path, safe_mode=True)
+    model = _load_model(args.model_path)
     if task == "detection":
         if not args.proposal_model:
             raise ValueError("predicting with a detector needs --proposal-model (a DeepMask/SharpMask .keras)")
-        pm = keras.models.load_model(args.proposal_model, safe_mode=True)
+        pm = _load_model(args.proposal_model)
     else:
         pm = model
     fc = FullyConvolutionalDeepMask(pm)
@@ -341,7 +353,10 @@ def _predict(args, task):
             d.rectangle([2, 2, 250, 26], fill=(0, 0, 0))
             d.text((6, 6), f"no {task} scored >= 0.05", fill=(255, 80, 80), font=_font(16))
         target = out / (pathlib.Path(path).stem + f"_{task}.png")
-        pil.save(target)
+        from kseg.io import atomic_path
+
+        with atomic_path(target) as tmp:
+            pil.save(tmp, format="PNG")
         best = f", best score {float(res['scores'][0]):.3f}" if n else " (none scored >= 0.05: an untrained detector?)"
         print(f"wrote {target}: {n} {task} drawn{best}")
 
@@ -349,7 +364,7 @@ def _predict(args, task):
 def _export(args, task):
     import keras
 
-    model = keras.models.load_model(args.model_path, safe_mode=True)
+    model = _load_model(args.model_path)
     if task == "proposals":
         from kseg.inference.proposals import export_proposals
 
@@ -359,7 +374,7 @@ def _export(args, task):
 
         if not args.proposal_model:
             raise ValueError("exporting a detector needs --proposal-model (a DeepMask/SharpMask .keras)")
-        export_detector(model, keras.models.load_model(args.proposal_model, safe_mode=True), args.out,
+        export_detector(model, _load_model(args.proposal_model), args.out,
                         short_side=args.short_side)
     print(f"wrote {args.out} (serving_default: image (H, W, 3) float32 -> boxes, scores, masks)")
 

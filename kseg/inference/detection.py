@@ -276,5 +276,8 @@ def export_detector(detector, proposal_model, path, short_side=600, max_side=100
                 "masks": tf.gather(masks, keep)}
 
     module.serve = serve
-    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+    from kseg.io import atomic_dir
+
+    with atomic_dir(path) as tmp:  # written aside, then swapped in: no half SavedModel
+        tf.saved_model.save(module, tmp, signatures={"serving_default": serve})
     return path

@@ -308,5 +308,8 @@ def export_proposals(model, path, scales=DEFAULT_SCALES, max_proposals=100, mask
         return {"boxes": boxes, "scores": scores, "masks": masks}
 
     module.serve = serve
-    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+    from kseg.io import atomic_dir
+
+    with atomic_dir(path) as tmp:  # written aside, then swapped in: no half SavedModel
+        tf.saved_model.save(module, tmp, signatures={"serving_default": serve})
     return path

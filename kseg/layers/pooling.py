@@ -154,6 +154,12 @@ class MaxPoolingWithArgmax2D(keras.layers.Layer):
         pooled = zero
         for win, hit in zip(windows, firsts):
             pooled = pooled + ops.where(hit, win, zero)
+        # A NaN in a window matches no maximum: propagate it instead of pooling to 0.
+        nan = None
+        for win in windows:
+            bad = ops.not_equal(win, win)  # isnan with builtin TFLite ops
+            nan = bad if nan is None else ops.logical_or(nan, bad)
+        pooled = ops.where(nan, ops.full_like(pooled, float("nan")), pooled)
         mask_parts = [ops.cast(hit, inputs.dtype) for hit in firsts]
         rows = [_interleave(mask_parts[i * k:(i + 1) * k], k, axis=2) for i in range(k)]
         mask = _interleave(rows, k, axis=1)
@@ -198,7 +204,8 @@ class MaxUnpooling2D(keras.layers.Layer):
         k = self.pool_size
         up = ops.repeat(ops.repeat(values, k, axis=1), k, axis=2)
         up = up[:, : _dim(mask, 1), : _dim(mask, 2), :]
-        return up * ops.cast(mask, up.dtype)
+        # where, not a product: an inf (or NaN) value must not turn the window's zeros into NaN.
+        return ops.where(ops.cast(mask, "bool"), up, ops.zeros_like(up))
 
     def compute_output_shape(self, input_shape):
         values_shape, mask_shape = input_shape

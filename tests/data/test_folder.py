@@ -40,7 +40,8 @@ def test_find_pairs_generic_layout_by_stem(tmp_path):
     _write(tmp_path / "masks" / "train" / "a.png", np.zeros((8, 8), np.uint8))
     _write(tmp_path / "masks" / "train" / "b.png", np.zeros((8, 8), np.uint8))
     _write(tmp_path / "masks" / "train" / "extra.png", np.zeros((8, 8), np.uint8))
-    pairs = find_pairs(tmp_path, "train")
+    with pytest.warns(UserWarning, match="extra.png has no image"):
+        pairs = find_pairs(tmp_path, "train")
     assert [(i.name, m.name) for i, m in pairs] == [("a.jpg", "a.png"), ("b.png", "b.png")]
     with pytest.raises(DataError, match=r"split 'val' not found .*\['train'\]"):
         find_pairs(tmp_path, "val")
