@@ -28,7 +28,8 @@ def authors_blob(rgb, preset):
     return _nchw(x.astype(np.float32))
 
 
-@pytest.mark.parametrize("case", ["fcn8s", "segnet", "segnet_basic", "deeplab_v1"])
+@pytest.mark.parametrize("case", ["fcn8s", "segnet", "segnet_basic", "deeplab_v1", "deeplab_v2_vgg16", "parsenet",
+                                  "crf_as_rnn"])
 def test_preset_preprocessing_agrees_with_opencv(case, tmp_path):
     model_name, generator, k_out, cv_out, _, rename, hw, extra = CASES[case]
     card = registry.get(model_name)
@@ -38,9 +39,11 @@ def test_preset_preprocessing_agrees_with_opencv(case, tmp_path):
     gen_kwargs = {"width": width, "input_hw": hw}
     if "num_classes" in extra:
         gen_kwargs["num_classes"] = extra["num_classes"]
-    if model_name == "deeplab_v1":
+    if model_name in ("deeplab_v1", "deeplab_v2_vgg16", "parsenet"):
         kwargs["fc_width"] = gen_kwargs["fc_width"] = prototxts.scale(1024, width)
     model = inverse.randomize(card.build(**kwargs), 0)
+    if model_name == "parsenet":
+        gen_kwargs["context_hw"] = tuple(model.get_layer("fc7").output.shape[1:3])
     caffemodel = str(tmp_path / f"{case}.caffemodel")
     write_caffemodel(caffemodel, inverse.caffe_layers(model, rename=rename, bn="BN"))
     del model
@@ -55,13 +58,14 @@ def test_preset_preprocessing_agrees_with_opencv(case, tmp_path):
     load_weights(fresh, caffemodel, card=card, preprocessing=preset.name)
     ours = _nchw(_output_model(fresh, k_out)(image, training=False))
     rel = float(np.abs(ours - reference).max()) / span
-    # The builder's generic transform is not the authors' (FCN/DeepLab mean, SegNet raw BGR): it must differ.
+    # The builder's generic transform is not the authors' (FCN/DeepLab mean, SegNet raw BGR): it must differ
+    # measurably (so the comparison above would catch a preset transform that is not applied).
     default = card.build(weights=caffemodel, **kwargs)
     rel_default = float(np.abs(_nchw(_output_model(default, k_out)(image, training=False)) - reference).max()) / span
     print(f"\nOPENCV-PREPROCESSED {case} preset={preset.name} width={width:g} input={hw[0]}x{hw[1]} "
           f"max|diff|/range={rel:.2e} (builder default transform: {rel_default:.2e}) range={span:.3g}")
     assert rel <= TOLERANCE
-    assert rel_default > 10 * TOLERANCE
+    assert rel_default > 3 * TOLERANCE  # ParseNet: (104, 117, 123) is near the Keras mean: 6.3e-4
 
 
 def test_set_preprocessing_round_trips_through_keras_file(tmp_path):
