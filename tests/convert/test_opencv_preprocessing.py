@@ -21,19 +21,23 @@ from tests.convert.test_opencv_caffe import CASES, FAST_WIDTH, FULL_IS_FAST, TOL
     _width_kwargs  # noqa: E402
 
 
+# The preset whose architecture the test case's prototxt is (default: the card's first).
+PRESET = {"dilation8": "camvid"}
+
+
 def authors_blob(rgb, preset):
-    """What the authors' code feeds the net, from the preset's fields alone (NCHW)."""
+    """What the authors' code feeds the net, from the preset's fields alone (NHWC)."""
     x = rgb[..., ::-1] if preset.channel_order == "BGR" else rgb
     x = (x * preset.input_scale - np.asarray(preset.mean, np.float64)) / np.asarray(preset.std, np.float64)
-    return _nchw(x.astype(np.float32))
+    return x.astype(np.float32)
 
 
 @pytest.mark.parametrize("case", ["fcn8s", "segnet", "segnet_basic", "deeplab_v1", "deeplab_v2_vgg16", "parsenet",
-                                  "crf_as_rnn"])
+                                  "crf_as_rnn", "dilation8"])
 def test_preset_preprocessing_agrees_with_opencv(case, tmp_path):
     model_name, generator, k_out, cv_out, _, rename, hw, extra = CASES[case]
     card = registry.get(model_name)
-    preset = card.presets[0]
+    preset = next(p for p in card.presets if p.name == PRESET.get(case, p.name))
     width = 1.0 if case in FULL_IS_FAST else FAST_WIDTH
     kwargs = {**_width_kwargs(card.builder, width), **extra, "input_shape": (*hw, 3)}
     gen_kwargs = {"width": width, "input_hw": hw}
@@ -41,16 +45,24 @@ def test_preset_preprocessing_agrees_with_opencv(case, tmp_path):
         gen_kwargs["num_classes"] = extra["num_classes"]
     if model_name in ("deeplab_v1", "deeplab_v2_vgg16", "parsenet"):
         kwargs["fc_width"] = gen_kwargs["fc_width"] = prototxts.scale(1024, width)
+    if model_name == "dilation8":
+        kwargs["dropout"] = 0.5
     model = inverse.randomize(card.build(**kwargs), 0)
     if model_name == "parsenet":
         gen_kwargs["context_hw"] = tuple(model.get_layer("fc7").output.shape[1:3])
     caffemodel = str(tmp_path / f"{case}.caffemodel")
     write_caffemodel(caffemodel, inverse.caffe_layers(model, rename=rename, bn="BN"))
-    del model
 
     image = np.random.default_rng(1).uniform(0, 255, (1, *hw, 3)).astype(np.float32)
     blob = authors_blob(image.astype(np.float64), preset)
-    reference = prototxts.run_opencv(generator(**gen_kwargs), str(tmp_path), caffemodel, blob, [cv_out])[cv_out]
+    if model_name == "dilation8":
+        # fyu/dilation@6f6a17a : predict.py subtracts the mean, then pads by reflection (186 + to the
+        # stride); the padding (kseg's reflect_pad layer) is checked by test_opencv_caffe.py.
+        blob = np.asarray(model.get_layer("reflect_pad")(blob))
+        gen_kwargs["input_hw"] = blob.shape[1:3]
+    reference = prototxts.run_opencv(generator(**gen_kwargs), str(tmp_path), caffemodel, _nchw(blob),
+                                     [cv_out])[cv_out]
+    del model
     span = float(reference.max() - reference.min())
     assert span > 0
 
