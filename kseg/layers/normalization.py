@@ -46,28 +46,78 @@ class LocalResponseNormalization(keras.layers.Layer):
 class ImageNormalization(keras.layers.Layer):
     """Turns RGB images in [0, 255] into what a network's weights expect.
 
-    Every kseg model takes float RGB in [0, 255] and starts with this layer, so data pipelines,
-    export signatures and the CLI never need to know a model's preprocessing.
+    Every kseg model takes float RGB in [0, 255] and starts with this layer (named
+    ``preprocess``), so data pipelines, export signatures and the CLI never need to know a
+    model's preprocessing.
+
+    Either a ``mode`` or an explicit transform (``mean`` / ``std`` / ``channel_order`` /
+    ``scale``; ``mode="custom"``), which computes
+    ``(reorder(x) * scale - mean) / std`` per channel: ``reorder`` gives the channels in
+    ``channel_order`` (``"bgr"`` flips RGB to BGR, as the Caffe nets were trained), and
+    ``mean`` / ``std`` are in that order. The authors' released weights each come with such a
+    transform (:class:`kseg.models.presets.Preset`: ``channel_order``, ``mean``, ``std``,
+    ``input_scale``); :func:`kseg.models.weights.set_preprocessing` sets it on a model. The
+    transform is configuration (no weights): it is saved in ``get_config`` and reloads with
+    the model.
 
     Args:
-        mode: ``"caffe"`` (RGB->BGR, subtract the ImageNet BGR mean: VGG16 / FCN / DeepLab /
-            the ported Caffe weights), ``"torch"`` (scale to [0, 1], ImageNet mean/std),
-            ``"unit"`` (scale to [0, 1]) or ``"none"``.
+        mode: ``"caffe"`` (RGB->BGR, subtract the Keras ImageNet BGR mean (103.939, 116.779,
+            123.68)), ``"torch"`` (scale to [0, 1], ImageNet mean/std), ``"unit"`` (scale to
+            [0, 1]), ``"none"`` or ``"custom"`` (the explicit transform; implied when any of
+            the following is given).
+        mean: three values subtracted, in ``channel_order`` (default 0).
+        std: three divisors, in ``channel_order`` (default 1).
+        channel_order: ``"rgb"`` or ``"bgr"``: the order the network takes (default ``"rgb"``).
+        scale: factor on the [0, 255] pixels before the mean (default 1; 1/255 for Torch nets).
+
+    Example:
+        >>> import numpy as np
+        >>> layer = ImageNormalization(mean=(104.0, 117.0, 123.0), channel_order="bgr")
+        >>> np.asarray(layer(np.array([[[[10.0, 20.0, 30.0]]]], "float32"))).tolist()
+        [[[[-74.0, -97.0, -113.0]]]]
     """
 
-    MODES = ("caffe", "torch", "unit", "none")
+    MODES = ("caffe", "torch", "unit", "none", "custom")
+    ORDERS = ("rgb", "bgr")
 
-    def __init__(self, mode="caffe", **kwargs):
+    def __init__(self, mode=None, mean=None, std=None, channel_order=None, scale=None, **kwargs):
         super().__init__(**kwargs)
+        explicit = any(v is not None for v in (mean, std, channel_order, scale))
+        if mode is None:
+            mode = "custom" if explicit else "caffe"
         if mode not in self.MODES:
-            raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
+            raise ValueError(f"{self.name}: mode must be one of {self.MODES}, got {mode!r}")
+        if explicit and mode != "custom":
+            raise ValueError(f"{self.name}: mean/std/channel_order/scale define a 'custom' transform; "
+                             f"they cannot be combined with mode={mode!r}")
         self.mode = mode
+        self.mean = self.std = self.channel_order = self.scale = None
+        if mode == "custom":
+            self.mean = self._triple(mean, 0.0, "mean")
+            self.std = self._triple(std, 1.0, "std")
+            if any(s == 0 for s in self.std):
+                raise ValueError(f"{self.name}: std must be non-zero, got {self.std}")
+            order = str(channel_order or "rgb").lower()
+            if order not in self.ORDERS:
+                raise ValueError(f"{self.name}: channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+            self.channel_order = order
+            self.scale = 1.0 if scale is None else float(scale)
+
+    def _triple(self, values, default, what):
+        if values is None:
+            return (default,) * 3
+        values = tuple(float(v) for v in values)
+        if len(values) != 3:
+            raise ValueError(f"{self.name}: {what} must have 3 values (one per channel), got {values}")
+        return values
 
     def call(self, x):
         x = ops.cast(x, self.compute_dtype)
         channels = x.shape[-1]
-        if self.mode in ("caffe", "torch") and channels != 3:
+        if self.mode in ("caffe", "torch", "custom") and channels != 3:
             return self._other_channels(x, channels)
+        if self.mode == "custom":
+            return self._custom(x)
         if self.mode == "caffe":
             x = ops.flip(x, axis=-1)
             return x - ops.convert_to_tensor([103.939, 116.779, 123.68], dtype=x.dtype)
@@ -79,10 +129,26 @@ class ImageNormalization(keras.layers.Layer):
             return x / 255.0
         return x
 
+    def _custom(self, x):
+        if self.channel_order == "bgr":
+            x = ops.flip(x, axis=-1)
+        if self.scale != 1.0:
+            x = x * self.scale
+        x = x - ops.convert_to_tensor(self.mean, dtype=x.dtype)
+        if self.std != (1.0, 1.0, 1.0):
+            x = x / ops.convert_to_tensor(self.std, dtype=x.dtype)
+        return x
+
     def _other_channels(self, x, channels):
         """Inputs that are not RGB (models trained from scratch): 1 channel is grey, normalised
         with the mean of the RGB statistics; with more than 3 the first three are RGB (as for
         3) and each extra channel (depth, alpha) is normalised like grey."""
+        if self.mode == "custom":
+            mean = sum(self.mean) / 3.0 / self.scale
+            std = sum(self.std) / 3.0 / self.scale
+            if channels < 3:
+                return (x - mean) / std
+            return ops.concatenate([self._custom(x[..., :3]), (x[..., 3:] - mean) / std], axis=-1)
         if self.mode == "caffe":
             grey_mean, grey_std, rgb = 114.799, 1.0, ops.flip(x[..., :3], axis=-1) if channels > 3 else None
             rgb_mean, rgb_std = [103.939, 116.779, 123.68], [1.0, 1.0, 1.0]
@@ -96,8 +162,25 @@ class ImageNormalization(keras.layers.Layer):
         rgb = (rgb - ops.convert_to_tensor(rgb_mean, dtype=x.dtype)) / ops.convert_to_tensor(rgb_std, dtype=x.dtype)
         return ops.concatenate([rgb, (x[..., 3:] - grey_mean) / grey_std], axis=-1)
 
+    def transform(self):
+        """The transform this layer computes on RGB input, whatever its mode, as the dict of
+        ``channel_order``, ``mean``, ``std``, ``scale`` that ``mode="custom"`` takes."""
+        if self.mode == "custom":
+            return {"channel_order": self.channel_order, "mean": self.mean, "std": self.std, "scale": self.scale}
+        if self.mode == "caffe":
+            return {"channel_order": "bgr", "mean": (103.939, 116.779, 123.68), "std": (1.0, 1.0, 1.0), "scale": 1.0}
+        if self.mode == "torch":
+            return {"channel_order": "rgb", "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
+                    "scale": 1.0 / 255.0}
+        return {"channel_order": "rgb", "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0),
+                "scale": 1.0 / 255.0 if self.mode == "unit" else 1.0}
+
     def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
+        config = {**super().get_config(), "mode": self.mode}
+        if self.mode == "custom":
+            config.update(mean=list(self.mean), std=list(self.std), channel_order=self.channel_order,
+                          scale=self.scale)
+        return config
 
 
 @keras.saving.register_keras_serializable(package="kseg")

@@ -10,8 +10,10 @@ Checksums: the authors publish none for most files. Where they do (ParseNet's mo
 gives a SHA-1) it is recorded; elsewhere ``sha256``/``md5``/``sha1`` are ``None`` and
 ``checksum_note`` says so. ``size_bytes`` is ``None`` unless the authors print the exact size.
 
-Preprocessing strings describe what the authors' own inference code feeds the net. A kseg model
-takes RGB in [0, 255] and does its own preprocessing (``ImageNormalization``); ``builder_kwargs``
+Preprocessing strings describe what the authors' own inference code feeds the net; ``channel_order``,
+``mean``, ``std`` and ``input_scale`` are those numbers. A kseg model takes RGB in [0, 255] and does
+its own preprocessing (its ``preprocess`` layer, ``ImageNormalization``): ``weights=<preset>`` sets
+that layer to the preset's transform (:func:`kseg.models.weights.set_preprocessing`); ``builder_kwargs``
 carries the builder options a preset needs so that the converted weights compute what the
 authors' net computes (checked against OpenCV's Caffe importer in
 ``tests/convert/test_opencv_*.py``; figures in ``docs/weights.md``).

@@ -61,7 +61,9 @@ class ModelCard:
 
     ``card.presets`` lists the authors' released weights the model loads by name
     (``weights="voc"``): :class:`kseg.models.presets.Preset` records from
-    ``kseg.models.presets.PRESETS[card.name]``.
+    ``kseg.models.presets.PRESETS[card.name]``. Loading one also sets the model's ``preprocess``
+    layer to the preset's input transform (``channel_order``, ``mean``, ``std``, ``input_scale``);
+    the builders' default transform is generic (:func:`kseg.models.weights.set_preprocessing`).
     """
 
     name: str

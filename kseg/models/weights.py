@@ -7,6 +7,9 @@
   authors' released file is downloaded once with ``keras.utils.get_file`` into the Keras cache
   (``~/.keras/kseg/``), converted once into ``<model>_<preset>.weights.h5`` next to it, and loaded;
   offline, the error says which file to download and where to put it;
+  Loading a preset also sets the model's ``preprocess`` layer to the authors' input transform
+  (:func:`set_preprocessing`), so the model fed RGB in [0, 255] computes what the authors' net
+  computes on their preprocessed BGR blob;
 * a path: ``.weights.h5`` (``model.save_weights``), ``.keras`` (a saved kseg model: weights copied
   layer by layer by name), ``.caffemodel`` (:func:`assign_caffe`, by layer name, with the card's
   ``caffe_rename`` table) or ``.t7`` (:mod:`kseg.models.torch_weights`).
@@ -15,6 +18,15 @@
 transforms of :mod:`kseg.convert.layout`; every missing or mismatched layer is listed in one
 :class:`kseg.convert.ConversionError`. :func:`convert` is ``kseg convert --model NAME FILE --out
 NAME.weights.h5``: build, load, save.
+
+Preprocessing: kseg models take RGB in [0, 255] and start with an ``ImageNormalization`` layer
+named ``preprocess``. A builder's default transform is generic (e.g. Keras' ImageNet "caffe"
+mean); the authors' weights were trained with their own (FCN's mean (104.00698793,
+116.66876762, 122.67891434), SegNet's raw BGR, ...; :class:`kseg.models.presets.Preset`).
+``weights=<preset>`` sets it; for a file path, pass ``preprocessing=<preset name>`` to
+:func:`load_weights` or call :func:`set_preprocessing` (a preset, its name, or a dict of
+``channel_order`` / ``mean`` / ``std`` / ``scale``). The transform is layer configuration, so
+it is saved with the model (``.keras``); a ``.weights.h5`` file does not carry it.
 
 Example::
 
@@ -39,6 +51,8 @@ __all__ = [
     "assign_caffe",
     "convert",
     "weighted_layers",
+    "preprocessing_of",
+    "set_preprocessing",
 ]
 
 #: File kinds ``weights=`` takes (besides ``None`` and a preset name).
@@ -56,8 +70,12 @@ def _looks_like_path(value):
     return isinstance(value, os.PathLike) or os.sep in text or text.endswith(WEIGHT_SUFFIXES) or os.path.exists(text)
 
 
-def load_weights(model, weights, *, card=None):
+def load_weights(model, weights, *, card=None, preprocessing=None):
     """Load `weights` (``None``, a preset name of `card` or a file path) into `model`; returns `model`.
+
+    A preset also sets the model's input transform to the preset's (:func:`set_preprocessing`);
+    `preprocessing` (a preset name of `card`, a :class:`~kseg.models.presets.Preset` or a dict,
+    see :func:`set_preprocessing`) sets it explicitly, e.g. for the authors' file given by path.
 
     Raises:
         ValueError: unknown preset or file kind (the message lists the presets and kinds).
@@ -81,8 +99,10 @@ def load_weights(model, weights, *, card=None):
                 f"{model_name}: unknown weights {weights!r}{hint}; presets: {', '.join(names) or 'none'}; or "
                 f"the path of a {', '.join(WEIGHT_SUFFIXES)} file"
             )
-        path = preset_path(card, presets[names.index(weights)])
+        preset = presets[names.index(weights)]
+        path = preset_path(card, preset)
         _load_keras_weights(model, path)
+        set_preprocessing(model, preset if preprocessing is None else preprocessing, card=card)
         return model
     path = pathlib.Path(weights)
     if not path.is_file():
@@ -108,6 +128,67 @@ def load_weights(model, weights, *, card=None):
         loader(model, str(path))
     else:
         raise ValueError(f"{model_name}: weights file {str(path)!r} is none of {', '.join(WEIGHT_SUFFIXES)}")
+    if preprocessing is not None:
+        set_preprocessing(model, preprocessing, card=card)
+    return model
+
+
+def preprocessing_of(preset):
+    """The ``ImageNormalization`` arguments of `preset`'s input transform (``mode="custom"``)."""
+    return {"mode": "custom", "channel_order": preset.channel_order.lower(), "mean": tuple(preset.mean),
+            "std": tuple(preset.std), "scale": float(preset.input_scale)}
+
+
+def set_preprocessing(model, preprocessing, *, card=None):
+    """Set the transform of `model`'s ``preprocess`` layer (:class:`kseg.layers.ImageNormalization`).
+
+    Args:
+        model: a kseg model (its input layer feeds an ``ImageNormalization`` named ``preprocess``).
+        preprocessing: a :class:`~kseg.models.presets.Preset`, a preset name of `card`, a mode
+            string (``"caffe"``, ``"none"``...) or a dict of ``ImageNormalization`` arguments
+            (``channel_order``, ``mean``, ``std``, ``scale``).
+        card: the model's registry card (to resolve a preset name; default: by ``model.name``).
+
+    The constants are layer configuration, not weights: they are set on the layer in place (and
+    the model's traced predict/train functions are dropped so the next call uses them), and
+    ``model.get_config()`` / ``.keras`` files carry them. Returns `model`.
+    """
+    from kseg.layers.normalization import ImageNormalization
+    from kseg.models.presets import Preset
+
+    try:
+        layer = model.get_layer("preprocess")
+    except ValueError:
+        layer = None
+    if not isinstance(layer, ImageNormalization):
+        raise ValueError(f"{model.name}: has no ImageNormalization layer named 'preprocess' to set")
+    if isinstance(preprocessing, str) and preprocessing not in ImageNormalization.MODES:
+        if card is None:
+            from kseg.models import registry
+
+            card = registry.get(model.name)
+        names = [p.name for p in card.presets]
+        if preprocessing not in names:
+            raise ValueError(f"{model.name}: unknown preprocessing {preprocessing!r}; presets of {card.name}: "
+                             f"{', '.join(names) or 'none'}; or one of {ImageNormalization.MODES} or a dict")
+        preprocessing = card.presets[names.index(preprocessing)]
+    if isinstance(preprocessing, Preset):
+        config = preprocessing_of(preprocessing)
+    elif isinstance(preprocessing, str):
+        config = {"mode": preprocessing}
+    elif isinstance(preprocessing, dict):
+        config = dict(preprocessing)
+        if "mode" not in config or any(k in config for k in ("mean", "std", "channel_order", "scale")):
+            config["mode"] = "custom"
+    else:
+        raise TypeError(f"{model.name}: preprocessing must be a Preset, a preset name, a mode or a dict, "
+                        f"got {type(preprocessing).__name__}")
+    checked = ImageNormalization(name=layer.name, **config)  # validates before anything changes
+    for attr in ("mode", "mean", "std", "channel_order", "scale"):
+        setattr(layer, attr, getattr(checked, attr))
+    for fn in ("predict_function", "train_function", "test_function"):
+        if getattr(model, fn, None) is not None:
+            setattr(model, fn, None)
     return model
 
 

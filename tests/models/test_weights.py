@@ -154,9 +154,14 @@ def test_preset_downloads_converts_caches_and_loads(tmp_path, monkeypatch, publi
     src = tmp_path / "published.caffemodel"
     write_caffemodel(src, caffe_blobs(model, bn="BN", rename={"conv_classifier": "dense_softmax_inner_prod"}))
     files[URL] = src
-    monkeypatch.setitem(kpresets.PRESETS, "segnet_basic", (_preset(sha256="ab" * 32),))
+    preset = _preset(sha256="ab" * 32, mean=(1.0, 2.0, 3.0))
+    monkeypatch.setitem(kpresets.PRESETS, "segnet_basic", (preset,))
     loaded = kseg.SegNetBasic(num_classes=3, width_multiplier=0.125, weights="test")
     assert calls == [{"fname": "segnet_basic_test.caffemodel", "origin": URL, "file_hash": "ab" * 32}]
+    # weights=<preset> also sets the preset's input transform (BGR, minus its mean) on `preprocess`
+    layer = loaded.get_layer("preprocess")
+    assert (layer.mode, layer.channel_order, layer.mean) == ("custom", "bgr", (1.0, 2.0, 3.0))
+    kweights.set_preprocessing(model, preset)
     x = np.random.default_rng(7).uniform(0, 255, (1, 24, 32, 3)).astype("float32")
     _same(model, loaded, x)
     assert (cache / "segnet_basic_test.weights.h5").is_file() and (cache / "segnet_basic_test.caffemodel").is_file()
@@ -194,6 +199,7 @@ def test_zip_preset_member(tmp_path, monkeypatch, published):
     preset = dataclasses.replace(_preset(url), file_name="release.zip", format="zip")
     monkeypatch.setitem(kpresets.PRESETS, "segnet_basic", (preset,))
     loaded = kseg.SegNetBasic(num_classes=3, width_multiplier=0.125, weights="test")
+    kweights.set_preprocessing(model, preset)  # the preset's transform, as weights="test" set it
     x = np.random.default_rng(9).uniform(0, 255, (1, 16, 24, 3)).astype("float32")
     _same(model, loaded, x)
 
