@@ -76,6 +76,9 @@ def _tf_fused_pool_with_mask(inputs, k):
     window = [1, k, k, 1]
     mask = gen_nn_ops.max_pool_grad_with_argmax(inputs, tf.ones_like(pooled), argmax, window, window, "SAME",
                                                 include_batch_in_index=False)
+    # A NaN in a window pools to NaN, as in the mask form (the fused kernel skips NaNs).
+    nan = tf.nn.max_pool2d(tf.cast(tf.math.is_nan(inputs), inputs.dtype), k, k, "SAME") > 0
+    pooled = tf.where(nan, tf.constant(float("nan"), pooled.dtype), pooled)
     return pooled, tf.stop_gradient(mask)
 
 

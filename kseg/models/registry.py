@@ -28,7 +28,9 @@ def _ensure_loaded():
     global _LOADED
     if not _LOADED:
         _LOADED = True
-        importlib.import_module("kseg.models").load_all()
+        load_all = getattr(importlib.import_module("kseg.models"), "load_all", None)
+        if load_all is not None:  # None: kseg.models stubbed to import single modules (no TensorFlow)
+            load_all()
 
 
 @dataclasses.dataclass(frozen=True)

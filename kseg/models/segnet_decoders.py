@@ -169,9 +169,10 @@ def _deconv(x, reference, filters, s, dtype=None):
     return CropToReference((_DECONV - 2) // 2, name=f"upscore{s}_crop", dtype=dtype)([x, reference])
 
 
-def _score(x, num_classes, name):
-    # float32 logits under a mixed-precision policy (Keras' convention for the last layer).
-    return layers.Conv2D(num_classes, 1, kernel_initializer="he_normal", name=name, dtype=LOGITS_DTYPE)(x)
+def _score(x, num_classes, name, last=False):
+    # The last layer computes in float32 under a mixed-precision policy (Keras' convention for logits).
+    return layers.Conv2D(num_classes, 1, kernel_initializer="he_normal", name=name,
+                         dtype=LOGITS_DTYPE if last else None)(x)
 
 
 def _fcn_decoder(inputs, pooled, num_classes, width, addition, dim_reduction):
@@ -187,7 +188,7 @@ def _fcn_decoder(inputs, pooled, num_classes, width, addition, dim_reduction):
             skip = _score(pooled[s - 2], num_classes, f"score_pool{s - 1}") if dim_reduction else pooled[s - 2]
             x = layers.Add(name=f"fuse_pool{s - 1}")([x, skip])
     if not dim_reduction:
-        x = _score(x, num_classes, "conv_classifier")
+        x = _score(x, num_classes, "conv_classifier", last=True)
     return x
 
 
@@ -255,7 +256,7 @@ def SegNetBasicSingleChannelDecoder(num_classes=11, input_shape=(None, None, 3),
     inputs = _input(input_shape, input_tensor)
     pooled, masks = _encoder(inputs, width, with_indices=True)
     x = _segnet_decoder(pooled[3], masks, width, single_channel=True)
-    x = _score(x, num_classes, "conv_classifier")
+    x = _score(x, num_classes, "conv_classifier", last=True)
     return _finish(inputs, x, name, weights, encoder_weights)
 
 
@@ -282,7 +283,7 @@ def SegNetBasicEncoderAddition(num_classes=11, input_shape=(None, None, 3), weig
     inputs = _input(input_shape, input_tensor)
     pooled, masks = _encoder(inputs, width, with_indices=True)
     x = _segnet_decoder(pooled[3], masks, width, pooled=pooled)
-    x = _score(x, num_classes, "conv_classifier")
+    x = _score(x, num_classes, "conv_classifier", last=True)
     return _finish(inputs, x, name, weights, encoder_weights)
 
 
