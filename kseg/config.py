@@ -125,9 +125,22 @@ def dump_config(cfg):
 
 
 def write_config(args, out_dir):
-    """Write the resolved config to ``out_dir/config.yaml`` (``kseg train --config`` reads it back)."""
+    """Write the resolved config to ``out_dir/config.yaml`` (``kseg train --config`` reads it back).
+
+    A folder holding a run is first checked as training will check it (:func:`kseg.runs.check_out_dir`):
+    a finished or interrupted run without ``--resume`` / ``--overwrite`` is refused before anything in it
+    changes, and a finished run's config is left as it is on ``--resume``.
+    """
+    from kseg import runs
+
     out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     path = out / "config.yaml"
-    path.write_text("# kseg train --config " + str(path) + "  reruns this run\n" + dump_config(resolved_config(args)))
+    if not getattr(args, "overwrite", False):
+        if runs.check_out_dir(out, resume=bool(getattr(args, "resume", False))) == "finished":
+            return path
+    out.mkdir(parents=True, exist_ok=True)
+    from kseg.io import atomic_write_text
+
+    atomic_write_text(path, "# kseg train --config " + str(path) + "  reruns this run\n"
+                      + dump_config(resolved_config(args)))
     return path

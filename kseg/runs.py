@@ -7,7 +7,8 @@ instant::
     out/best.keras       the best epoch so far by the monitored metric
     out/last.keras       the last finished epoch
     out/backup/          the resume point: ckpt-<step>.weights.h5 (weights + optimizer state),
-                         ckpt-<step>.metrics.npz (running metric states, mid-epoch only) and
+                         ckpt-<step>.metrics.npz (running metric states, mid-epoch only),
+                         ckpt-<step>.rng.npz (the seed generators' states: dropout masks) and
                          state.json (the commit: epoch, step, best value, log rows, data position)
     out/log.csv          one row per finished epoch, rewritten whole from state.json's rows
 
@@ -38,7 +39,8 @@ __all__ = ["RunKeeper", "check_out_dir", "load_state", "write_log", "read_log", 
 
 STATE_FILE = "state.json"
 #: The files and folders of a run in its output folder (``--overwrite`` removes them).
-RUN_FILES = ("backup", "best.keras", "last.keras", "model.keras", "log.csv", "logs", "train_config.json")
+RUN_FILES = ("backup", "best.keras", "last.keras", "model.keras", "log.csv", "logs", "train_config.json",
+             "history.json")
 _FINISHED_MARKERS = ("model.keras", "best.keras", "last.keras", "log.csv", "train_config.json")
 
 
@@ -148,9 +150,13 @@ class RunKeeper(keras.callbacks.Callback):
         backup_every: also back up every this many steps (``None``: at epoch ends only).
         state: a committed state from :func:`load_state` to continue from, or ``None``.
         save_checkpoints: write ``best.keras`` / ``last.keras`` (the multi-worker chief only, etc.).
+        checkpoint_model: the model saved as ``best.keras`` / ``last.keras`` when it is not the one
+            being fit (the instance models train through a wrapper that is not saved itself); the
+            backups always hold the fitted model's weights and optimizer state.
     """
 
-    def __init__(self, out_dir, monitor, steps_per_epoch, backup_every=None, state=None, save_checkpoints=True):
+    def __init__(self, out_dir, monitor, steps_per_epoch, backup_every=None, state=None, save_checkpoints=True,
+                 checkpoint_model=None):
         super().__init__()
         self.out = pathlib.Path(out_dir)
         self.backup = self.out / "backup"
@@ -160,6 +166,7 @@ class RunKeeper(keras.callbacks.Callback):
             raise ValueError(f"backup_every must be >= 1 steps, got {backup_every}")
         self.backup_every = None if backup_every is None else int(backup_every)
         self.save_checkpoints = save_checkpoints
+        self.checkpoint_model = checkpoint_model
         state = state or {}
         self.rows = list(state.get("rows", []))
         self.best = state.get("best")
@@ -195,6 +202,13 @@ class RunKeeper(keras.callbacks.Callback):
             raise RunStateError(
                 f"{path}: cannot restore the backup ({type(err).__name__}: {err}); pass --overwrite to start again"
             ) from err
+        if self._restore.get("rng"):
+            rng_path = self.backup / self._restore["rng"]
+            values, variables = np.load(rng_path), self._seed_states()
+            if len(values.files) != len(variables):
+                raise RunStateError(f"{rng_path}: {len(values.files)} random states for {len(variables)} seed generators")
+            for i, v in enumerate(variables):
+                v.assign(values[f"v{i}"].astype(v.dtype))
 
     def on_epoch_begin(self, epoch, logs=None):
         state, self._restore = self._restore, None
@@ -238,16 +252,22 @@ class RunKeeper(keras.callbacks.Callback):
         value = row.get(self.monitor)
         improved = value is not None and math.isfinite(value) and (self.best is None or value > self.best)
         if self.save_checkpoints:
+            saved = self.checkpoint_model if self.checkpoint_model is not None else self.model
             if improved:
                 with kio.atomic_path(self.out / "best.keras") as tmp:
-                    self.model.save(tmp)
+                    saved.save(tmp)
             with kio.atomic_path(self.out / "last.keras") as tmp:
-                self.model.save(tmp)
+                saved.save(tmp)
         if improved:
             self.best, self.best_epoch = value, int(epoch)
         self.epoch, self.step_in_epoch, self._batch_offset = int(epoch) + 1, 0, 0
         self._commit(mid_epoch=False)
         write_log(self.out / "log.csv", self.rows)
+
+    def _seed_states(self):
+        """The random states of the model's seed generators (dropout...): ``.weights.h5`` leaves them
+        out, and a resumed run needs them to draw the uninterrupted run's dropout masks."""
+        return [v for v in self.model.non_trainable_variables if v.path.endswith("seed_generator_state")]
 
     def _commit(self, mid_epoch):
         self.backup.mkdir(parents=True, exist_ok=True)
@@ -260,6 +280,11 @@ class RunKeeper(keras.callbacks.Callback):
             metrics = f"{stem}.metrics.npz"
             with kio.atomic_write(self.backup / metrics, "wb") as f:
                 np.savez(f, **{f"v{i}": np.asarray(v) for i, v in enumerate(self.model.metrics_variables)})
+        rng = None
+        if self._seed_states():
+            rng = f"{stem}.rng.npz"
+            with kio.atomic_write(self.backup / rng, "wb") as f:
+                np.savez(f, **{f"v{i}": np.asarray(v) for i, v in enumerate(self._seed_states())})
         state = {
             "version": 1,
             "epoch": self.epoch,
@@ -268,13 +293,14 @@ class RunKeeper(keras.callbacks.Callback):
             "steps_per_epoch": self.steps_per_epoch,
             "weights": weights,
             "metrics": metrics,
+            "rng": rng,
             "best": self.best,
             "best_epoch": self.best_epoch,
             "monitor": self.monitor,
             "rows": self.rows,
         }
         kio.atomic_write_text(self.backup / STATE_FILE, json.dumps(state, indent=1))
-        keep = {weights, metrics, STATE_FILE}
+        keep = {weights, metrics, rng, STATE_FILE}
         for p in self.backup.iterdir():
             if p.name not in keep and p.name.startswith("ckpt-"):
                 p.unlink(missing_ok=True)

@@ -316,6 +316,75 @@ def test_kill_and_resume_matches_an_uninterrupted_run(kill_data, tmp_path, kill)
     assert again.returncode == 0 and [r["epoch"] for r in _rows(tmp_path)] == ["0", "1", "2"]
 
 
+INSTANCE_CHILD = r"""
+import os, sys
+os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
+import keras, numpy as np, tensorflow as tf
+keras.utils.set_random_seed(0)
+import kseg
+from kseg.inference.fit import fit_instance_model
+
+def element(i):  # a different batch at every step: a resumed run must skip to the same one
+    g = tf.cast(i, tf.float32)
+    images = tf.sin(tf.reshape(tf.range(4 * 64 * 64 * 3, dtype=tf.float32), (4, 64, 64, 3)) * 0.01 + g) * 127 + 128
+    masks = tf.where(tf.cos(tf.reshape(tf.range(4 * 8 * 8, dtype=tf.float32), (4, 8, 8)) + g) > 0, 1.0, -1.0)
+    scores = tf.where(tf.sin(tf.range(4, dtype=tf.float32) + 3 * g) > 0, 1.0, -1.0)[:, None]
+    return images, {"masks": masks, "scores": scores, "mask_weight": tf.ones((4, 1))}
+
+ds = tf.data.Dataset.range(1000).map(element)
+build = lambda: kseg.DeepMaskResNet50(input_size=32, context=16, width_multiplier=0.125, depths=(1, 1, 1),
+                                      mask_size=8, output_size=8, feature_dim=16, score_hidden=(8,))
+fit_instance_model(build, ds, sys.argv[1], epochs=3, steps_per_epoch=3, backup_every=2, verbose=0,
+                   resume=sys.argv[2] == "resume")
+"""
+
+
+def _run_instance_child(out, mode, kill=None):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    env.pop(kio.KILL_ENV, None)
+    if kill:
+        env[kio.KILL_ENV] = kill
+    return subprocess.run([sys.executable, "-c", INSTANCE_CHILD, str(out), mode], env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def instance_ref(tmp_path_factory):
+    ref = tmp_path_factory.mktemp("instance_ref")
+    result = _run_instance_child(ref, "fresh")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return ref
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill", [
+    "written:last.keras",                # epoch 0 done, its checkpoint half written
+    "renamed:state.json:2",              # the mid-epoch backup at step 4 committed: resumes inside epoch 1
+    "written:ckpt-000000006.weights.h5",  # the end-of-epoch backup of epoch 1 half written
+    "written:model.keras",               # the final save
+])
+def test_instance_training_kill_and_resume_matches_an_uninterrupted_run(instance_ref, tmp_path, kill):
+    """`kseg train` of the proposal / detection models writes through RunKeeper too: a kill at any
+    write leaves readable files, and --resume gives the uninterrupted run's log and weights."""
+    killed = _run_instance_child(tmp_path, "fresh", kill=kill)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    for name in ("last.keras", "model.keras"):
+        if (tmp_path / name).exists():
+            kio.check_keras_file(tmp_path / name)
+    refused = _run_instance_child(tmp_path, "fresh")
+    assert refused.returncode != 0 and "--resume" in refused.stderr
+    resumed = _run_instance_child(tmp_path, "resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    got, want = _rows(tmp_path), _rows(instance_ref)
+    assert [r["epoch"] for r in got] == ["0", "1", "2"]
+    for a, b in zip(got, want):
+        for key in b:
+            np.testing.assert_allclose(float(a[key]), float(b[key]), rtol=1e-4, atol=1e-6, err_msg=f"{kill} {key}")
+    for a, b in zip(_weights(tmp_path / "model.keras"), _weights(instance_ref / "model.keras")):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert not (tmp_path / "backup").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # COCO splits are checked before training
 

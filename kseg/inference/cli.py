@@ -243,14 +243,15 @@ def _train(args):
         build, ds, out, epochs=epochs, steps_per_epoch=steps_per_epoch, learning_rate=args.lr,
         optimizer=args.optimizer or "sgd", weight_decay=args.weight_decay, clipnorm=clipnorm, resume=args.resume,
         backup_every=args.backup_every, budget_seconds=args.budget_seconds, verbose=2 if args.quiet else 1,
-        strategy=args.strategy, precision=args.precision, config=config)
+        strategy=args.strategy, precision=args.precision, config=config, overwrite=getattr(args, "overwrite", False))
     from kseg.io import atomic_write_text
 
     atomic_write_text(out / "history.json", json.dumps(history.history))
     done = json.loads((out / "train_config.json").read_text())
     print(f"trained {done['steps_done']} of {done['planned_steps']} planned steps in {done['train_seconds']:.0f} s"
           + (" (stopped by --budget-seconds)" if done["stopped_by_budget"] else ""))
-    print(f"saved {out / 'model.keras'} (last loss {history.history['loss'][-1]:.4f}; last.keras, log.csv, "
+    last = (history.history.get("loss") or [None])[-1]
+    print(f"saved {out / 'model.keras'} (last loss {'-' if last is None else f'{last:.4f}'}; last.keras, log.csv, "
           f"TensorBoard: {out / 'logs'})")
 
 

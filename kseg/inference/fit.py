@@ -4,7 +4,7 @@ The instance models are plain functional Keras models with dict outputs; their l
 whole target dict (DeepMask's joint loss, MultiPathNet's integral loss), which ``compile(loss=)``
 cannot express. :class:`InstanceTrainer` wraps such a model in a ``keras.Model`` whose
 ``compute_loss`` is the task's loss, so the usual ``fit`` runs it: callbacks, TensorBoard, progress
-bars, ``BackupAndRestore``, ``tf.distribute`` strategies and mixed precision work as for the
+bars, ``tf.distribute`` strategies and mixed precision work as for the
 semantic models. The samplers (:func:`kseg.data.instances.deepmask_dataset`,
 :func:`kseg.inference.detection.detection_dataset`) are ``tf.data`` pipelines already.
 
@@ -13,13 +13,15 @@ semantic models. The samplers (:func:`kseg.data.instances.deepmask_dataset`,
     >>> trainer.fit(kseg.data.instances.deepmask_dataset(coco, cfg), steps_per_epoch=100, epochs=3)
 
 :func:`fit_instance_model` is what ``kseg train --model deepmask_resnet50 ...`` runs: the
-trainer plus kseg's callbacks (checkpoints of the wrapped model, CSV log, TensorBoard, resume,
-time budget). Checkpoints hold the wrapped model (``model.keras``, ``last.keras``), never the
-wrapper, so they load with ``keras.models.load_model(..., safe_mode=True)`` like any kseg model.
+trainer plus the callbacks of the semantic runs: :class:`kseg.runs.RunKeeper` (crash-safe
+``last.keras``, ``log.csv`` and ``backup/``, an exact ``--resume``), TensorBoard and the time budget.
+Checkpoints hold the wrapped model (``model.keras``, ``last.keras``), never the wrapper, so they load
+with ``keras.models.load_model(..., safe_mode=True)`` like any kseg model.
 """
 
 import json
 import pathlib
+import shutil
 import time
 
 import keras
@@ -92,17 +94,6 @@ class InstanceTrainer(keras.Model):
         raise NotImplementedError("InstanceTrainer is not saved itself: save trainer.net (a plain kseg model)")
 
 
-class _SaveNet(keras.callbacks.Callback):
-    """Save the wrapped model to `path` at the end of every epoch."""
-
-    def __init__(self, path):
-        super().__init__()
-        self.path = str(path)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.model.net.save(self.path)
-
-
 class _StepsDone(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
@@ -112,8 +103,8 @@ class _StepsDone(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.start = time.monotonic()
 
-    def on_train_end(self, logs=None):
-        self.seconds = time.monotonic() - self.start
+    def on_train_end(self, logs=None):  # a resumed run calls fit twice: the time adds up
+        self.seconds += time.monotonic() - self.start
 
 
 def _optimizer(name, learning_rate, weight_decay, clipnorm):
@@ -131,7 +122,8 @@ def _optimizer(name, learning_rate, weight_decay, clipnorm):
 
 def fit_instance_model(build, dataset, out_dir, epochs=1, steps_per_epoch=100, learning_rate=1e-3, optimizer="sgd",
                        weight_decay=None, clipnorm=None, resume=False, backup_every=None, budget_seconds=None,
-                       verbose=1, callbacks=(), strategy="default", precision="float32", config=None):
+                       verbose=1, callbacks=(), strategy="default", precision="float32", config=None,
+                       overwrite=False):
     """Train a proposal / detection model with ``fit`` and kseg's callbacks; save it in `out_dir`.
 
     Args:
@@ -139,11 +131,16 @@ def fit_instance_model(build, dataset, out_dir, epochs=1, steps_per_epoch=100, l
             for a `strategy` other than the default: it is called in their scope).
         dataset: ``tf.data`` of ``(inputs, targets)`` (endless samplers are fine).
         out_dir: gets ``model.keras`` (the end), ``last.keras`` (every epoch), ``log.csv``,
-            ``logs/`` (TensorBoard), ``train_config.json``, ``backup/`` while a run is unfinished.
+            ``logs/`` (TensorBoard), ``train_config.json``, ``backup/`` while a run is unfinished;
+            every file is written crash-safely (:mod:`kseg.io`).
         epochs, steps_per_epoch: the run is ``epochs * steps_per_epoch`` optimizer steps.
         optimizer: ``"sgd"`` (momentum 0.9, weight decay 5e-4: DeepMask's and Fast R-CNN's solver),
             ``"adam"``, ``"adamw"`` or a Keras optimizer; `clipnorm` optional.
-        resume: continue an interrupted run from ``out_dir/backup`` (weights, optimizer, epoch).
+        resume: continue an interrupted run from ``out_dir/backup`` at the exact step (weights,
+            optimizer state, log rows; the sampler is skipped to the same batches, since it is seeded);
+            a no-op returning the saved model when the run is complete.
+        overwrite: discard a run already in `out_dir` and start again (without it, and without
+            `resume`, a folder holding a run is refused: nothing is lost silently).
         backup_every: also back up every N steps (default: every epoch).
         budget_seconds: stop once this much training time has passed (checked every step).
         strategy: ``"default"``, ``"mirrored"`` or a ``tf.distribute.Strategy``.
@@ -152,15 +149,12 @@ def fit_instance_model(build, dataset, out_dir, epochs=1, steps_per_epoch=100, l
 
     Returns ``(model, history)``: the trained model and Keras' ``History``.
     """
-    from kseg import distribute
+    from kseg import distribute, runs
+    from kseg import io as kio
     from kseg.precision import precision_scope
-    from kseg.training import TimeBudget
+    from kseg.training import TimeBudget, _finished_run, _fit_resumable
 
     out = pathlib.Path(out_dir)
-    backup_dir = out / "backup"
-    if backup_dir.exists() and not resume:
-        raise ValueError(f"{backup_dir} holds an interrupted run: pass resume=True (--resume) to continue it, "
-                         "or choose another output folder")
     if int(epochs) < 1 or int(steps_per_epoch) < 1:
         raise ValueError(f"epochs and steps_per_epoch must be >= 1, got {epochs} and {steps_per_epoch}")
     if isinstance(strategy, str):
@@ -168,6 +162,13 @@ def fit_instance_model(build, dataset, out_dir, epochs=1, steps_per_epoch=100, l
             raise ValueError("strategy='multiworker' is for the semantic models; the instance models train "
                              "with 'default' or 'mirrored'")
         strategy = distribute.get_strategy(strategy)
+    mode = runs.check_out_dir(out, resume=resume, overwrite=overwrite)
+    if mode == "finished":
+        return _finished_run(out)
+    state = runs.load_state(out / "backup") if mode == "resume" else None
+    if state is not None and int(state["steps_per_epoch"]) != int(steps_per_epoch):
+        raise ValueError(f"{out / 'backup' / runs.STATE_FILE}: the run has {state['steps_per_epoch']} steps per "
+                         f"epoch, not {steps_per_epoch}: resume it with the same schedule")
     if not callable(build) or isinstance(build, keras.Model):
         if precision != "float32":
             raise ValueError(f"precision={precision!r} needs the model by name (or a build function)")
@@ -179,21 +180,25 @@ def fit_instance_model(build, dataset, out_dir, epochs=1, steps_per_epoch=100, l
         trainer = InstanceTrainer(model)
         trainer.compile(optimizer=_optimizer(optimizer, learning_rate, weight_decay, clipnorm), jit_compile=False)
     out.mkdir(parents=True, exist_ok=True)
+    if state is not None and state["rows"]:
+        runs.write_log(out / "log.csv", state["rows"])  # drop rows of epochs not committed
+    keeper = runs.RunKeeper(out, None, steps_per_epoch, backup_every=backup_every, state=state,
+                            checkpoint_model=model)
     timer = _StepsDone()
-    own = [
-        timer,
-        keras.callbacks.BackupAndRestore(str(backup_dir), save_freq=int(backup_every) if backup_every else "epoch"),
-        _SaveNet(out / "last.keras"),
-        keras.callbacks.CSVLogger(str(out / "log.csv"), append=bool(resume)),
-        keras.callbacks.TensorBoard(str(out / "logs"), update_freq="epoch"),
-    ]
+    own = [timer, keeper, keras.callbacks.TensorBoard(str(out / "logs"), update_freq="epoch")]
     budget = None
     if budget_seconds is not None:
         budget = TimeBudget(budget_seconds)
         own.append(budget)
-    history = trainer.fit(dataset, epochs=int(epochs), steps_per_epoch=int(steps_per_epoch),
-                          callbacks=own + list(callbacks), verbose=verbose, shuffle=False)
-    model.save(str(out / "model.keras"))
+    try:
+        history = _fit_resumable(trainer, lambda: dataset, keeper, int(epochs), int(steps_per_epoch),
+                                 own + list(callbacks), data_root=None, splits=(), verbose=verbose)
+    except BaseException:
+        if state is None and not (out / "backup").exists():  # nothing to resume: leave no empty logs
+            shutil.rmtree(out / "logs", ignore_errors=True)
+        raise
+    with kio.atomic_path(out / "model.keras") as tmp:
+        model.save(tmp)
     planned = int(epochs) * int(steps_per_epoch)
     done = int(trainer.optimizer.iterations.numpy())
     record = dict(config or {})
@@ -201,5 +206,6 @@ def fit_instance_model(build, dataset, out_dir, epochs=1, steps_per_epoch=100, l
                   planned_steps=planned, steps_done=done, train_seconds=round(timer.seconds, 2),
                   stopped_by_budget=bool(budget is not None and budget.stopped_at is not None),
                   last_logs={k: float(v[-1]) for k, v in history.history.items() if v})
-    (out / "train_config.json").write_text(json.dumps(record, indent=2, default=str))
+    kio.atomic_write_text(out / "train_config.json", json.dumps(record, indent=2, default=str))
+    shutil.rmtree(out / "backup", ignore_errors=True)  # the run is complete: model.keras is safe
     return model, history
