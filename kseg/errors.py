@@ -72,6 +72,8 @@ def run_cli(command, fn, *args, debug=False, on_interrupt=None):
 
     Returns ``fn``'s result (a status or ``None``) when it succeeds.
     """
+    if not debug:
+        _quiet_h5py_cleanup()
     try:
         result = fn(*args)
     except (Exception, KeyboardInterrupt) as err:
@@ -83,3 +85,27 @@ def run_cli(command, fn, *args, debug=False, on_interrupt=None):
         print(f"kseg {command}: error: {message}", file=sys.stderr)
         return status
     return result
+
+
+def _is_h5py_cleanup(exc_value, where=""):
+    return "decrement id ref count" in str(exc_value) or "h5py._objects" in str(where)
+
+
+def _quiet_h5py_cleanup():
+    """Silence h5py's complaints about a file whose write failed (a full disk, already reported as
+    one line): its objects raise again when collected, which Cython prints as a traceback through
+    ``sys.excepthook`` and then ``sys.unraisablehook``. Other errors still print as usual."""
+    if getattr(sys.excepthook, "_kseg", False):
+        return
+    except_hook, unraisable_hook = sys.excepthook, sys.unraisablehook
+
+    def excepthook(exc_type, exc_value, tb):
+        if not _is_h5py_cleanup(exc_value):
+            except_hook(exc_type, exc_value, tb)
+
+    def unraisablehook(unraisable):
+        if not _is_h5py_cleanup(unraisable.exc_value, f"{unraisable.err_msg} {unraisable.object!r}"):
+            unraisable_hook(unraisable)
+
+    excepthook._kseg = True
+    sys.excepthook, sys.unraisablehook = excepthook, unraisablehook

@@ -99,6 +99,8 @@ def _named(err, target):
     import errno
 
     if isinstance(err, OSError):
+        if err.errno in (errno.ENOSPC, errno.EROFS) and str(target) not in str(err.filename):  # h5py's long text
+            return OSError(err.errno, os.strerror(err.errno), str(target))
         if err.filename is None:
             err.filename = str(target)
         return err

@@ -170,6 +170,42 @@ def test_cli_environment_errors_are_two_lines_at_most(tmp_path, capsys, monkeypa
         _cli(["--debug", "train", "--model", "segnet_basic", "--data", str(tmp_path)], capsys)
 
 
+def test_convert_full_disk_keeps_the_previous_weights(tmp_path, capsys, monkeypatch):
+    """`kseg convert` writes through kseg.io: a full disk mid-write leaves the old .weights.h5 as it
+    was, and the error is one line naming --out, even with h5py's objects of the failed file around."""
+    import h5py
+    import keras
+
+    sys.path.insert(0, str(ROOT / "tests" / "convert"))
+    import inverse
+
+    import kseg
+    from kseg.convert.caffe import write_caffemodel
+
+    model = kseg.SegNetBasic(width_multiplier=0.25)
+    inverse.randomize(model)
+    src = write_caffemodel(tmp_path / "sb.caffemodel", inverse.caffe_layers(model), v1=True)
+    out = tmp_path / "sb.weights.h5"
+    argv = ["convert", "--model", "segnet_basic", str(src), "--out", str(out), "--model-arg", "width_multiplier=0.25"]
+    assert _cli(argv, capsys)[0] == 0
+    before = out.read_bytes()
+    real = keras.Model.save_weights
+
+    def full(self, path, *args, **kwargs):
+        real(self, path, *args, **kwargs)
+        with open(path, "r+b") as f:  # half written, then the disk is full
+            f.truncate(len(before) // 2)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(keras.Model, "save_weights", full)
+    status, err = _cli(argv, capsys)
+    lines = err.strip().splitlines()
+    assert status == 1 and str(out) in lines[0] and "No space left on device" in lines[0] and len(lines) <= 2
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == sorted(["sb.caffemodel", out.name])
+    with h5py.File(out, "r"):
+        pass
+
+
 def test_predict_checks_inputs_before_creating_out(tmp_path, capsys, monkeypatch):
     from kseg import training
 

@@ -320,7 +320,10 @@ def convert(model_name, src_path, out_path, **builder_kwargs):
     parent = os.path.dirname(out_path)
     if parent:
         os.makedirs(parent, exist_ok=True)
-    model.save_weights(out_path)
+    from kseg.io import atomic_path
+
+    with atomic_path(out_path) as tmp:  # the old file or the complete new one, never half of either
+        model.save_weights(tmp)
     return out_path
 
 
