@@ -426,18 +426,9 @@ def test_instance_training_kill_and_resume_matches_an_uninterrupted_run(instance
 
 
 def _coco(root, n=2, h=40, w=50):
-    from PIL import Image
+    from kseg.data.synthetic import tiny_coco
 
-    (root / "annotations").mkdir(parents=True)
-    (root / "s").mkdir()
-    images, anns = [], []
-    for i in range(1, n + 1):
-        Image.fromarray(np.full((h, w, 3), 40 * i, np.uint8)).save(root / "s" / f"{i}.png")
-        images.append({"id": i, "file_name": f"{i}.png", "height": h, "width": w})
-        anns.append({"id": i, "image_id": i, "category_id": 1, "iscrowd": 0, "area": 100.0,
-                     "bbox": [10, 10, 10, 10], "segmentation": [[10, 10, 20, 10, 20, 20, 10, 20]]})
-    dataset = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "thing"}]}
-    return dataset
+    return tiny_coco(root, n, h, w)
 
 
 def _write(root, dataset):

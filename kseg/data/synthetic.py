@@ -15,7 +15,7 @@ import pathlib
 import numpy as np
 from kseg.utils import renamed_argument
 
-__all__ = ["synthetic_scenes", "write_synthetic_dataset", "SYNTHETIC_COLOURS"]
+__all__ = ["synthetic_scenes", "write_synthetic_dataset", "tiny_coco", "SYNTHETIC_COLOURS"]
 
 SKY, BUILDING, POLE, ROAD, PAVEMENT, TREE, SIGN, FENCE, CAR, PEDESTRIAN, BICYCLIST = range(11)
 
@@ -197,3 +197,25 @@ def write_synthetic_dataset(root, splits=None, height=360, width=480, num_classe
             Image.fromarray(images[i], "RGB").save(root / split / name)
             Image.fromarray(masks[i], "L").save(root / f"{split}annot" / name)
     return root
+
+
+def tiny_coco(root, num_images=2, height=40, width=50, split="s"):
+    """A minimal COCO split for tests and fault drills: ``num_images`` flat-grey PNGs in ``root/split``,
+    one 10x10 square instance each (category ``thing``), as a COCO dict.
+
+    The images are written; the annotations are returned, not written, so a caller can break them
+    first (``root/annotations/instances_{split}.json`` is where ``kseg train --data root --split
+    split`` reads them; the folder is created).
+    """
+    from PIL import Image
+
+    root = pathlib.Path(root)
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    (root / split).mkdir(parents=True, exist_ok=True)
+    images, anns = [], []
+    for i in range(1, int(num_images) + 1):
+        Image.fromarray(np.full((height, width, 3), 40 * i % 256, np.uint8)).save(root / split / f"{i}.png")
+        images.append({"id": i, "file_name": f"{i}.png", "height": height, "width": width})
+        anns.append({"id": i, "image_id": i, "category_id": 1, "iscrowd": 0, "area": 100.0,
+                     "bbox": [10, 10, 10, 10], "segmentation": [[10, 10, 20, 10, 20, 20, 10, 20]]})
+    return {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "thing"}]}
