@@ -410,6 +410,33 @@ def instance_cases(w):
     record("inst-train", "annotations not JSON", cli(["train", "--model", "deepmask_resnet50", "--data", root,
                                                       "--split", "s", "--out", root / "run"]), ["instances_s.json"])
 
+    # kills during instance training (RunKeeper writes its files), --resume, and a finished --out reused
+    root = w / "inst-ok"
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    (root / "annotations" / "instances_s.json").write_text(json.dumps(coco(root, n=4, h=64, w=64)))
+    args = ["train", "--model", "deepmask_resnet50", "--data", root, "--split", "s", "--batch-size", "2", "--epochs",
+            "3", "--steps-per-epoch", "2", "--backup-every", "1", "--quiet", "--model-arg", "width_multiplier=0.125",
+            "--model-arg", "input_size=32", "--model-arg", "context=16", "--model-arg", "depths=[1,1,1]"]
+    ref = root / "ref"
+    r = sub([*args, "--out", ref])
+    record("inst-train", "a normal run (reference)", r, "ok")
+    want = (ref / "log.csv").read_text().splitlines() if (ref / "log.csv").exists() else ["(no reference)"]
+    for point in ("written:state.json:2", "renamed:last.keras", "written:log.csv:2", "written:model.keras"):
+        out = root / f"kill-{point.replace(':', '_')}"
+        killed = sub([*args, "--out", out], env={"KSEG_KILL_AT": point})
+        broken = [n for n in ("last.keras", "model.keras") if (out / n).exists() and not readable_keras(out / n)]
+        r = sub([*args, "--out", out, "--resume"])
+        got = (out / "log.csv").read_text().splitlines() if (out / "log.csv").exists() else []
+        same = len(got) == len(want) and [l.split(",")[0] for l in got] == [l.split(",")[0] for l in want] and \
+            np.allclose(np.array([[float(v) for v in l.split(",")] for l in got[1:]]),
+                        np.array([[float(v) for v in l.split(",")] for l in want[1:]]), rtol=1e-4)
+        lost = (f"unreadable after kill: {broken}" if broken else None) or (None if same else f"log differs: {got}")
+        record("inst-train", f"SIGKILL at {point}, then --resume", r if killed[0] == -9 else killed, "ok", lost)
+    log = (ref / "log.csv").read_text() if (ref / "log.csv").exists() else ""
+    r = cli([*args, "--out", ref])
+    record("inst-train", "finished --out reused without --resume", r, ["--resume", "--overwrite"],
+           None if (ref / "log.csv").read_text() == log and readable_keras(ref / "model.keras") else "run changed")
+
 
 def convert_cases(w):
     """``kseg convert``: bad weight files, bad --out, and faults while the .weights.h5 is written."""
