@@ -136,6 +136,8 @@ def build_parser():
     p.add_argument("--budget-seconds", type=float, default=None, help="the most training time; the budget is a fixed number of steps (kseg.training.DEMO)")
     p.add_argument("--download", action="store_true", help="download CamVid when it is not found")
     p.add_argument("--synthetic", action="store_true", help="run on the synthetic scenes even if CamVid is there")
+    p.add_argument("--pretrained", action="store_true",
+                   help="no training: evaluate kseg's converged CamVid SegNet-Basic (weights='camvid') in seconds")
     p.add_argument("--quiet", action="store_true")
 
     sub.add_parser("list", help="the registered models")
@@ -273,6 +275,7 @@ def _demo(args):
         download=args.download,
         synthetic=args.synthetic,
         verbose=2 if args.quiet else 1,
+        pretrained=args.pretrained,
     )
 
 

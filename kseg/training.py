@@ -916,8 +916,12 @@ def find_demo_data(data=None, download=False):
 
 
 def demo(data=None, out_dir="runs/demo", budget_seconds=None, download=False, synthetic=False, verbose=1,
-         print_fn=print, **overrides):
+         print_fn=print, pretrained=False, **overrides):
     """Train SegNet-Basic on CamVid for a fixed budget, evaluate on the test split, write overlays.
+
+    With `pretrained`, nothing is trained: SegNet-Basic starts from kseg's converged CamVid weights
+    (``weights="camvid"``, shipped in the package) and is evaluated at the size it was trained at
+    (180x240, scored against the full-resolution labels); this needs CamVid's test split.
 
     The budget is ``DEMO["epochs"] * DEMO["steps_per_epoch"]`` steps, cut short after
     `budget_seconds` of training on a slow machine.
@@ -932,6 +936,7 @@ def demo(data=None, out_dir="runs/demo", budget_seconds=None, download=False, sy
         download: try ``kseg.datasets.camvid.load(download=True)`` when nothing is found.
         synthetic: use the synthetic scenes even if CamVid is there.
         verbose: ``fit`` verbosity.
+        pretrained: skip training; evaluate the shipped ``weights="camvid"`` SegNet-Basic.
         print_fn: where the report lines go.
         overrides: replace :data:`DEMO` settings (e.g. ``steps_per_epoch``, ``crop``,
             ``model_kwargs``, ``eval_steps`` to score only a few test batches).
@@ -941,7 +946,6 @@ def demo(data=None, out_dir="runs/demo", budget_seconds=None, download=False, sy
         ``"overlays"``, ``"model_path"``.
     """
     from kseg import data as kdata
-    from kseg import metrics as km
 
     cfg = dict(DEMO)
     eval_steps = overrides.pop("eval_steps", None)
@@ -956,6 +960,11 @@ def demo(data=None, out_dir="runs/demo", budget_seconds=None, download=False, sy
         root, note = None, "synthetic data requested"
     else:
         root, note = find_demo_data(data, download)
+    if pretrained:
+        if root is None:
+            raise ValueError(f"--pretrained shows kseg's CamVid model on CamVid's test split, which was not found "
+                             f"({note}): pass --data CAMVID_FOLDER or --download")
+        return _pretrained_demo(root, note, out, cfg, eval_steps, verbose, print_fn)
     prefix = ""
     if root is None:
         prefix = SYNTHETIC_LABEL
@@ -1008,6 +1017,46 @@ def demo(data=None, out_dir="runs/demo", budget_seconds=None, download=False, sy
         print_fn(f"{prefix}WARNING: the {cfg['budget_seconds']:.0f} s time budget stopped training at "
                  f"{steps}/{planned} steps ({100 * steps / planned:.0f}%): the scores below are for a shorter run "
                  "than the demo's; pass a larger --budget-seconds (this machine is slower or busier)")
+    result = _demo_report(model, root, out, cfg, prefix, eval_steps, verbose, print_fn)
+    result.update(
+        data=str(root),
+        synthetic=bool(prefix),
+        train_seconds=train_seconds,
+        train_steps=steps,
+        planned_steps=planned,
+        stopped_by_budget=steps < planned,
+        settings={k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
+    )
+    with kio.atomic_write(out / "demo_results.json") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+def _pretrained_demo(root, note, out, cfg, eval_steps, verbose, print_fn):
+    """``demo(pretrained=True)``: the shipped CamVid SegNet-Basic on the test split, no training."""
+    from kseg.models import registry
+
+    print_fn(note)
+    card = registry.get("segnet_basic")
+    preset = next(p for p in card.presets if p.name == "camvid")
+    model = card.build(weights="camvid", input_shape=(180, 240, 3))
+    print_fn(f"SegNet-Basic with kseg's CamVid weights (weights='camvid'; {preset.notes.split('. ')[0]}); "
+             "no training")
+    out.mkdir(parents=True, exist_ok=True)
+    with kio.atomic_path(out / "model.keras") as tmp:
+        model.save(tmp)
+    result = _demo_report(model, root, out, cfg, "", eval_steps, verbose, print_fn)
+    result.update(data=str(root), synthetic=False, pretrained=True, train_seconds=0.0, train_steps=0)
+    with kio.atomic_write(out / "demo_results.json") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+def _demo_report(model, root, out, cfg, prefix, eval_steps, verbose, print_fn):
+    """The demo's evaluation, pictures and overlays (after training, or of the pretrained model)."""
+    from kseg import data as kdata
+    from kseg import metrics as km
+
     size = model_input_size(model)
     print_fn(
         f"{prefix}evaluating on the test split: predicting at {size[0]}x{size[1]}, "
@@ -1029,18 +1078,9 @@ def demo(data=None, out_dir="runs/demo", budget_seconds=None, download=False, sy
     print_fn(f"{prefix}pictures: {out / 'comparisons'}/*_comparison.png (image | prediction | ground truth | "
              f"errors), {charts['iou_chart']}, {charts['confusion_matrix']}")
     result.update(
-        data=str(root),
-        synthetic=bool(prefix),
-        train_seconds=train_seconds,
-        train_steps=steps,
-        planned_steps=planned,
-        stopped_by_budget=steps < planned,
         charts=charts,
         comparisons=sorted(str(p) for p in (out / "comparisons").glob("*_comparison.png")),
         overlays=overlays,
         model_path=str(model_path),
-        settings={k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
     )
-    with kio.atomic_write(out / "demo_results.json") as f:
-        json.dump(result, f, indent=2)
     return result

@@ -210,6 +210,35 @@ def test_demo_pipeline_on_camvid(camvid_dir, tmp_path):
     assert panel.size[0] == 4 * 480 + 3 * 4 and panel.size[1] > 360
 
 
+def test_demo_pretrained_evaluates_the_shipped_weights_without_training(tmp_path, monkeypatch):
+    """`kseg demo --pretrained`: SegNet-Basic from weights='camvid' (here a stand-in file in the package
+    folder), evaluated at 180x240 on the test split against full-size labels; no step trained."""
+    from kseg.models import weights
+
+    import kseg
+
+    root = data.write_synthetic_dataset(tmp_path / "camvid", {"test": 2}, height=72, width=96, ignore_class=11)
+    monkeypatch.delenv("KSEG_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.keras/datasets/camvid to fall back on
+    monkeypatch.delenv("KERAS_HOME", raising=False)
+    with pytest.raises(ValueError, match="--pretrained.*not found"):
+        training.demo(data=tmp_path / "none", out_dir=tmp_path / "o", pretrained=True, print_fn=lambda *_: None)
+    monkeypatch.setattr(weights, "PACKAGED_DIR", tmp_path / "pkg")
+    (tmp_path / "pkg").mkdir()
+    shipped = kseg.SegNetBasic()
+    shipped.save_weights(tmp_path / "pkg" / "segnet_basic_camvid.weights.h5")
+    lines = []
+    result = training.demo(data=root, out_dir=tmp_path / "demo", pretrained=True, eval_steps=1, num_overlays=1,
+                           batch_size=2, print_fn=lines.append, verbose=0)
+    assert result["pretrained"] is True and result["train_steps"] == 0 and result["input_size"] == [180, 240]
+    assert any("weights='camvid'" in line and "no training" in line for line in lines)
+    assert sum(map(sum, result["confusion_matrix"])) > 0.8 * 2 * 72 * 96  # scored at the labels' size
+    back = keras.models.load_model(tmp_path / "demo" / "model.keras", safe_mode=True)
+    for a, b in zip(back.get_weights(), shipped.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert len(result["overlays"]) == 1 and (tmp_path / "demo" / "demo_results.json").is_file()
+
+
 def test_compute_bn_statistics_is_the_average_over_batches():
     import tensorflow as tf
 
