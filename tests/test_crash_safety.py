@@ -303,6 +303,19 @@ def _weights(path):
     return training.load_model(path).get_weights()
 
 
+def _assert_same_run(out, ref, kill, models):
+    """A resumed run equals the uninterrupted one: the log (epochs 0-2, every value) and the weights."""
+    got, want = _rows(out), _rows(ref)
+    assert [r["epoch"] for r in got] == ["0", "1", "2"]
+    for a, b in zip(got, want):
+        for key in b:
+            np.testing.assert_allclose(float(a[key]), float(b[key]), rtol=1e-4, atol=1e-6, err_msg=f"{kill} {key}")
+    for name in models:
+        for a, b in zip(_weights(out / name), _weights(ref / name)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=f"{kill} {name}")
+    assert not (out / "backup").exists()
+
+
 @pytest.fixture(scope="module")
 def kill_data(tmp_path_factory):
     from kseg import data
@@ -338,16 +351,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run(kill_data, tmp_path, kill)
     assert refused.returncode != 0 and "--resume" in refused.stderr
     resumed = _run_child(root, tmp_path, "resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    got, want = _rows(tmp_path), _rows(ref)
-    assert [r["epoch"] for r in got] == ["0", "1", "2"]
-    for a, b in zip(got, want):
-        for key in b:
-            np.testing.assert_allclose(float(a[key]), float(b[key]), rtol=1e-4, atol=1e-6, err_msg=f"{kill} {key}")
-    for a, b in zip(_weights(tmp_path / "model.keras"), _weights(ref / "model.keras")):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-    for a, b in zip(_weights(tmp_path / "best.keras"), _weights(ref / "best.keras")):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-    assert not (tmp_path / "backup").exists()
+    _assert_same_run(tmp_path, ref, kill, ("model.keras", "best.keras"))
     again = _run_child(root, tmp_path, "resume")  # a finished run: nothing to do
     assert again.returncode == 0 and [r["epoch"] for r in _rows(tmp_path)] == ["0", "1", "2"]
 
@@ -411,14 +415,7 @@ def test_instance_training_kill_and_resume_matches_an_uninterrupted_run(instance
     assert refused.returncode != 0 and "--resume" in refused.stderr
     resumed = _run_instance_child(tmp_path, "resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    got, want = _rows(tmp_path), _rows(instance_ref)
-    assert [r["epoch"] for r in got] == ["0", "1", "2"]
-    for a, b in zip(got, want):
-        for key in b:
-            np.testing.assert_allclose(float(a[key]), float(b[key]), rtol=1e-4, atol=1e-6, err_msg=f"{kill} {key}")
-    for a, b in zip(_weights(tmp_path / "model.keras"), _weights(instance_ref / "model.keras")):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-    assert not (tmp_path / "backup").exists()
+    _assert_same_run(tmp_path, instance_ref, kill, ("model.keras",))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,6 +14,10 @@ import pytest
 import kseg
 from kseg.models.segnet_decoders import VARIANTS, decoder_storage_bytes
 
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
 K = 11  # CamVid classes
 
 
@@ -279,3 +283,31 @@ def test_jax_without_tensorflow_build_predict_train_and_bf(names):
         assert result[name]["finite"] and np.isfinite(result[name]["loss"]), name
     got, want = result["bf"]
     assert 0.0 < want < 1.0 and got == pytest.approx(want, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_converge_resume_and_ship_on_camvid(camvid_dir, tmp_path):
+    """The converge driver end to end on a few CamVid images: two chunks (exit 3, then --resume), the
+    weights saved without optimizer state, and `ship` writing them and the card into a checkout."""
+    script = ROOT / "benchmarks" / "segnet_decoders.py"
+    out = tmp_path / "run"
+    args = [sys.executable, str(script), "converge", "--data", str(camvid_dir), "--scale", "0.1", "--limit", "4",
+            "--batch-size", "2", "--max-epochs", "2", "--val-every", "1", "--chunk-epochs", "1", "--resume",
+            "--out", str(out)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    first = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)
+    assert first.returncode == 3, first.stderr[-2000:]
+    second = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)
+    assert second.returncode == 0 and "resumed at epoch 1" in second.stdout, second.stderr[-2000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["epochs_done"] == 2 and len(result["history"]["val"]) == 2 and 0 <= result["test"]["mIoU"] <= 1
+    shipped = subprocess.run([sys.executable, str(script), "ship", str(out), "--root", str(tmp_path / "co")],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert shipped.returncode == 0, shipped.stderr[-2000:]
+    weights = tmp_path / "co" / "kseg" / "weights" / "segnet_basic_camvid.weights.h5"
+    card = (tmp_path / "co" / "docs" / "segnet_basic_camvid.md").read_text()
+    assert weights.read_bytes() == (out / "segnet_basic_camvid.weights.h5").read_bytes()
+    assert f"{100 * result['test']['mIoU']:.1f}" in card and "CC BY-NC 4.0" in card and "Sky" in card
+    import kseg
+
+    kseg.SegNetBasic(weights=str(weights))  # loads into a fresh float32 model: no optimizer variables
