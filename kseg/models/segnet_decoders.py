@@ -192,6 +192,21 @@ def _fcn_decoder(inputs, pooled, num_classes, width, addition, dim_reduction):
     return x
 
 
+_ARGS_DOC = """
+    Args:
+        num_classes: output classes (CamVid: 11).
+        input_shape: ``(height, width, 3)``, any size (``None`` for variable).
+        weights: ``None`` or the path of a ``.weights.h5`` file saved from this builder.
+        encoder_weights: must be ``None`` (no pretrained encoder exists).
+        width_multiplier: encoder width is ``round(64 * width_multiplier)``.
+        input_tensor: optional Keras tensor to build on.
+        name: model name.
+
+    Returns:
+        A ``keras.Model`` from float RGB in [0, 255] to logits ``(batch, H, W, num_classes)``.
+"""
+
+
 def _card(name, num_params, notes):
     return ModelCard(
         name=name, paper=_PAPER, authors=_AUTHORS, year=2017, url=_URL, reference_code=_CODE,
@@ -214,17 +229,6 @@ def BilinearInterpolation(num_classes=11, input_shape=(None, None, 3), weights=N
     encoder map it mirrors, so odd sizes come back. Operating on K channels (as FCN-Basic) is
     our reading of the text; it matches Table 1's inference time equal to FCN-Basic's.
 
-    Args:
-        num_classes: output classes (CamVid: 11).
-        input_shape: ``(height, width, 3)``, any size (``None`` for variable).
-        weights: ``None`` or the path of a ``.weights.h5`` file saved from this builder.
-        encoder_weights: must be ``None`` (no pretrained encoder exists).
-        width_multiplier: encoder width is ``round(64 * width_multiplier)``.
-        input_tensor: optional Keras tensor to build on.
-        name: model name.
-
-    Returns:
-        A ``keras.Model`` from float RGB in [0, 255] to logits ``(batch, H, W, num_classes)``.
     """
     _check_args(num_classes, input_shape)
     width = _width(width_multiplier)
@@ -235,6 +239,9 @@ def BilinearInterpolation(num_classes=11, input_shape=(None, None, 3), weights=N
     for s in range(4, 0, -1):
         x = Interp(align_corners=False, name=f"upsample{s}", dtype=LOGITS_DTYPE if s == 1 else None)([x, refs[s - 1]])
     return _finish(inputs, x, name, weights, encoder_weights)
+
+
+BilinearInterpolation.__doc__ += _ARGS_DOC
 
 
 @register(_card(
@@ -293,19 +300,7 @@ _FCN_DOC = """
     (``upscore{s}``, no bias, initialised to bilinear interpolation, trainable) cropped to the
     size of encoder ``s``'s input (``upscore{s}_crop``, offset 3: kernel centre on the pooled
     pixel's centre), so odd sizes come back exactly. FCN-Basic has no BN in the decoder.
-
-    Args:
-        num_classes: output classes (CamVid: 11).
-        input_shape: ``(height, width, 3)``, any size (``None`` for variable).
-        weights: ``None`` or the path of a ``.weights.h5`` file saved from this builder.
-        encoder_weights: must be ``None`` (no pretrained encoder exists).
-        width_multiplier: encoder width is ``round(64 * width_multiplier)``.
-        input_tensor: optional Keras tensor to build on.
-        name: model name.
-
-    Returns:
-        A ``keras.Model`` from float RGB in [0, 255] to logits ``(batch, H, W, num_classes)``.
-    """
+"""
 
 
 def _fcn_builder(addition, dim_reduction):
@@ -378,7 +373,7 @@ def FCNBasicNoAdditionNoDimReduction(num_classes=11, input_shape=(None, None, 3)
 
 
 for _fn in (FCNBasic, FCNBasicNoAddition, FCNBasicNoDimReduction, FCNBasicNoAdditionNoDimReduction):
-    _fn.__doc__ += _FCN_DOC
+    _fn.__doc__ += _FCN_DOC + _ARGS_DOC
 
 
 # Table 1's rows, in the paper's order (registry names).
