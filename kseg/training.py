@@ -618,7 +618,8 @@ def _train_multiworker(strategy, model_or_name, data_root, out_dir, epochs, step
     )
     model = result["model"]
     if distribute.task_info(strategy)[0]:  # the chief alone writes the model
-        model.save(str(pathlib.Path(out_dir) / "model.keras"))
+        with kio.atomic_path(pathlib.Path(out_dir) / "model.keras") as tmp:
+            model.save(tmp)
     return model, result
 
 

@@ -30,6 +30,7 @@ import warnings
 import zipfile
 
 from kseg.data.errors import DataError
+from kseg.io import atomic_write
 
 __all__ = [
     "CLASSES",
@@ -215,7 +216,7 @@ def _extract_camvid(archive, dest):
                 raise DataError(f"{archive}: unsafe member path {info.filename!r}")
             out = dest.joinpath(*rel)
             out.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(out, "wb") as dst:
+            with zf.open(info) as src, atomic_write(out, "wb") as dst:  # a kill leaves no half file
                 shutil.copyfileobj(src, dst)
             count += 1
     if count == 0:

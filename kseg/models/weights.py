@@ -314,7 +314,9 @@ def _extract_member(archive, member, folder):
             raise ConversionError(f"{archive}: has no {member!r}; it holds {names[:20]}")
         target = pathlib.Path(folder) / pathlib.Path(member).name
         if not target.is_file():
-            with zf.open(member) as src, open(target, "wb") as dst:
+            from kseg.io import atomic_write
+
+            with zf.open(member) as src, atomic_write(target, "wb") as dst:  # never a half-extracted file
                 while chunk := src.read(1 << 24):
                     dst.write(chunk)
     return str(target)
