@@ -280,6 +280,8 @@ def pairs_loader(pairs, size):
     """
     import tensorflow as tf
 
+    from kseg.data.folder import decode_mask
+
     images = tf.constant([str(i) for i, _ in pairs])
     masks = tf.constant([str(m) for _, m in pairs])
     h, w = int(size[0]), int(size[1])
@@ -287,7 +289,7 @@ def pairs_loader(pairs, size):
     def load_one(i):
         img = tf.io.decode_image(tf.io.read_file(images[i]), channels=3, expand_animations=False)
         img = tf.image.resize(tf.cast(img, tf.float32), (h, w), method="bilinear")
-        lab = tf.io.decode_png(tf.io.read_file(masks[i]), channels=1)
+        lab = decode_mask(tf.io.read_file(masks[i]))
         lab = tf.image.resize(lab, (h, w), method="nearest")[..., 0]
         img.set_shape((h, w, 3))
         lab.set_shape((h, w))

@@ -43,13 +43,40 @@ from kseg.data.errors import DataError
 from kseg.utils import as_size
 from kseg.utils import renamed_argument
 
-__all__ = ["find_pairs", "segmentation_dataset", "validate_pairs", "read_image_info"]
+__all__ = ["find_pairs", "segmentation_dataset", "validate_pairs", "read_image_info", "decode_mask"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MASK_SUFFIXES = (".png",)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # PNG colour type -> number of channels in the file.
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def _palette_indices(raw):
+    from PIL import Image
+
+    import io
+
+    with Image.open(io.BytesIO(raw)) as im:
+        return np.asarray(im, np.uint8)[..., None]
+
+
+def decode_mask(raw):
+    """Class ids ``(H, W, 1) uint8`` of a mask PNG's bytes, grayscale or palette (TensorFlow graph op).
+
+    ``tf.io.decode_png`` expands a palette PNG (PASCAL VOC's masks) to its colours; the ids are the
+    palette indices, so a palette file (colour type 3, byte 25 of the file) is read with PIL instead.
+    """
+    import tensorflow as tf
+
+    def palette():
+        ids = tf.numpy_function(_palette_indices, [raw], tf.uint8, stateful=False)
+        return tf.ensure_shape(ids, (None, None, 1))
+
+    def gray():
+        return tf.io.decode_png(raw, channels=0, dtype=tf.uint8)[..., :1]
+
+    return tf.cond(tf.equal(tf.strings.substr(raw, 25, 1), b"\x03"), palette, gray)
 
 
 # --------------------------------------------------------------------------------------------
@@ -272,7 +299,7 @@ def mask_label_counts(path):
     try:
         with Image.open(path) as im:
             mode = im.mode
-            values = np.asarray(im) if mode == "L" else None
+            values = np.asarray(im) if mode in ("L", "P") else None  # "P": the ids are the palette indices
     except Exception as err:  # PIL raises many types for corrupt data
         raise DataError(f"{path}: cannot decode mask ({err})") from None
     if values is None:
@@ -324,16 +351,11 @@ def validate_pairs(pairs, num_classes=11, ignore_class=11):
         minfo = read_image_info(mask)
         if minfo["format"] != "png":
             raise DataError(f"{mask}: masks must be PNG (lossless), got {minfo['format'].upper()}")
-        if minfo["colour_type"] == 3:
-            raise DataError(
-                f"{mask}: palette PNG mask; expected an 8-bit single-channel (grayscale) PNG of class ids "
-                "(convert it with numpy.asarray(PIL.Image.open(path)) and save the array as mode 'L')"
-            )
         if minfo["channels"] != 1:
             raise DataError(
                 f"{mask}: mask has {minfo['channels']} channels, expected a single-channel PNG of class ids"
             )
-        if minfo["bit_depth"] != 8:
+        if minfo["bit_depth"] != 8 and minfo["colour_type"] != 3:  # a palette's indices may be 1-8 bits
             raise DataError(f"{mask}: {minfo['bit_depth']}-bit mask, expected 8-bit class ids")
         size, msize = (info["height"], info["width"]), (minfo["height"], minfo["width"])
         if size != msize:
@@ -451,7 +473,7 @@ def segmentation_dataset(
 
     def load(image_path, mask_path):
         image = tf.io.decode_image(tf.io.read_file(image_path), channels=3, dtype=tf.uint8, expand_animations=False)
-        mask = tf.io.decode_png(tf.io.read_file(mask_path), channels=0, dtype=tf.uint8)
+        mask = decode_mask(tf.io.read_file(mask_path))  # grayscale or palette ids (PASCAL VOC)
         if validate:
             checks = [
                 tf.debugging.assert_equal(

@@ -150,14 +150,27 @@ def test_label_out_of_range_is_named(tmp_path):
     assert validate_pairs(pairs, num_classes=13, ignore_label=200) == [(12, 16)]
 
 
-def test_rgb_and_palette_masks_are_rejected(tmp_path):
+def test_rgb_masks_are_rejected_and_palette_masks_give_their_indices(tmp_path):
     pairs = _one_pair(tmp_path, mask=np.zeros((12, 16, 3), np.uint8))
     with pytest.raises(DataError, match=r"trainannot/x\.png: mask has 3 channels, expected a single-channel"):
         segmentation_dataset(pairs)
-    pal = Image.fromarray(np.zeros((12, 16), np.uint8), "L").convert("P")
+    # PASCAL VOC's masks: palette PNGs whose indices are the ids (255 = void), colours unrelated to ids
+    ids = np.random.default_rng(0).integers(0, 5, (12, 16)).astype(np.uint8)
+    ids[0, :4] = 255
+    pal = Image.fromarray(ids, "P")
+    pal.putpalette([v for c in range(256) for v in ((c * 37) % 256, (c * 91) % 256, (c * 13) % 256)])
     pal.save(pairs[0][1])
-    with pytest.raises(DataError, match=r"trainannot/x\.png: palette PNG mask"):
-        segmentation_dataset(pairs)
+    assert Image.open(pairs[0][1]).mode == "P"
+    (_, mask), = segmentation_dataset(pairs, num_classes=5, ignore_class=255, batch_size=1).take(1)
+    np.testing.assert_array_equal(mask.numpy().reshape(12, 16), ids)
+    small = Image.fromarray(np.minimum(ids, 3), "P")  # a 2-bit palette file
+    small.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 0])
+    small.save(pairs[0][1], bits=2)
+    want = np.asarray(Image.open(pairs[0][1]))
+    assert open(pairs[0][1], "rb").read()[24:26] == b"\x02\x03"  # bit depth 2, colour type 3
+    np.testing.assert_array_equal(want, np.minimum(ids, 3))
+    (_, mask), = segmentation_dataset(pairs, num_classes=5, ignore_class=255, batch_size=1).take(1)
+    np.testing.assert_array_equal(mask.numpy().reshape(12, 16), want)
 
 
 def test_different_sizes_need_crop_size(tmp_path):
