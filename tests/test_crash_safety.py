@@ -388,6 +388,35 @@ def _run_instance_child(out, mode, kill=None):
                           capture_output=True, text=True, timeout=600)
 
 
+def test_instance_samplers_start_over_for_every_iterator(tmp_path):
+    """A resumed instance run skips the sampler to the same batches: every iterator over a seeded
+    DeepMask or detection sampler draws the same sequence (a fit of the rest of an epoch, then the
+    next epochs, iterate the dataset twice in one process)."""
+    from kseg.data.coco import load_coco
+    from kseg.data.instances import PatchConfig, deepmask_dataset
+    from kseg.inference.detection import detection_dataset
+
+    ann = tmp_path / "annotations" / "instances_s.json"
+    dataset = _coco(tmp_path, n=3, h=64, w=64)
+    ann.write_text(json.dumps(dataset))
+    inst = load_coco(ann, tmp_path / "s")
+    cfg = PatchConfig(input_size=32, context=16, object_size=20, label_size=8)
+    for ds in (deepmask_dataset(inst, cfg, batch_size=2, seed=3),
+               detection_dataset(inst, {}, num_rois=4, short_side=64, max_side=100, seed=3)):
+        first = [b for _, b in zip(range(3), ds)]
+        again = [b for _, b in zip(range(3), ds)]
+        for a, b in zip(first, again):
+            for x, y in zip(_leaves(a), _leaves(b)):
+                np.testing.assert_array_equal(x, y)
+        assert not all(np.array_equal(x, y) for x, y in zip(_leaves(first[0]), _leaves(first[1])))
+
+
+def _leaves(batch):
+    import tensorflow as tf
+
+    return [np.asarray(t) for t in tf.nest.flatten(batch)]
+
+
 @pytest.fixture(scope="module")
 def instance_ref(tmp_path_factory):
     ref = tmp_path_factory.mktemp("instance_ref")

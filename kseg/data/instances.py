@@ -291,7 +291,8 @@ def deepmask_dataset(instances, cfg=DEEPMASK_PAPER, batch_size=32, mask_freq=0.5
     sampler = DeepMaskSampler(instances, cfg, mask_freq=mask_freq, flip=flip, seed=seed)
     w, g = cfg.window_size, cfg.label_size
 
-    def gen():
+    def gen():  # each iterator draws the same sequence: a resumed run skips to the same batches
+        sampler.rng = np.random.default_rng(seed)
         while True:
             s = sampler.sample()
             yield s["image"], {"masks": s["mask"], "scores": s["score"], "mask_weight": s["mask_weight"]}

@@ -53,13 +53,13 @@ def detection_dataset(instances, proposals, num_rois=64, short_side=600, max_sid
     Yields ``({"image": (1, h, w, 3), "rois": (1, R, 4)}, {"labels": (1, R), "ious": (1, R),
     "box_targets": (1, R, 4)[, "seg": ...]})`` in resized pixels.
     """
-    rng = np.random.default_rng(seed)
     ids = [i for i in instances.image_ids if len(instances.annotations(i, include_crowd=False))]
     if not ids:
         raise ValueError("no image has a non-crowd annotation")
     cache = {}
 
-    def gen():
+    def gen():  # each iterator draws the same sequence: a resumed run skips to the same batches
+        rng = np.random.default_rng(seed)
         while True:
             img_id = ids[rng.integers(len(ids))]
             if img_id not in cache:
