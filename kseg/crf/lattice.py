@@ -66,18 +66,22 @@ class PermutohedralLattice:
     def __init__(self, dim, vertex_index, weights, neighbours, num_vertices, tflite_builtins=False):
         self.dim = dim
         self.tflite_builtins = tflite_builtins
-        points = tf.shape(weights, out_type=tf.int64)[0]
-        rows = tf.repeat(tf.range(points), dim + 1)
-        cols = tf.cast(tf.reshape(vertex_index, [-1]), tf.int64)
-        self.slice_matrix = tf.sparse.SparseTensor(
-            tf.stack([rows, cols], axis=1),
-            tf.reshape(weights, [-1]),
-            tf.stack([points, tf.cast(num_vertices, tf.int64) + 1]),
-        )
         self.vertex_index = vertex_index
         self.weights = weights
         self.neighbours = neighbours
         self.num_vertices = num_vertices
+
+    @functools.cached_property
+    def slice_matrix(self):
+        # Built on first use (eagerly, the filters of dense_crf never need it).
+        points = tf.shape(self.weights, out_type=tf.int64)[0]
+        rows = tf.repeat(tf.range(points), self.dim + 1)
+        cols = tf.cast(tf.reshape(self.vertex_index, [-1]), tf.int64)
+        return tf.sparse.SparseTensor(
+            tf.stack([rows, cols], axis=1),
+            tf.reshape(self.weights, [-1]),
+            tf.stack([points, tf.cast(self.num_vertices, tf.int64) + 1]),
+        )
 
     @property
     def alpha(self):
@@ -131,10 +135,9 @@ def _enclosing_simplex(features, d, pairwise=False):
     total = tf.cast(tf.round(tf.reduce_sum(rem0, axis=-1) / d1), tf.int32)[:, None]  # (P, 1)
 
     # Rank of each coordinate's differential (0 = largest; ties: the lower index first, as the C++
-    # loop breaks them): a stable descending argsort, inverted by a second argsort. Two small sorts
-    # per point cost less than the (P, d+1, d+1) pairwise comparison they replace.
-    # Under XLA (which fuses the pairwise form into one loop, and sorts slowly on CPU) the
-    # (P, d+1, d+1) comparison is kept.
+    # loop breaks them). Default: the C++'s own d (d+1) / 2 pairwise comparisons, unrolled over the
+    # (P,) columns -- ~15x cheaper on CPU than two per-row sorts (TopK over rows of d+1 values).
+    # Under XLA (which fuses it into one loop) the (P, d+1, d+1) comparison form is kept.
     diff = elevated - rem0
     if pairwise:
         di, dj = diff[:, :, None], diff[:, None, :]
@@ -142,8 +145,14 @@ def _enclosing_simplex(features, d, pairwise=False):
         counted = tf.logical_or(dj > di, tf.logical_and(lower, tf.equal(dj, di)))
         rank = tf.reduce_sum(tf.cast(counted, tf.int32), axis=-1)  # (P, d1)
     else:
-        order = tf.argsort(diff, axis=-1, direction="DESCENDING", stable=True)
-        rank = tf.argsort(order, axis=-1, stable=True)  # (P, d1)
+        cols = tf.unstack(diff, num=d1, axis=1)
+        ranks = [None] * d1
+        for i in range(d):
+            for j in range(i + 1, d1):
+                c = tf.cast(cols[i] < cols[j], tf.int32)
+                ranks[i] = c if ranks[i] is None else ranks[i] + c
+                ranks[j] = 1 - c if ranks[j] is None else ranks[j] + (1 - c)
+        rank = tf.stack(ranks, axis=1)  # (P, d1)
 
     # Walk back onto the plane if the rounded point is off it.
     pos = tf.logical_and(total > 0, rank >= d1 - total)
@@ -163,7 +172,10 @@ def _enclosing_simplex(features, d, pairwise=False):
         bary = tf.reduce_sum(delta[:, :, None] * (plus - minus), axis=1)  # (P, d+2)
         weights = tf.concat([bary[:, :1] + 1.0 + bary[:, d1:], bary[:, 1:d1]], axis=-1)  # (P, d1)
     else:
-        s = tf.sort(delta, axis=-1, direction="DESCENDING")
+        # The deltas in rank order (ranks are a permutation per point): a scatter, not a sort.
+        points = tf.shape(delta)[0]
+        slots = tf.reshape(tf.range(points)[:, None] * d1 + rank, [-1])
+        s = tf.reshape(tf.math.unsorted_segment_sum(tf.reshape(delta, [-1]), slots, points * d1), [-1, d1])
         weights = tf.concat([s[:, d:] + (1.0 - s[:, :1]), s[:, d - 1::-1] - s[:, d:0:-1]], axis=-1)  # (P, d1)
     return tf.cast(rem0[:, :d], tf.int32), rank[:, :d], weights
 
