@@ -20,6 +20,7 @@ bfloat16, ``torch.set_num_threads(<cores>)`` (TensorFlow's default pools use eve
 configuration runs in its own subprocess (no shared thread pools, its own peak RSS); torch runs
 in an interpreter that has it (``--torch-python``; torch is never a dependency of kseg).
 images/s is the batch over the median of ``--steps`` timed steps after ``--warmup`` steps.
+The figures and their conditions: benchmarks/README.md.
 
     /work/venv-torch/bin/python benchmarks/torch_peer.py                # or any python: see --torch-python
     python benchmarks/torch_peer.py --models segnet --precisions float32 --steps 2
@@ -31,6 +32,7 @@ import json
 import os
 import pathlib
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -228,7 +230,7 @@ def _timed(step, warmup, steps):
         t0 = time.perf_counter()
         loss = step()
         times.append(time.perf_counter() - t0)
-    return first, sorted(times)[len(times) // 2], times, loss
+    return first, statistics.median(times), times, loss
 
 
 def torch_child(args):
@@ -354,7 +356,8 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (tracing / XLA compile)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads (TF: its default)")
     parser.add_argument("--channels-last", action="store_true", help="torch in channels_last memory format")
-    parser.add_argument("--torch-python", default=None, help="interpreter with torch (default: see default_torch_python)")
+    parser.add_argument("--torch-python", default=None,
+                        help="interpreter with torch (default: this one, $KSEG_TORCH_PYTHON, /work/venv-torch)")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per child")
     parser.add_argument("--json", default=None, help="also write every child's result here")
     parser.add_argument("--child", choices=["torch", "kseg"], help=argparse.SUPPRESS)
