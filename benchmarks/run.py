@@ -25,7 +25,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 DEFAULT = ["pool_unpool", "segnet_train_step", "tflite_segnet", "tflite_quantized", "matrix"]
 # Issue 15: start-up, dense CRF CPU-seconds vs pydensecrf, pool/unpool vs the fused argmax op,
 # each prints its ratio to the peer measured in the same run.
-ISSUE15 = ["startup", "dense_crf_cpu", "pool_unpool"]
+ISSUE15 = ["startup", "dense_crf_cpu", "pool_unpool", "peak_memory"]
 
 
 def available():
