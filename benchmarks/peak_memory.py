@@ -24,7 +24,7 @@ so RSS stays at its high-water mark: building FCN-8s' fc6 (0.38 GB, Glorot-unifo
 scale, shift) leaves +1.2 GB of RSS, +0.39 GB with ``TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1``
 (``--system-allocator`` runs every step so, for comparison).
 
-    python benchmarks/peak_memory.py                       # 4 models x 4 steps, 360x480
+    python benchmarks/peak_memory.py                       # 4 models x 5 steps, 360x480
     python benchmarks/peak_memory.py --models fcn8s --steps tflite --phases
     python benchmarks/peak_memory.py --json rows.json; python benchmarks/peak_memory.py --from-json rows.json
     python benchmarks/run.py --only peak_memory
