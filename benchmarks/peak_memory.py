@@ -290,6 +290,8 @@ def main(argv=None):
             rows.append(r)
             msg = r.get("error") or f"peak {r['peak'] / GB:.2f} GB, {r['wall_s']:.0f} s"
             print(f"  {name} {step}: {msg}", file=sys.stderr, flush=True)
+            if args.json:  # after every step: a long run stopped half-way keeps what it measured
+                pathlib.Path(args.json).write_text(json.dumps(rows, indent=1))
     print()
     print(format_table(rows, args.steps, args.phases,
                        f"{time.perf_counter() - t0:.0f} s" + (", TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1" if args.system_allocator else "")))
