@@ -235,8 +235,10 @@ def format_table(rows, steps, phases=False, note=""):
         line += f"{wts / GB:>9.3f}{act / GB:>8.3f}{budget / GB:>8.2f} |"
         worst, failed = 0, False
         for s in steps:
-            r = done.get(s, {"error": "not run"})
-            if "error" in r:
+            r = done.get(s)
+            if r is None:
+                line += f"{'-':>15}"  # not run
+            elif "error" in r:
                 line += f"{'FAIL':>15}"
                 failed = True
                 errors.append(f"  {name} {s}: {r['error']}")
