@@ -24,8 +24,9 @@ HERE = pathlib.Path(__file__).resolve().parent
 # matrix); --all adds everyone else's. `--only matrix` prints the one table of issue 7 item 5.
 DEFAULT = ["pool_unpool", "segnet_train_step", "tflite_segnet", "tflite_quantized", "matrix"]
 # Issue 15: start-up, dense CRF CPU-seconds vs pydensecrf, pool/unpool vs the fused argmax op,
-# each prints its ratio to the peer measured in the same run (torch_peer: PyTorch, from a venv that has it).
-ISSUE15 = ["startup", "dense_crf_cpu", "pool_unpool", "torch_peer"]
+# each prints its ratio to the peer measured in the same run (torch_peer: PyTorch, from a venv that has it;
+# peak_memory: peak RSS per model and step against 3x (weights + activations)).
+ISSUE15 = ["startup", "dense_crf_cpu", "pool_unpool", "torch_peer", "peak_memory"]
 
 
 def available():

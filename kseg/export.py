@@ -6,7 +6,7 @@ Every kseg model maps float RGB images in [0, 255] to per-pixel logits ``(B, H, 
 * :func:`export_saved_model`: a plain ``tf.Module`` SavedModel (no Keras needed to load it) whose
   ``serving_default`` signature takes ``images`` uint8 ``(None, H, W, 3)`` (any batch size) and
   returns ``labels`` int32 ``(B, H, W)`` and ``probabilities`` float32 ``(B, H, W, C)``.
-* :func:`export_tflite`: a ``.tflite`` file built from a concrete function at a fixed input size,
+* :func:`export_tflite`: a ``.tflite`` file converted from a SavedModel traced at a fixed input size,
   with **builtin TFLite ops only** (``model.export(format="litert")`` may silently enable Flex ops,
   which no plain LiteRT interpreter can run, so the converter is driven directly and the result is
   checked for Flex/custom operators). Optional post-training quantisation:
@@ -358,17 +358,58 @@ def export_tflite(
     model = at_input_size(model, height, width)
 
     converted = _for_tflite(model)
+    # Convert from a SavedModel written beside the output, not from a concrete function frozen in
+    # Python: convert_variables_to_constants_v2 copies every weight several times over (numpy,
+    # TensorProto, GraphDef, the re-imported graph; the converter then freezes it once more), which
+    # took FCN-8s (0.5 GB of weights, 360x480) past 10 GB in the float conversion alone and to 21 GB
+    # in benchmarks/matrix.py's export process. The SavedModel importer freezes the (read-only)
+    # variables into constants in C++ from the checkpoint: builtin ops only, no VAR_HANDLE left,
+    # FCN-8s' conversion peaks at ~5 GB (benchmarks/peak_memory.py).
+    import shutil
+    import tempfile
 
-    @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32, name="images")])
-    def serve(images):
-        return {"logits": tf.cast(converted(images, training=False), tf.float32)}
+    module = _TFLiteServing.build(converted, height, width)
+    workdir = tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)  # the output's disk, not a tmpfs
+    try:
+        tf.saved_model.save(module, workdir, signatures={"serving_default": module.serve.get_concrete_function()})
+        del module
+        converter = tf.lite.TFLiteConverter.from_saved_model(workdir)
+        _configure_converter(converter, quantize, representative_images, height, width, num_calibration, io_type)
+        content = _convert(converter, model)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    bad = [name for name, builtin in tflite_operators(content) if not builtin]
+    if bad:
+        raise ValueError(f"TFLite conversion produced non-builtin operators {bad}; kseg exports builtins only")
+    from kseg.io import atomic_write_bytes
 
-    # Freeze the variables into constants first: handing the converter the trackable model keeps
-    # them as resource variables (VAR_HANDLE / READ_VARIABLE), which LiteRT leaves uninitialised.
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    atomic_write_bytes(path, content)
+    return str(path)
 
-    frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+
+class _TFLiteServing:
+    """The tf.Module a ``.tflite`` file is converted from: float images ``(1, H, W, 3)`` in,
+    ``logits`` float32 out; the model's backend variables tracked, the model reached by closure
+    (as in :class:`_SegmentationServing`, so each weight is saved once)."""
+
+    @staticmethod
+    def build(model, height, width):
+        tf = _tf()
+
+        class TFLiteModule(tf.Module):
+            def __init__(self, keras_model):
+                super().__init__(name="kseg_tflite")
+                self.variables_ = [getattr(v, "value", v) for v in keras_model.variables]
+
+            @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32, name="images")])
+            def serve(self, images):
+                return {"logits": tf.cast(model(images, training=False), tf.float32)}
+
+        return TFLiteModule(model)
+
+
+def _configure_converter(converter, quantize, representative_images, height, width, num_calibration, io_type):
+    tf = _tf()
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     converter.allow_custom_ops = False
     if quantize == "float16":
@@ -384,6 +425,10 @@ def export_tflite(
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = getattr(tf, io_type)
         converter.inference_output_type = getattr(tf, io_type)
+
+
+def _convert(converter, model):
+    """``converter.convert()``, its failures named in kseg's terms."""
     try:
         with warnings.catch_warnings():
             # int8 I/O: the converter asks for input statistics it then takes from calibration.
@@ -405,13 +450,7 @@ def export_tflite(
             f"TFLite conversion of {getattr(model, 'name', model)!r} with builtin ops only failed "
             f"(kseg never falls back to Flex ops): {str(err).strip()[:2000]}"
         ) from err
-    bad = [name for name, builtin in tflite_operators(content) if not builtin]
-    if bad:
-        raise ValueError(f"TFLite conversion produced non-builtin operators {bad}; kseg exports builtins only")
-    from kseg.io import atomic_write_bytes
-
-    atomic_write_bytes(path, content)
-    return str(path)
+    return content
 
 
 def _max_pool_mask_for_tflite():
