@@ -29,10 +29,11 @@ which :func:`_pass` restores, and takes minutes to trace at 480 pixels). Under X
 runs as ``"sequential"`` (same values): XLA compiles the doubling scan to code slower than
 TensorFlow runs it uncompiled, and keras' associative_scan not at all.
 
-Measured (``benchmarks/domain_transform.py``, 2 CPU cores shared with other jobs, load ~10;
-CPU ms of the process): 1x360x480x3, K = 3, forward: sequential 26 ms CPU (XLA cluster), doubling
-308 ms; forward+backward 155 / 2171 ms. OpenCV's ``ximgproc.dtFilter`` (DTF_RF, 1 thread) 14 ms
-CPU in the same conditions. See the benchmark's table for the 21-channel and DT-EdgeNet rows.
+Measured (``benchmarks/domain_transform.py --goal``, 2 CPU cores shared with other jobs, load ~4;
+wall / CPU ms): 1x360x480x3, K = 3, forward 53 / 45 (sequential; before: doubling ~300 CPU),
+forward+backward 445 / 306 (before: doubling ~2170 CPU); 1x360x480x21 forward 471 / 314. OpenCV's
+``ximgproc.dtFilter`` (DTF_RF, 1 thread, same edge map) in the same run: 18 / 18 at 3 channels,
+137 / 92 for 21 channels in 6 calls: kseg is still 2.5-3.4x slower than the C++ per core.
 """
 
 import math
