@@ -15,21 +15,25 @@ weights and pass order follow the authors' Caffe layer (deeplab-public-ver2
 stored at ``i`` and used by both directions.
 
 The recurrence is linear in ``y``: the pairs ``(a_i, b_i) = (w_i, (1 - w_i) x_i)`` compose with
-the associative operator ``(a1, b1) o (a2, b2) = (a1 a2, a2 b1 + b2)``, so every pass is a
-parallel prefix scan (log-depth) instead of a loop over pixels: ``method="doubling"`` (default)
-is a Hillis-Steele scan written with ``keras.ops`` (shifted copies, static shapes, no control
-flow); ``method="scan"`` is ``keras.ops.associative_scan``, whose TensorFlow implementation
-interleaves levels through ``tf.cond`` (it loses the static rank, which :func:`_pass` restores,
-and takes minutes to trace at 480 pixels); ``method="sequential"`` runs the same recurrence with
-``keras.ops.scan`` (one step per pixel), kept as the reference and the benchmark peer.
+the associative operator ``(a1, b1) o (a2, b2) = (a1 a2, a2 b1 + b2)``, so every pass can also be a
+parallel prefix scan. ``method="sequential"`` (default) runs the recurrence as one loop per pass;
+on TensorFlow it is :func:`_tf_filter` (TF-only): the rows in a ``(W, B, C, H)`` layout, the columns
+in ``(H, B, C, W)`` (two transposes per iteration), each loop with its adjoint loop as gradient, the
+whole filter one XLA cluster (``jit_compile``) even when the caller is not compiled (outside XLA a
+TensorFlow while loop costs ~50 us per step; each input shape compiles once, a few seconds), any
+height and width; other backends run ``keras.ops.scan`` per pass. ``method="doubling"`` is a
+Hillis-Steele scan written with ``keras.ops`` (shifted copies, static shapes, no control flow:
+TFLite builtins, sizes known at run time); ``method="scan"`` is ``keras.ops.associative_scan``,
+whose TensorFlow implementation interleaves levels through ``tf.cond`` (it loses the static rank,
+which :func:`_pass` restores, and takes minutes to trace at 480 pixels). Under XLA every method
+runs as ``"sequential"`` (same values): XLA compiles the doubling scan to code slower than
+TensorFlow runs it uncompiled, and keras' associative_scan not at all.
 
-Measured (``benchmarks/domain_transform.py``, 2 shared CPU cores, loaded): without XLA the
-sequential recurrence is the fastest for forward+backward (1x360x480x3, K = 3: 831 ms vs doubling
-2708 ms) and doubling for forward only (284 vs 366 ms); under XLA (TF) every method runs the
-sequential recurrence with its adjoint recurrence as gradient: 52 ms forward / 85 ms
-forward+backward at 1x360x480x3, 352 / 1111 ms at 1x360x480x21, 25 / 72 ms at 1x90x120x21
-(doubling without XLA: 120 / 799 ms). OpenCV's ``ximgproc.dtFilter`` (DTF_RF, 1 thread) took
-21 ms / 121 ms (21 channels in calls of <= 4) in the same session.
+Measured (``benchmarks/domain_transform.py --goal``, 2 CPU cores shared with other jobs, load ~4;
+wall / CPU ms): 1x360x480x3, K = 3, forward 53 / 45 (sequential; before: doubling ~300 CPU),
+forward+backward 445 / 306 (before: doubling ~2170 CPU); 1x360x480x21 forward 471 / 314. OpenCV's
+``ximgproc.dtFilter`` (DTF_RF, 1 thread, same edge map) in the same run: 18 / 18 at 3 channels,
+137 / 92 for 21 channels in 6 calls: kseg is still 2.5-3.4x slower than the C++ per core.
 """
 
 import math
@@ -40,7 +44,8 @@ from keras import ops
 __all__ = ["METHODS", "DomainTransform", "domain_transform", "domain_transform_sigmas", "domain_transform_weights"]
 
 #: ``"scan"``: keras.ops.associative_scan (Blelloch-style, O(n) work); ``"doubling"``: Hillis-Steele
-#: (O(n log n) work, log2 n dense steps, no control flow); ``"sequential"``: keras.ops.scan, one step per pixel.
+#: (O(n log n) work, log2 n dense steps, no control flow); ``"sequential"`` (default): one loop step per
+#: pixel (TensorFlow: compiled with XLA, see the module docstring; other backends: keras.ops.scan).
 METHODS = ("scan", "doubling", "sequential")
 
 #: Lengths known only at run time (a model built for any input size): the doubling scan runs enough
@@ -111,32 +116,86 @@ def _doubling_scan(a, b, axis):
     return b
 
 
-def _tf_recurrence(a, b):
-    """TF-only ``y_i = a_i y_{i-1} + b_i`` along axis 0 (y_{-1} = 0) with its adjoint written out.
+def _tf_filter_axis0(a, x, reverse):
+    """TF-only: ``y_i = x_i + a_i (y_{i-1} - x_i)`` along axis 0 (``reverse``: from the end), ``y = x`` at the start.
 
-    The gradient is the same recurrence run backwards, ``gb_i = gy_i + a_{i+1} gb_{i+1}``, and
-    ``ga_i = gb_i y_{i-1}``: two bounded ``tf.scan`` loops, which XLA compiles to tight loops (the
-    tape of a while loop it would compile to slow TensorList code, or refuse for keras' scan).
+    ``a`` (n, B, 1, L) broadcasts over the channels of ``x`` (n, B, C, L) (the lane axis last: a
+    broadcast there costs XLA nothing, one before the last several times the recurrence). ``a``
+    at the start is not used. The gradient is the adjoint recurrence run the other way,
+    ``gb_i = gy_i + a_{i+1} gb_{i+1}``; then ``gx = (1 - a) gb`` and ``ga = gb (y_{i-1} - x_i)``.
     """
     import tensorflow as tf
 
+    start = -1 if reverse else 0
+    shift = -1 if reverse else 1  # tf.roll by `shift` puts t_{i-1} (in the scan's direction) at i
+
     @tf.custom_gradient
-    def run(a, b):
-        y = tf.scan(lambda carry, ab: ab[0] * carry + ab[1], (a, b), initializer=tf.zeros_like(b[0]))
+    def run(a, x):
+        y = tf.scan(lambda carry, ax: ax[1] + ax[0] * (carry - ax[1]), (a, x), initializer=x[start],
+                    reverse=reverse)
 
         def grad(gy):
-            a_next = tf.concat([a[1:], tf.zeros_like(a[:1])], axis=0)
-            gb = tf.scan(lambda carry, ag: ag[1] + ag[0] * carry, (a_next, gy), initializer=tf.zeros_like(gy[0]),
-                         reverse=True)
-            y_prev = tf.concat([tf.zeros_like(y[:1]), y[:-1]], axis=0)
-            ga = gb * y_prev
-            if a.shape[-1] != ga.shape[-1]:  # one weight shared by all channels
-                ga = tf.reduce_sum(ga, axis=-1, keepdims=True)
-            return ga, gb
+            n = tf.shape(a)[0]
+            mask = tf.reshape(tf.tensor_scatter_nd_update(tf.ones([n], a.dtype), [[n - 1 if reverse else 0]],
+                                                          tf.zeros([1], a.dtype)), (-1, 1, 1, 1))
+            a0 = a * mask  # a_start = 0
+            gb = tf.scan(lambda carry, ag: ag[1] + ag[0] * carry, (tf.roll(a0, -shift, 0), gy),
+                         initializer=tf.zeros_like(gy[0]), reverse=not reverse)
+            ga = tf.reduce_sum(gb * (tf.roll(y, shift, 0) - x), axis=2, keepdims=True) * mask
+            return ga, gb - a0 * gb
 
         return y, grad
 
-    return run(a, b)
+    return run(a, x)
+
+
+def _in_xla_context():
+    from kseg.layers.pooling import _in_xla_context
+
+    return _in_xla_context()
+
+
+_COMPILED = {}
+
+
+def _tf_domain_transform(x, edges, sigmas, compile_loops=False):
+    """TF-only :func:`_tf_filter` (below); ``compile_loops``: as one XLA cluster (``jit_compile``).
+
+    Outside XLA, TensorFlow runs a while loop at ~50 us per step (1x360x480x3, K = 3: over 0.8 s);
+    compiled, the whole filter takes ~30 ms. Each shape compiles once (a few seconds).
+    """
+    if not compile_loops:
+        return _tf_filter(x, edges, sigmas)
+    import tensorflow as tf
+
+    if sigmas not in _COMPILED:
+        _COMPILED[sigmas] = tf.function(lambda x, g: _tf_filter(x, g, sigmas), jit_compile=True, autograph=False,
+                                        reduce_retracing=True)
+    return _COMPILED[sigmas](x, edges)
+
+
+def _tf_filter(x, edges, sigmas):
+    """TF-only: each pass a sequential loop over the leading axis of a ``(length, B, C, lanes)`` layout.
+
+    Rows run in ``(W, B, C, H)``, columns in ``(H, B, C, W)``: two transposes per iteration, the
+    weight of the reverse pass a roll of a one-channel map. Under XLA each loop compiles to a
+    tight loop over contiguous lanes.
+    """
+    import tensorflow as tf
+
+    g_rows = tf.transpose(edges, (2, 0, 3, 1))  # (W, B, 1, H)
+    g_cols = tf.transpose(edges, (1, 0, 3, 2))  # (H, B, 1, W)
+    y = tf.transpose(x, (2, 0, 3, 1))  # (W, B, C, H)
+    for i, (sigma_s, sigma_r, sigma_k) in enumerate(sigmas):
+        if i:
+            y = tf.transpose(y, (3, 1, 2, 0))  # (H, B, C, W) -> (W, B, C, H)
+        for g in (g_rows, g_cols):
+            w = domain_transform_weights(g, sigma_s, sigma_r, sigma_k)  # w_i: between i - 1 and i
+            y = _tf_filter_axis0(w, y, reverse=False)
+            y = _tf_filter_axis0(tf.roll(w, -1, 0), y, reverse=True)  # backward: a_i = w_{i+1}
+            if g is g_rows:
+                y = tf.transpose(y, (3, 1, 2, 0))  # (W, B, C, H) -> (H, B, C, W)
+    return tf.transpose(y, (1, 0, 3, 2))
 
 
 def _pass(x, w, axis, reverse, method):
@@ -152,32 +211,28 @@ def _pass(x, w, axis, reverse, method):
         # keras' TF associative_scan interleaves through tf.cond, which loses the static rank
         y = ops.reshape(y, (-1,) + shape[1:])
     else:
-        a_t, b_t = ops.moveaxis(a, axis, 0), ops.moveaxis(b, axis, 0)
-        if keras.backend.backend() == "tensorflow":
-            y = _tf_recurrence(a_t, b_t)
-        else:
+        a_t, b_t = ops.moveaxis(a, axis, 0), ops.moveaxis(b, axis, 0)  # not TensorFlow: see _tf_filter
 
-            def step(carry, ab):
-                y_i = ab[0] * carry + ab[1]
-                return y_i, y_i
+        def step(carry, ab):
+            y_i = ab[0] * carry + ab[1]
+            return y_i, y_i
 
-            _, y = ops.scan(step, ops.zeros_like(b_t[0]), (a_t, b_t))
+        _, y = ops.scan(step, ops.zeros_like(b_t[0]), (a_t, b_t))
         y = ops.moveaxis(y, 0, axis)
     return ops.flip(y, axis=axis) if reverse else y
 
 
-def domain_transform(x, edges, num_iterations=3, sigma_s=130.0, sigma_r=0.1, method="doubling"):
+def domain_transform(x, edges, num_iterations=3, sigma_s=130.0, sigma_r=0.1, method="sequential"):
     """Filter ``x`` (batch, H, W, C) guided by ``edges`` (batch, H, W, 1): K iterations of 4 recursive passes.
 
     See :class:`DomainTransform`. ``method`` is one of :data:`METHODS`; on TensorFlow under XLA
     (``jit_compile``) every method runs as ``"sequential"``, the fastest there and the only one
-    XLA compiles to faster code than TensorFlow runs uncompiled.
+    XLA compiles to faster code than TensorFlow runs uncompiled (the layer refuses XLA for the
+    others: same values, the sequential loops).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method != "sequential" and keras.backend.backend() == "tensorflow":
-        from kseg.layers.pooling import _in_xla_context
-
         if _in_xla_context():
             # Under XLA the recurrence compiles to a tight loop (1x90x120x21, K=3: 15 ms vs 102 ms
             # without XLA), the doubling scan to code 17x slower than without XLA (1.26 s vs 75 ms)
@@ -185,6 +240,9 @@ def domain_transform(x, edges, num_iterations=3, sigma_s=130.0, sigma_r=0.1, met
             # sequential recurrence there (same values).
             method = "sequential"
     edges = ops.cast(edges, x.dtype)
+    if method == "sequential" and keras.backend.backend() == "tensorflow":
+        sigmas = tuple((sigma_s, sigma_r, s) for s in domain_transform_sigmas(sigma_s, num_iterations))
+        return _tf_domain_transform(x, edges, sigmas, compile_loops=not _in_xla_context())
     for sigma_k in domain_transform_sigmas(sigma_s, num_iterations):
         w = domain_transform_weights(edges, sigma_s, sigma_r, sigma_k)
         for axis, reverse in _PASSES:
@@ -210,11 +268,12 @@ class DomainTransform(keras.layers.Layer):
         num_iterations: K (3 in the paper).
         sigma_s: spatial standard deviation in pixels of the filtered map.
         sigma_r: range standard deviation (edge strength scale).
-        method: ``"doubling"`` (default: a Hillis-Steele prefix scan, log2 n dense steps without
-            control flow, builtin TFLite ops; sizes known only at run time run
-            ``log2(MAX_DYNAMIC_LENGTH)`` = 13 steps), ``"scan"``
-            (``keras.ops.associative_scan``) or ``"sequential"`` (``keras.ops.scan``, one step
-            per pixel; the reference). All three compute the same function.
+        method: ``"sequential"`` (default, the fastest measured with and without XLA: one loop
+            step per pixel; on TensorFlow an XLA cluster, any height and width), ``"doubling"``
+            (a Hillis-Steele prefix scan, log2 n dense steps without control flow, builtin TFLite
+            ops; sizes known only at run time run ``log2(MAX_DYNAMIC_LENGTH)`` = 13 steps) or
+            ``"scan"`` (``keras.ops.associative_scan``). All three compute the same function;
+            under XLA (TensorFlow) all run as ``"sequential"``.
 
     The defaults (K = 3, sigma_s = 130, sigma_r = 0.1) are the values the DT-EdgeNet paper reports
     for its final model; they are arguments so a grid search can change them.
@@ -223,12 +282,12 @@ class DomainTransform(keras.layers.Layer):
         >>> import numpy as np
         >>> x = np.random.default_rng(0).normal(size=(1, 6, 7, 2)).astype("float32")
         >>> flat = np.zeros((1, 6, 7, 1), "float32")
-        >>> y = DomainTransform(sigma_s=1e4)([x, flat])  # no edges, huge sigma_s: nearly the mean
-        >>> bool(np.allclose(np.asarray(y), x.mean(axis=(1, 2), keepdims=True), atol=0.05))
+        >>> y = DomainTransform(sigma_s=1e4)([x, flat])  # no edges, huge sigma_s: one value everywhere
+        >>> bool(np.ptp(np.asarray(y), axis=(1, 2)).max() < 1e-3)
         True
     """
 
-    def __init__(self, num_iterations=3, sigma_s=130.0, sigma_r=0.1, method="doubling", **kwargs):
+    def __init__(self, num_iterations=3, sigma_s=130.0, sigma_r=0.1, method="sequential", **kwargs):
         super().__init__(**kwargs)
         if int(num_iterations) < 1:
             raise ValueError(f"num_iterations must be >= 1, got {num_iterations}")
@@ -249,7 +308,9 @@ class DomainTransform(keras.layers.Layer):
                 f"and {tuple(g_shape)}"
             )
         for axis in (1, 2):
-            if (x_shape[axis] is None or g_shape[axis] is None) and self.method != "doubling":
+            dynamic_ok = self.method == "doubling" or (self.method == "sequential"
+                                                        and keras.backend.backend() == "tensorflow")
+            if (x_shape[axis] is None or g_shape[axis] is None) and not dynamic_ok:
                 raise ValueError(f"{self.name}: method={self.method!r} needs static heights and widths, got "
                                  f"{tuple(x_shape)} (method='doubling' takes sizes known at run time only)")
             if x_shape[axis] is not None and g_shape[axis] is not None and x_shape[axis] != g_shape[axis]:

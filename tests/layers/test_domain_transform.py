@@ -199,3 +199,31 @@ def test_every_method_compiles_under_xla_as_the_sequential_recurrence():
         compiled = tf.function(value_and_grads(method), jit_compile=True)(tf.constant(x), tf.constant(g))
         for c, p in zip(compiled, plain):
             np.testing.assert_allclose(c.numpy(), p, rtol=1e-4, atol=1e-4)
+
+
+def diagonal_guide(h, w, seed=0):
+    """A guide ``I(r, c) = F(r + c)``: its horizontal and vertical differences at each pixel are the
+    same number, ``|F(r + c) - F(r + c - 1)|``, so OpenCV's per-direction edge maps are one map ``g``."""
+    f = np.random.default_rng(seed).uniform(0, 1, h + w).astype("float32")
+    f[::7] += 3.0  # strong edges along some diagonals
+    guide = f[np.add.outer(np.arange(h), np.arange(w))]
+    prev = np.concatenate([f[:1], f[:-1]])
+    edges = np.abs(f - prev)[np.add.outer(np.arange(h), np.arange(w))]
+    return guide, edges
+
+
+@pytest.mark.parametrize("method", ["sequential", "doubling"])
+def test_agrees_with_opencv_dtfilter_on_the_same_edge_map(method):
+    """OpenCV's ``ximgproc.dtFilter`` (DTF_RF; Gastal & Oliveira's authors' recursive filter, an
+    implementation nobody here wrote) with a guide whose differences are our edge map."""
+    cv2 = pytest.importorskip("cv2")
+    if not hasattr(cv2, "ximgproc"):
+        pytest.skip("opencv-contrib (cv2.ximgproc) is not installed")
+    h, w = 37, 53
+    guide, edges = diagonal_guide(h, w)
+    x = np.random.default_rng(1).normal(size=(h, w, 3)).astype("float32")
+    for sigma_s, sigma_r, k in ((130.0, 0.1, 3), (10.0, 2.0, 2)):
+        expected = cv2.ximgproc.dtFilter(guide, x, sigma_s, sigma_r, mode=cv2.ximgproc.DTF_RF, numIters=k)
+        y = np.asarray(domain_transform(x[None], edges[None, ..., None], k, sigma_s, sigma_r, method=method))[0]
+        np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+        assert np.abs(expected - x).max() > 0.1  # the filter did something
