@@ -369,7 +369,11 @@ def export_tflite(
     import tempfile
 
     module = _TFLiteServing.build(converted, height, width)
-    workdir = tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)  # the output's disk, not a tmpfs
+    from kseg.io import TMP_PREFIX
+
+    # on the output's disk, not a tmpfs; named as kseg.io's temporaries, so a killed export's folder is
+    # removed by the next successful write of `path`
+    workdir = tempfile.mkdtemp(prefix=TMP_PREFIX, suffix=f"-{path.name}", dir=path.parent)
     try:
         tf.saved_model.save(module, workdir, signatures={"serving_default": module.serve.get_concrete_function()})
         del module
