@@ -55,7 +55,7 @@ def main():
     crop = tuple(args.crop)
 
     def stream():
-        aug = data.joint_augmentation(crop_size=crop, scale_range=(args.scale, args.scale), seed=0, ignore_label=11)
+        aug = data.joint_augmentation(crop_size=crop, scale_range=(args.scale, args.scale), seed=0, ignore_class=11)
         return data.segmentation_dataset(pairs, batch_size=args.batch_size, shuffle=True, augment=aug, repeat=True,
                                          seed=0, drop_remainder=True)
 

@@ -297,6 +297,8 @@ def _convert(args):
         raise ValueError(f"--out must end with '.weights.h5' (Keras' weights format), got {out!r}")
     try:  # written crash-safely: a failed conversion leaves the old --out as it was
         convert(args.model, args.file, out, **dict(args.model_arg))
+    except FileNotFoundError as err:  # the input is missing (convert creates --out's folder): a usage error
+        raise ValueError(str(err)) from err
     except KeyError as err:
         raise ValueError(f"{args.file}: {err}") from err
     print(f"{args.file} -> {out}")
