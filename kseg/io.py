@@ -111,6 +111,21 @@ def _named(err, target):
     return err
 
 
+def _raise_named(err, target):
+    """Re-raise a failed write's error, with the target's path attached (see :func:`_named`)."""
+    named = _named(err, target)
+    if named is not err:
+        raise named from err
+    raise err
+
+
+def _after_rename(target):
+    """The end of every successful write: the rename made durable, stale temporaries removed."""
+    fsync_dir(target.parent)
+    _maybe_kill("renamed", target)
+    _remove_stale(target)
+
+
 def _tmp_name(target):
     return target.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{target.name}")
 
@@ -165,13 +180,8 @@ def atomic_path(path, keep_suffix=True):
     except BaseException as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        named = _named(err, target)
-        if named is not err:
-            raise named from err
-        raise
-    fsync_dir(target.parent)
-    _maybe_kill("renamed", target)
-    _remove_stale(target)
+        _raise_named(err, target)
+    _after_rename(target)
 
 
 @contextlib.contextmanager
@@ -228,22 +238,13 @@ def atomic_dir(path):
         yield str(tmp)
         _fsync_tree(tmp)
         _maybe_kill("written", target)
-        old = None
-        if target.exists():
-            old = target.with_name(f"{TMP_PREFIX}old-{uuid.uuid4().hex[:8]}-{target.name}")
-            os.replace(target, old)
+        if target.exists():  # set aside under a temporary name, removed with the other temporaries
+            os.replace(target, target.with_name(f"{TMP_PREFIX}old-{uuid.uuid4().hex[:8]}-{target.name}"))
         os.replace(tmp, target)
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        named = _named(err, target)
-        if named is not err:
-            raise named from err
-        raise
-    fsync_dir(target.parent)
-    _maybe_kill("renamed", target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    _remove_stale(target)
+        _raise_named(err, target)
+    _after_rename(target)  # also removes the swapped-out old folder (a TMP_PREFIX name)
 
 
 def check_keras_file(path):
