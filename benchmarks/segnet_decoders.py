@@ -250,20 +250,18 @@ def recompute_bn_statistics(model, images, batch_size):
 
 # ------------------------------------------------------------------------------------------- training
 def _atomic(path, write):
-    """write(tmp) then rename over `path`: a kill leaves the old file or the new one, never half of one."""
-    path = Path(path)
-    tmp = path.with_name(f".tmp-{path.name}")  # same folder, same extension
-    write(str(tmp))
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """write(tmp) then rename over `path` (kseg.io: fsynced, the folder too): a kill leaves the old file
+    or the new one, never half of one. kseg.io is standard library only, so this runs without TF."""
+    from kseg.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def _write_json(path, obj):
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1)
-    _atomic(path, write)
+    from kseg.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=1))
 
 
 def train_one(args):
@@ -455,9 +453,7 @@ def ship(run_dir, root=ROOT):
     dst = root / "kseg" / "weights" / src.name
     card = root / "docs" / "segnet_basic_camvid.md"
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".tmp-{dst.name}")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    _atomic(dst, lambda tmp: shutil.copyfile(src, tmp))
     t = r["test"]
     h, w = round(360 * r["scale"]), round(480 * r["scale"])
     paper = PAPER["segnet_basic"][3]
