@@ -249,6 +249,21 @@ def recompute_bn_statistics(model, images, batch_size):
 
 
 # ------------------------------------------------------------------------------------------- training
+def _device():
+    """What the backend computes on, in words (``NVIDIA H200``, ``cpu x86_64``)."""
+    import platform
+
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        d = jax.devices()[0]
+        if d.platform != "cpu":
+            return str(d.device_kind)
+    return f"cpu {platform.machine()} ({os.cpu_count()} cores)"
+
+
 def _atomic(path, write):
     """write(tmp) then rename over `path` (kseg.io: fsynced, the folder too): a kill leaves the old file
     or the new one, never half of one. kseg.io is standard library only, so this runs without TF."""
@@ -345,9 +360,10 @@ def train_one(args):
                     st["stop_reason"] = f"val mIoU did not improve for {args.patience} evaluations"
         if deadline and time.time() > deadline:
             st["stop_reason"] = f"time budget {args.max_seconds} s"
-        if va is not None or getattr(args, "chunk_epochs", 0) or getattr(args, "resume", False):
-            _atomic(model_path, model.save)
-            _write_json(state_path, st)
+        # every epoch, so that nothing trained is lost to a crash in the evaluation after it (a study
+        # run on a GPU machine lost 30 epochs that way) and --resume can continue any run
+        _atomic(model_path, model.save)
+        _write_json(state_path, st)
         if st["epochs_done"] % args.log_every == 0 or "val" in line:
             print(line, flush=True)
     st["stop_reason"] = st["stop_reason"] or "epochs"
@@ -356,7 +372,7 @@ def train_one(args):
     bn_batches = recompute_bn_statistics(model, tr_x, args.batch_size) if args.bn_stats else 0
     result = {
         "variant": args.variant, "balancing": args.balancing, "seed": args.seed,
-        "backend": keras.backend.backend(), "precision": args.precision, "scale": args.scale,
+        "backend": keras.backend.backend(), "device": _device(), "precision": args.precision, "scale": args.scale,
         "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr, "cosine": args.cosine,
         "epochs_planned": args.epochs, "epochs_done": st["epochs_done"], "steps_done": st["epochs_done"] * steps,
         "stop_reason": st["stop_reason"], "best_val_epoch": st["best_epoch"], "bn_statistics_batches": bn_batches,
@@ -398,16 +414,20 @@ def study(args):
         env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / args.jobs:.3f}")
     pending = [r for r in runs if not (Path(args.out) / run_id(*r) / "result.json").exists()]
     running = []
+    deadline = time.time() + args.deadline_seconds if args.deadline_seconds else None
     while pending or running:
         while pending and len(running) < args.jobs:
             v, b, s = pending.pop(0)
+            cap = args.max_seconds or 0
+            if deadline is not None:  # a run started late gets what is left (its stop_reason says so)
+                cap = min(cap or float("inf"), max(deadline - time.time(), 1.0))
             d = Path(args.out) / run_id(v, b, s)
             d.mkdir(parents=True, exist_ok=True)
             cmd = [sys.executable, __file__, "run", "--variant", v, "--balancing", b, "--seed", str(s),
                    "--data", args.data, "--out", str(d), "--epochs", str(args.epochs), "--scale", str(args.scale),
                    "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--optimizer", args.optimizer,
-                   "--max-seconds", str(args.max_seconds or 0), "--val-every", "0",
-                   "--limit", str(args.limit), "--log-every", str(args.log_every)]
+                   "--max-seconds", f"{cap:.0f}", "--val-every", "0", "--precision", args.precision,
+                   "--limit", str(args.limit), "--log-every", str(args.log_every), "--resume"]
             if not args.cosine:
                 cmd.append("--no-cosine")
             log = open(d / "log.txt", "w")
@@ -420,6 +440,44 @@ def study(args):
                 tail = (d / "log.txt").read_text().strip().splitlines()[-1:] or [""]
                 print(f"{d.name}: exit {p.returncode}: {tail[0][:200]}", flush=True)
     print(table(args.out))
+
+
+# ------------------------------------------------------------------------------ storage and inference
+def infer(args):
+    """Table 1's other columns for every variant: parameters, the encoder storage the decoder keeps
+    (:func:`kseg.models.segnet_decoders.decoder_storage_bytes`) and the inference time of one
+    360x480 image (``predict_on_batch``: forward pass and the scores back on the host; median of
+    ``--repeats`` after two warm-up calls). Written to ``OUT/infer-<backend>.json``."""
+    import keras
+
+    _registry()
+    from kseg.models.segnet_decoders import decoder_storage_bytes
+
+    hw = (360, 480)
+    x = np.random.default_rng(0).uniform(0, 255, (1, *hw, 3)).astype(np.float32)
+    device = _device()
+    rows = {}
+    for v in args.variants:
+        model = build(v, input_shape=(*hw, 3))
+        for _ in range(2):
+            model.predict_on_batch(x)
+        times = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            model.predict_on_batch(x)
+            times.append(time.perf_counter() - t)
+        st = decoder_storage_bytes(model, hw)
+        params = int(sum(int(np.prod(w.shape)) for w in model.weights if "moving" not in w.path))
+        rows[v] = {"params": params, "infer_ms": 1000 * float(np.median(times)),
+                   "storage_multiplier_paper": st["storage_multiplier_paper"], "storage_bytes": st["total"],
+                   "first_layer_bytes": st["first_layer"]["indices_2bit"] + st["first_layer"]["feature_maps"]}
+        print(f"{v}: {rows[v]['params']:,} params, {rows[v]['infer_ms']:.1f} ms, storage x"
+              f"{rows[v]['storage_multiplier_paper']:g} ({rows[v]['storage_bytes'] / 1e6:.2f} MB)", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / f"infer-{keras.backend.backend()}.json",
+                {"backend": keras.backend.backend(), "device": device, "input": list(hw), "batch": 1,
+                 "repeats": args.repeats, "variants": rows})
 
 
 # ---------------------------------------------------------------------------------------------- table
@@ -436,6 +494,37 @@ PAPER = {
     "fcn_basic_no_addition_no_dim_reduction": (1.625, "0", 43.9, (80.5, 61.6, 45.9, 30.47),
                                                (83.7, 54.8, 45.5, 33.17)),
 }
+
+
+def retest(run_dir, data, limit=0):
+    """Score a finished run's saved weights on ``data``'s test split (at the run's scale, full label
+    resolution) and record it as the run's test result, the previous one kept as ``test_before``.
+
+    A run trained elsewhere (a GPU machine, with the images carried as high-quality JPEG copies and
+    the val split standing in for the test split) is scored here on the original PNGs, on whatever
+    backend this is: the figures on the card are then this machine's own computation."""
+    import keras
+
+    run = Path(run_dir)
+    with open(run / "result.json") as f:
+        r = json.load(f)
+    weights = run / "segnet_basic_camvid.weights.h5"
+    if not weights.is_file():
+        weights = run / "best.weights.h5"
+    if not weights.is_file():
+        raise SystemExit(f"{run}: no weights to score (segnet_basic_camvid.weights.h5 or best.weights.h5)")
+    model = build(r["variant"])
+    model.load_weights(str(weights))
+    te_x, _, te_full = load_split(data, "test", r["scale"], limit)
+    test, preds = evaluate(model, te_x, te_full)
+    r["test_before"], r["test"] = r.get("test"), test
+    r["test_data"] = {"root": str(Path(data).resolve()), "images": len(te_x), "backend": keras.backend.backend(),
+                      "device": _device(), "weights": weights.name}
+    np.savez_compressed(run / "pred_test.npz", preds=preds)
+    _write_json(run / "result.json", r)
+    print(f"{run}: test ({len(te_x)} images, {keras.backend.backend()}) G {test['G']:.3f} C {test['C']:.3f} "
+          f"mIoU {test['mIoU']:.3f} BF {test['BF']:.3f}")
+    return test
 
 
 def ship(run_dir, root=ROOT):
@@ -457,6 +546,12 @@ def ship(run_dir, root=ROOT):
     t = r["test"]
     h, w = round(360 * r["scale"]), round(480 * r["scale"])
     paper = PAPER["segnet_basic"][3]
+    device = r.get("device", "a 2-core CPU shared with other work")
+    sittings = "".join(f"\n  - {x}" for x in r.get("sittings", []))
+    carried = f"\n- Images as trained on: {r['train_images']}." if r.get("train_images") else ""
+    td = r.get("test_data")
+    scored = (f"Scored on this split's original PNGs by `segnet_decoders.py retest` on the {td['backend']} backend "
+              f"({td['device']}); the model was trained on {r['backend']}." if td else "")
     rows = "\n".join(f"| {c} | {'-' if v is None else f'{100 * v:.1f}'} |" for c, v in t["per_class_iou"].items())
     hist = "\n".join(f"| {v['epoch']} | {100 * v['G']:.1f} | {100 * v['C']:.1f} | {100 * v['mIoU']:.1f} |"
                       for v in r["history"]["val"])
@@ -471,14 +566,14 @@ Trained by kseg from scratch (not converted from the authors' caffemodel, which 
 
 - Data: CamVid as in the SegNet tutorial (480x360, 11 classes + void, void ignored): the 367 train
   images for training, the 101 val images only to pick the epoch; scores on the test split.
-- Input: {h}x{w} (scale {r['scale']} of 360x480, bilinear); random horizontal flips; RGB in [0, 255].
+- Input: {h}x{w} (scale {r['scale']} of 360x480, bilinear); random horizontal flips; RGB in [0, 255].{carried}
 - Loss: softmax cross-entropy with median-frequency class weights (computed on the train labels).
 - Optimiser: {r['optimizer']} lr {r['lr']}{' with cosine decay to 1%' if r['cosine'] else ''}, batch {r['batch_size']},
   {r['precision']} on the {r['backend']} backend; up to {r['epochs_planned']} epochs, validation every few epochs,
   stopped by: {r['stop_reason']}.
-- Trained {r['epochs_done']} epochs = {r['steps_done']:,} steps in {r['train_seconds'] / 3600:.1f} h of training
-  ({r['epoch_seconds_median']:.0f} s per epoch, median; a 2-core CPU shared with other work, resumed across
-  sittings with `--resume`); best validation mIoU at epoch {r['best_val_epoch']}, whose weights are shipped.
+- Trained {r['epochs_done']} epochs = {r['steps_done']:,} steps in {r['train_seconds']:.0f} s of training on {device}
+  ({r['epoch_seconds_median']:.1f} s per epoch, median), resumed across sittings with `--resume`:{sittings}
+- Best validation mIoU at epoch {r['best_val_epoch']}, whose weights are shipped.
 - BatchNorm statistics recomputed over the train split ({r['bn_statistics_batches']} batches) before testing,
   as the authors' `compute_bn_statistics.py` does.
 - Use: `model = kseg.SegNetBasic(weights="camvid", input_shape=({h}, {w}, 3))`; predict at {h}x{w}
@@ -490,9 +585,10 @@ Trained by kseg from scratch (not converted from the authors' caffemodel, which 
 |---|---|---|---|---|
 | kseg (this file) | {100 * t['G']:.1f} | {100 * t['C']:.1f} | {100 * t['mIoU']:.1f} | {t['BF'] if isinstance(t['BF'], str) else f"{100 * t['BF']:.1f}"} |
 | paper, SegNet-Basic, median freq. (PAMI 2017, Table 1) | {paper[0]} | {paper[1]} | {paper[2]} | {paper[3]} |
+| kseg, val split (101 images; the epoch was picked on it) | {100 * r['val']['G']:.1f} | {100 * r['val']['C']:.1f} | {100 * r['val']['mIoU']:.1f} | - |
 
 The test split here is the copy in `../shared/data/camvid` (117 of the 233 test pairs: every
-second one); the paper scores all 233 at 360x480.
+second one); the paper scores all 233 at 360x480. {scored}
 
 | class | test IoU (%) |
 |---|---|
@@ -532,22 +628,32 @@ def table(out_dir):
                 json.dump(r, fh, indent=1)
         rows.append(r)
     by = {(r["variant"], r["balancing"], r["seed"]): r for r in rows}
+    infers = []  # infer-<backend>.json files: storage and inference time per variant
+    for f in sorted(glob.glob(os.path.join(out_dir, "infer-*.json"))):
+        with open(f) as fh:
+            infers.append(json.load(fh))
     fmt = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
-    lines = ["| variant | seed | params | epochs | median freq: G / C / mIoU / BF | natural freq: G / C / mIoU / BF |",
-             "| --- | ---: | ---: | ---: | --- | --- |"]
+    ms_heads = "".join(f" infer ms ({i['backend']}, {i['device']}) |" for i in infers)
+    lines = ["| variant | seed | params | epochs | median freq: G / C / mIoU / BF | natural freq: G / C / mIoU / BF |"
+             f" storage x |{ms_heads}",
+             "| --- | ---: | ---: | ---: | --- | --- | ---: |" + " ---: |" * len(infers)]
     for v in VARIANTS:
-        for s in sorted({k[2] for k in by if k[0] == v}):
+        for n, s in enumerate(sorted({k[2] for k in by if k[0] == v})):
             cells = []
             for b in BALANCINGS:
                 r = by.get((v, b, s))
                 t = r["test"] if r else {}
                 cells.append(" / ".join(fmt(t.get(k)) for k in ("G", "C", "mIoU", "BF")) if r else "-")
             r = by.get((v, "median", s)) or by.get((v, "natural", s))
-            lines.append(f"| {v} | {s} | {r['params']:,} | {r['epochs_done']} | {cells[0]} | {cells[1]} |")
+            extra = [f"{i['variants'][v]['storage_multiplier_paper']:g}" if n == 0 and v in i["variants"] else ""
+                     for i in infers[:1]] or [""]
+            extra += [f"{i['variants'][v]['infer_ms']:.1f}" if n == 0 and v in i["variants"] else "" for i in infers]
+            lines.append(f"| {v} | {s} | {r['params']:,} | {r['epochs_done']} | {cells[0]} | {cells[1]} | "
+                         + " | ".join(extra) + " |")
         if v in PAPER:
             m, storage, ms, med, nat = PAPER[v]
-            lines.append(f"| (paper) | | {m}M | storage x{storage}, {ms} ms | {' / '.join(map(str, med))} | "
-                         f"{' / '.join(map(str, nat))} |")
+            lines.append(f"| (paper) | | {m}M | | {' / '.join(map(str, med))} | {' / '.join(map(str, nat))} | "
+                         f"{storage} | {ms} (paper's GPU) |" + " |" * max(len(infers) - 1, 0))
     return "\n".join(lines)
 
 
@@ -580,6 +686,13 @@ def main(argv=None):
     r.add_argument("--save-weights", default="")
     r.add_argument("--out", required=True)
     r.add_argument("--overwrite", action="store_true")
+    r.add_argument("--resume", action="store_true", help="continue the run in --out (the study always does)")
+    r.add_argument("--chunk-epochs", type=int, default=0, help="stop after N epochs (exit 3); resume later")
+
+    rt = sub.add_parser("retest", help="score a finished run's weights again on a test split (e.g. the originals)")
+    rt.add_argument("run_dir")
+    rt.add_argument("--data", default=os.environ.get("CAMVID", str(ROOT.parent / "shared" / "data" / "camvid")))
+    rt.add_argument("--limit", type=int, default=0, help="first N test images (smoke tests)")
 
     s = sub.add_parser("study", help="every variant x balancing")
     common(s)
@@ -589,6 +702,13 @@ def main(argv=None):
     s.add_argument("--epochs", type=int, default=60)
     s.add_argument("--jobs", type=int, default=1)
     s.add_argument("--out", default="runs/decoders")
+    s.add_argument("--deadline-seconds", type=float, default=0,
+                   help="the whole study ends within this: a run started late gets what is left")
+
+    i = sub.add_parser("infer", help="parameters, decoder storage and inference time of every variant")
+    i.add_argument("--variants", nargs="+", default=VARIANTS)
+    i.add_argument("--repeats", type=int, default=20)
+    i.add_argument("--out", default="runs/decoders")
 
     c = sub.add_parser("converge", help="SegNet-Basic until validation mIoU stops improving")
     common(c)
@@ -607,7 +727,10 @@ def main(argv=None):
 
     args = p.parse_args(argv)
     if args.cmd == "run":
-        train_one(args)
+        if train_one(args) is None:
+            sys.exit(3)
+    elif args.cmd == "retest":
+        retest(args.run_dir, args.data, args.limit)
     elif args.cmd == "study":
         study(args)
     elif args.cmd == "converge":
@@ -615,6 +738,8 @@ def main(argv=None):
         args.bn_stats, args.save_weights = True, "segnet_basic_camvid.weights.h5"
         if train_one(args) is None:
             sys.exit(3)
+    elif args.cmd == "infer":
+        infer(args)
     elif args.cmd == "ship":
         ship(args.run_dir, args.root)
     else:

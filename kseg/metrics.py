@@ -234,8 +234,9 @@ def boundary_f1_numpy(labels, preds, num_classes, ignore_class=None, tolerance=0
     valid = (labels >= 0) & (labels < k)
     if ignore_class is not None:
         valid &= labels != ignore_class
-    gt = np.where(valid, labels, -1).astype(np.int32)
-    pr = np.where(valid, preds, -1).astype(np.int32)
+    # int32 first: numpy >= 2.5 refuses -1 beside uint8 labels (NEP 50)
+    gt = np.where(valid, labels.astype(np.int32), -1)
+    pr = np.where(valid, preds.astype(np.int32), -1)
     theta = float(tolerance) * math.hypot(h, w)
     offsets = _disk_offsets(theta)
 

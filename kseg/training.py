@@ -922,7 +922,7 @@ def demo(data=None, out_dir="runs/demo", budget_seconds=None, download=False, sy
 
     With `pretrained`, nothing is trained: SegNet-Basic starts from kseg's converged CamVid weights
     (``weights="camvid"``, shipped in the package) and is evaluated at the size it was trained at
-    (180x240, scored against the full-resolution labels); this needs CamVid's test split.
+    (360x480, the labels' own size); this needs CamVid's test split.
 
     The budget is ``DEMO["epochs"] * DEMO["steps_per_epoch"]`` steps, cut short after
     `budget_seconds` of training on a slow machine.
@@ -1040,7 +1040,7 @@ def _pretrained_demo(root, note, out, cfg, eval_steps, verbose, print_fn):
     print_fn(note)
     card = registry.get("segnet_basic")
     preset = next(p for p in card.presets if p.name == "camvid")
-    model = card.build(weights="camvid", input_shape=(180, 240, 3))
+    model = card.build(weights="camvid", input_shape=(360, 480, 3))
     print_fn(f"SegNet-Basic with kseg's CamVid weights (weights='camvid'; {preset.notes.split('. ')[0]}); "
              "no training")
     out.mkdir(parents=True, exist_ok=True)

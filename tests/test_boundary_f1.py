@@ -86,6 +86,8 @@ def test_missed_object_void_and_absent_classes():
     assert boundary_f1_numpy(gt, pr, 4, ignore_class=11, per_image=True)[1].tolist() == [0.0, 1.0]
     assert boundary_f1_numpy(gt, pr, 4, ignore_class=11) == 0.5
     assert keras_bf(gt, pr, 4, ignore_class=11) == pytest.approx(0.5)
+    # uint8 label maps, as read from PNGs: the same score (numpy 2.5 refused -1 beside uint8 here once)
+    assert boundary_f1_numpy(gt.astype(np.uint8), pr.astype(np.uint8), 4, ignore_class=11) == 0.5
     # A class filling the whole labelled area has no boundary in either map: F1 = 1.
     assert boundary_f1_numpy(np.zeros((1, 5, 5), int), np.zeros((1, 5, 5), int), 3) == 1.0
     # An image with no labelled pixel is skipped.

@@ -212,7 +212,7 @@ def test_demo_pipeline_on_camvid(camvid_dir, tmp_path):
 
 def test_demo_pretrained_evaluates_the_shipped_weights_without_training(tmp_path, monkeypatch):
     """`kseg demo --pretrained`: SegNet-Basic from weights='camvid' (here a stand-in file in the package
-    folder), evaluated at 180x240 on the test split against full-size labels; no step trained."""
+    folder), evaluated at 360x480 (its training size) on the test split against the labels; no step trained."""
     from kseg.models import weights
 
     import kseg
@@ -230,7 +230,7 @@ def test_demo_pretrained_evaluates_the_shipped_weights_without_training(tmp_path
     lines = []
     result = training.demo(data=root, out_dir=tmp_path / "demo", pretrained=True, eval_steps=1, num_overlays=1,
                            batch_size=2, print_fn=lines.append, verbose=0)
-    assert result["pretrained"] is True and result["train_steps"] == 0 and result["input_size"] == [180, 240]
+    assert result["pretrained"] is True and result["train_steps"] == 0 and result["input_size"] == [360, 480]
     assert any("weights='camvid'" in line and "no training" in line for line in lines)
     assert sum(map(sum, result["confusion_matrix"])) > 0.8 * 2 * 72 * 96  # scored at the labels' size
     back = keras.models.load_model(tmp_path / "demo" / "model.keras", safe_mode=True)

@@ -301,6 +301,14 @@ def test_converge_resume_and_ship_on_camvid(camvid_dir, tmp_path):
     assert second.returncode == 0 and "resumed at epoch 1" in second.stdout, second.stderr[-2000:]
     result = json.loads((out / "result.json").read_text())
     assert result["epochs_done"] == 2 and len(result["history"]["val"]) == 2 and 0 <= result["test"]["mIoU"] <= 1
+    # retest: the saved weights scored again on the same split give the run's own test figures
+    again = subprocess.run([sys.executable, str(script), "retest", str(out), "--data", str(camvid_dir),
+                            "--limit", "4"],
+                           capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["test"]["mIoU"] == pytest.approx(result["test_before"]["mIoU"], abs=1e-6)
+    assert result["test_data"]["weights"] == "segnet_basic_camvid.weights.h5"
     shipped = subprocess.run([sys.executable, str(script), "ship", str(out), "--root", str(tmp_path / "co")],
                              capture_output=True, text=True, env=env, timeout=300)
     assert shipped.returncode == 0, shipped.stderr[-2000:]
