@@ -84,6 +84,7 @@ def test_quantize_modes_builtins_only(tiny, calibration, tmp_path, quantize, io_
             assert abs(scale - 1.0) < 0.02 and abs(zero) <= 1
 
 
+@pytest.mark.slow
 def test_quantized_files_are_smaller(tiny, calibration, tmp_path):
     sizes = {q: pathlib.Path(export.export_tflite(tiny, tmp_path / f"{q}.tflite", quantize=q,
                                                   representative_images=calibration)).stat().st_size
@@ -92,6 +93,7 @@ def test_quantized_files_are_smaller(tiny, calibration, tmp_path):
     assert sizes["int8"] < sizes["float16"] < sizes["none"]
 
 
+@pytest.mark.slow
 def test_int8_io_types_give_the_same_labels(tiny, calibration, tmp_path):
     """uint8 and int8 I/O are the same quantised graph shifted by 128: identical labels."""
     labels = [Segmenter(export.export_tflite(tiny, tmp_path / f"{io}.tflite", quantize="int8",
@@ -100,6 +102,7 @@ def test_int8_io_types_give_the_same_labels(tiny, calibration, tmp_path):
     np.testing.assert_array_equal(labels[0], labels[1])
 
 
+@pytest.mark.slow
 def test_representative_images_from_a_folder(tiny, calibration, tmp_path):
     folder = tmp_path / "images"
     folder.mkdir()
@@ -149,6 +152,7 @@ def _agreement(model, path, images):
     return float((float_labels == int8_labels).mean())
 
 
+@pytest.mark.slow
 def test_int8_agrees_with_float_on_camvid(camvid_dir, tmp_path):
     size = (90, 120)  # odd maps inside (45x60 -> 23x30 -> 12x15 -> 6x8): mirror padding is exercised
     model, train_images = train_segnet_basic(camvid_dir, size, width=16, epochs=10)

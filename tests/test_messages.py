@@ -55,6 +55,7 @@ def test_unit_range_images_warn_once(tmp_path):
         training.evaluate(model, ds, verbose=0)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not __import__("importlib").util.find_spec("jax"), reason="jax not installed")
 def test_export_saved_model_on_jax_points_to_model_export(tmp_path):
     code = ("import keras, kseg\nfrom kseg import export\nm = kseg.SegNetBasic(input_shape=(16, 16, 3), width=2)\n"

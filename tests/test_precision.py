@@ -1,7 +1,7 @@
 """Mixed precision: every registered model builds and trains one step under each dtype policy.
 
-mixed_bfloat16 runs for every model by default; mixed_float16 (loss scaling, slower on CPU) for
-SegNet-Basic by default and for every model in the slow run.
+mixed_bfloat16 runs for a model of each layer family by default and for every model in the slow run;
+mixed_float16 (loss scaling, slower on CPU) for SegNet-Basic by default and for every model when slow.
 """
 
 import keras
@@ -13,12 +13,16 @@ from kseg.precision import PRECISIONS, precision_scope, set_precision
 from test_registry_models import tiny_kwargs
 
 
+# bfloat16 by default for a model of each layer family; every semantic model in the slow run.
+BF16_DEFAULT = {"segnet_basic", "fcn8s", "deeplab_v2_vgg16", "parsenet", "reseg", "crf_as_rnn", "dt_edgenet"}
+
+
 def _params():
     out = []
     for name in kseg.models.list():
         if kseg.models.get(name).task != "semantic":
             continue
-        out.append(pytest.param(name, "mixed_bfloat16"))
+        out.append(pytest.param(name, "mixed_bfloat16", marks=[] if name in BF16_DEFAULT else [pytest.mark.slow]))
         marks = [] if name == "segnet_basic" else [pytest.mark.slow]
         out.append(pytest.param(name, "mixed_float16", marks=marks))
     return out

@@ -44,6 +44,13 @@ TINY = {
 # TFLite conversion cost grows with the weights: models still large when "tiny" convert only in the
 # slow run (SegNet has no width argument; SegNet-Basic covers the same layers by default).
 HEAVY_WHEN_TINY = {"segnet"}
+# The default run converts a model of each family of layers that has no TFLite test of its own (the
+# pooling indices, crops + deconvolutions, atrous pyramid, L2 norm, proposals, LRN); the models whose
+# own test file converts them (DT-EdgeNet, ReSeg, Dilation, MultiPathNet, CRF-as-RNN ...) and the
+# rest of the registry convert in the slow run.
+TFLITE_DEFAULT = {"segnet_basic", "fcn8s", "deeplab_v2_vgg16", "parsenet", "sharpmask", "vgg_a_lrn"}
+# Round trips the default run leaves to the model's own test file (each >= 8 s here).
+ROUND_TRIP_OWN_TEST = {"multipathnet", "dt_edgenet", "crf_as_rnn", "sharpmask", "ion", "renet_classifier"}
 
 
 def tiny_kwargs(name):
@@ -96,7 +103,7 @@ def _tflite_params():
         marks = []
         if not card.tflite_builtins:
             marks.append(pytest.mark.skip(reason=f"{name}: card says tflite_builtins=False ({card.notes})"))
-        elif name in HEAVY_WHEN_TINY:
+        elif name in HEAVY_WHEN_TINY or name not in TFLITE_DEFAULT:
             marks.append(pytest.mark.slow)
         params.append(pytest.param(name, marks=marks))
     return params
@@ -117,7 +124,8 @@ def _predict(model, x):
     return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
-@pytest.mark.parametrize("name", kseg.models.list())
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if n in ROUND_TRIP_OWN_TEST else [])
+                                  for n in kseg.models.list()])
 def test_keras_round_trip_safe_mode(name, tmp_path):
     model = build_tiny(name)
     x = model_inputs(model)
@@ -192,10 +200,10 @@ _JAX_SCRIPT = textwrap.dedent(
 )
 
 
-# XLA compilation makes a JAX build + predict cost 2-40 s per model on 2 cores, so the default run
-# covers SegNet-Basic (the mask pooling / unpooling, LRN, BN: SegNet's layers at 1/5000 of its
-# weights) and the slow run (.ci/run) every model whose card lists "jax".
-JAX_DEFAULT = {"segnet_basic"}
+# XLA compilation makes a JAX build + predict cost 2-40 s per model on 2 cores, so this runs in the slow
+# run, for every model whose card lists "jax"; by default tests/models/test_segnet_decoders.py builds,
+# predicts and trains SegNet-Basic's encoder (mask pooling, LRN, BN) and two decoders on JAX.
+JAX_DEFAULT = set()  # tests/models/test_segnet_decoders.py trains SegNet-Basic's layers on JAX by default
 
 
 def _jax_params():

@@ -22,6 +22,7 @@ def tiny_folder(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_cli_multiworker_two_loopback_workers(tiny_folder, tmp_path):
     workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
     procs = []
@@ -43,6 +44,7 @@ def test_cli_multiworker_two_loopback_workers(tiny_folder, tmp_path):
     assert (tmp_path / "chief" / "steps.log").read_text().split() == ["0", "1", "2"]
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_over_two_logical_cpus(tiny_folder, tmp_path):
     script = textwrap.dedent(f"""
         import tensorflow as tf

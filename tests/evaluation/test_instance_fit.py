@@ -90,6 +90,7 @@ def test_fit_callbacks_resume_and_checkpoint(tmp_path):
     assert record["planned_steps"] == 4 and record["steps_done"] == 4
 
 
+@pytest.mark.slow
 def test_fit_detector_mirrored_mixed_precision_and_budget(tmp_path):
     keras.utils.set_random_seed(0)
     ds = tf.data.Dataset.from_tensors(_det_data()).repeat()
@@ -117,6 +118,7 @@ def test_sharpmask_takes_its_deepmask_trunk(tmp_path):
         kseg.SharpMask(deepmask=dm, trunk="vgg")
 
 
+@pytest.mark.slow
 def test_train_detector_runs_fit_one_row_per_step():
     from kseg.inference.detection import train_detector
 

@@ -148,6 +148,7 @@ np.savez(sys.argv[2], grad=np.asarray(grad), pos=pos, **out)
 """
 
 
+@pytest.mark.slow
 def test_layers_run_on_the_jax_backend(tmp_path):
     import os
     import subprocess

@@ -99,6 +99,7 @@ def test_bad_arguments():
         kseg.DTEdgeNet(input_shape=(None, None, 3), dt_method="scan")
 
 
+@pytest.mark.slow
 def test_any_size_is_the_static_models_function():
     """(None, None, 3) (the default): the doubling scan's extra steps compose identities, so the
     any-size model computes exactly what a model built at each size computes."""

@@ -244,6 +244,7 @@ def test_saved_model_export_matches_keras(tmp_path):
     assert served["labels"].shape == (2, 40, 40)
 
 
+@pytest.mark.slow
 def test_fcn8s_atonce_matches_tensorflow_on_the_jax_backend(tmp_path):
     """Build + predict with KERAS_BACKEND=jax in a subprocess, with the TF model's weights: same logits.
 
