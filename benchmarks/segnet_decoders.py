@@ -89,6 +89,11 @@ def build(variant, input_shape=(None, None, 3)):
     return _registry().get(variant).build(num_classes=NUM_CLASSES, input_shape=input_shape)
 
 
+def param_count(model):
+    """Parameters as Table 1 counts them: every weight but BatchNorm's moving statistics."""
+    return int(sum(int(np.prod(w.shape)) for w in model.weights if "moving" not in w.path))
+
+
 # ----------------------------------------------------------------------------------------------- data
 def _read(path, size=None, resample=None):
     from PIL import Image
@@ -379,7 +384,7 @@ def train_one(args):
         "train_seconds": round(st["train_seconds"], 1),
         "epoch_seconds_median": float(np.median(st["epoch_seconds"][1:] or st["epoch_seconds"] or [0])),
         "class_weights": [float(w) for w in weights],
-        "params": int(sum(int(np.prod(w.shape)) for w in model.weights if "moving" not in w.path)),
+        "params": param_count(model),
         "history": {"loss": st["loss"], "val": st["val"]},
     }
     if va is not None:
@@ -467,8 +472,7 @@ def infer(args):
             model.predict_on_batch(x)
             times.append(time.perf_counter() - t)
         st = decoder_storage_bytes(model, hw)
-        params = int(sum(int(np.prod(w.shape)) for w in model.weights if "moving" not in w.path))
-        rows[v] = {"params": params, "infer_ms": 1000 * float(np.median(times)),
+        rows[v] = {"params": param_count(model), "infer_ms": 1000 * float(np.median(times)),
                    "storage_multiplier_paper": st["storage_multiplier_paper"], "storage_bytes": st["total"],
                    "first_layer_bytes": st["first_layer"]["indices_2bit"] + st["first_layer"]["feature_maps"]}
         print(f"{v}: {rows[v]['params']:,} params, {rows[v]['infer_ms']:.1f} ms, storage x"

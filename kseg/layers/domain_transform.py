@@ -41,6 +41,8 @@ import math
 import keras
 from keras import ops
 
+from kseg.layers.pooling import _in_xla_context
+
 __all__ = ["METHODS", "DomainTransform", "domain_transform", "domain_transform_sigmas", "domain_transform_weights"]
 
 #: ``"scan"``: keras.ops.associative_scan (Blelloch-style, O(n) work); ``"doubling"``: Hillis-Steele
@@ -147,12 +149,6 @@ def _tf_filter_axis0(a, x, reverse):
         return y, grad
 
     return run(a, x)
-
-
-def _in_xla_context():
-    from kseg.layers.pooling import _in_xla_context
-
-    return _in_xla_context()
 
 
 _COMPILED = {}
@@ -307,9 +303,9 @@ class DomainTransform(keras.layers.Layer):
                 f"{self.name} expects x (batch, H, W, C) and edges (batch, H, W, 1), got {tuple(x_shape)} "
                 f"and {tuple(g_shape)}"
             )
+        dynamic_ok = self.method == "doubling" or (
+            self.method == "sequential" and keras.backend.backend() == "tensorflow")
         for axis in (1, 2):
-            dynamic_ok = self.method == "doubling" or (self.method == "sequential"
-                                                        and keras.backend.backend() == "tensorflow")
             if (x_shape[axis] is None or g_shape[axis] is None) and not dynamic_ok:
                 raise ValueError(f"{self.name}: method={self.method!r} needs static heights and widths, got "
                                  f"{tuple(x_shape)} (method='doubling' takes sizes known at run time only)")
