@@ -29,11 +29,11 @@ which :func:`_pass` restores, and takes minutes to trace at 480 pixels). Under X
 runs as ``"sequential"`` (same values): XLA compiles the doubling scan to code slower than
 TensorFlow runs it uncompiled, and keras' associative_scan not at all.
 
-Measured (``benchmarks/domain_transform.py --goal``, 2 CPU cores shared with other jobs, load ~4;
-wall / CPU ms): 1x360x480x3, K = 3, forward 53 / 45 (sequential; before: doubling ~300 CPU),
-forward+backward 445 / 306 (before: doubling ~2170 CPU); 1x360x480x21 forward 471 / 314. OpenCV's
-``ximgproc.dtFilter`` (DTF_RF, 1 thread, same edge map) in the same run: 18 / 18 at 3 channels,
-137 / 92 for 21 channels in 6 calls: kseg is still 2.5-3.4x slower than the C++ per core.
+Measured (``benchmarks/domain_transform.py``, 2 CPU cores, quiet, 2026-11-28; wall / CPU ms):
+1x360x480x3, K = 3, forward 21.6 / 27.8 (sequential; doubling 245 / 446), forward+backward
+79.8 / 143 (doubling 1557 / 3011); 1x360x480x21 forward 114 / 181. OpenCV's ``ximgproc.dtFilter``
+(DTF_RF, 1 thread, same edge map) in the same run: 10.3 ms at 3 channels, 63.1 ms for 21 channels
+in 6 calls: kseg is still 2.1x / 1.8x slower than the C++ per core.
 """
 
 import math
