@@ -63,8 +63,8 @@ def calibration():
     ("float16", None, np.float32),
     ("dynamic", None, np.float32),
     ("int8", None, np.uint8),
-    ("int8", "int8", np.int8),
-    ("int8", "float32", np.float32),
+    pytest.param("int8", "int8", np.int8, marks=pytest.mark.slow),  # the io_type variants: slow
+    pytest.param("int8", "float32", np.float32, marks=pytest.mark.slow),
 ])
 def test_quantize_modes_builtins_only(tiny, calibration, tmp_path, quantize, io_type, dtype):
     path = export.export_tflite(tiny, tmp_path / f"{quantize}.tflite", quantize=quantize,

@@ -76,7 +76,8 @@ def _fd_check(f, arg, eps=1e-6, n=12, seed=0):
         assert (grad * d).sum() == pytest.approx(numeric, rel=1e-5, abs=1e-8)
 
 
-@pytest.mark.parametrize("method", ["scan", "doubling", "sequential"])
+@pytest.mark.parametrize("method", [pytest.param("scan", marks=pytest.mark.slow),
+                                    pytest.param("doubling", marks=pytest.mark.slow), "sequential"])
 def test_gradients_wrt_input_and_edges_by_finite_differences(method):
     x, g = (v.astype("float64") for v in data((1, 5, 6, 2), seed=3))
     probe = np.random.default_rng(9).normal(size=x.shape)
@@ -101,7 +102,7 @@ def test_gradient_with_respect_to_edges_is_not_zero():
     assert np.abs(tape.gradient(loss, gv).numpy()).max() > 1e-4
 
 
-@pytest.mark.parametrize("method", ["scan", "doubling", "sequential"])
+@pytest.mark.parametrize("method", [pytest.param("scan", marks=pytest.mark.slow), "doubling", "sequential"])
 def test_traced_graph_keeps_static_shapes(method):
     x, g = data()
     f = tf.function(lambda a, b: DomainTransform(method=method)([a, b]),
