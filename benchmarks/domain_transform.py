@@ -2,6 +2,7 @@
 
     flock /tmp/kseg-heavy.lock python benchmarks/domain_transform.py            # the full table
     python benchmarks/domain_transform.py --goal    # default method and OpenCV at 360x480x3 and x21 only
+    python benchmarks/domain_transform.py --edgenet-only   # the DT-EdgeNet training step, each method
 
 Needs opencv-contrib (``cv2.ximgproc``) for the peer rows. Both filter the same signal with the same
 edge map: the guide given to OpenCV is ``I(r, c) = F(r + c)``, whose horizontal and vertical
@@ -51,6 +52,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="only the default method's 360x480x3 rows")
     parser.add_argument("--goal", action="store_true", help="only the default method at 360x480x3 and 360x480x21")
     parser.add_argument("--no-edgenet", action="store_true", help="skip the DT-EdgeNet training step")
+    parser.add_argument("--edgenet-only", action="store_true", help="only the DT-EdgeNet training step rows")
     parser.add_argument("--edgenet-width", type=float, default=0.25, help="DT-EdgeNet width_multiplier")
     args = parser.parse_args(argv)
 
@@ -135,6 +137,8 @@ def main(argv=None):
     sizes = [(360, 480, 3)] if args.quick else [(360, 480, 3), (360, 480, 21), (90, 120, 21)]
     if args.goal:
         args.quick, sizes = True, [(360, 480, 3), (360, 480, 21)]
+    if args.edgenet_only:
+        sizes = []
     for h, w, c in sizes:
         if dt_filter is not None:
             peer(h, w, c)
@@ -146,14 +150,14 @@ def main(argv=None):
                  ("doubling", False, (360, 480, 3))]  # under XLA it is the sequential row's program
         for method in ("sequential", "doubling", "scan"):  # keras' associative_scan traces for minutes at 480
             plan += [(method, False, (90, 120, 21)), (method, True, (90, 120, 21))]
-    for method, xla, size in plan:
+    for method, xla, size in [] if args.edgenet_only else plan:
         ours(method, xla, *size)
         print(f"  {rows[-1]}", flush=True)
 
     if not args.quick and not args.no_edgenet:
         import keras
 
-        for xla, dt_method in ((False, "doubling"), (False, "sequential"), (True, "doubling")):
+        for xla, dt_method in ((False, "auto"), (False, "doubling"), (True, "auto"), (True, "doubling")):
             keras.utils.set_random_seed(0)
             model = kseg.DTEdgeNet(input_shape=(360, 480, 3), num_classes=21, width_multiplier=args.edgenet_width,
                                    fc_width=max(8, int(1024 * args.edgenet_width)),
@@ -163,7 +167,8 @@ def main(argv=None):
             yb = np.random.default_rng(1).uniform(0, 1, (1, *model.output_shape[1:])).astype("float32")
             ms, cpu, first = timed(lambda: model.train_on_batch(xb, yb), args.repeats)
             dt = model.get_layer("domain_transform")
-            rows.append((f"DT-EdgeNet step {dt.method}{' +XLA' if xla else ''}",
+            default = " (default)" if dt_method == "auto" else ""
+            rows.append((f"DT-EdgeNet step {dt.method}{default}{' +XLA' if xla else ''}",
                          f"w={args.edgenet_width:g}", ms, cpu, None, None, first, None))
             print(f"  {rows[-1]}", flush=True)
 

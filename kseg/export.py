@@ -525,23 +525,43 @@ def _lrn_for_tflite():
     return LocalResponseNormalizationForTFLite
 
 
+def _doubling_domain_transform(layer):
+    """A domain transform as the doubling prefix scan (same function, no control flow, builtin ops);
+    the other methods' loops (an XLA cluster on TensorFlow) are for training speed."""
+    if layer.method == "doubling":
+        return layer
+    return type(layer).from_config({**layer.get_config(), "method": "doubling"})
+
+
 def _for_tflite(model):
     """`model` with layers swapped for their TFLite forms (same function, weights shared):
-    mask-form pooling (exact masks in int8) and Caffe LRN (one builtin op, see `_lrn_for_tflite`)."""
+    mask-form pooling (exact masks in int8), Caffe LRN (one builtin op, see `_lrn_for_tflite`) and
+    the domain transform as its doubling scan."""
     import keras
 
+    from kseg.layers.domain_transform import DomainTransform
     from kseg.layers.normalization import LocalResponseNormalization
     from kseg.layers.pooling import MaxPoolingWithArgmax2D
 
-    swaps = {MaxPoolingWithArgmax2D: _max_pool_mask_for_tflite, LocalResponseNormalization: _lrn_for_tflite}
-    found = {type(l) for l in model.layers if type(l) in swaps} if isinstance(model, keras.Model) else set()
-    if not found or not hasattr(model, "_nodes_by_depth"):
+    def form_of(make_class):
+        classes = []  # the TFLite form's class, made once per export
+
+        def make(layer):
+            classes[:] = classes or [make_class()]
+            return classes[0].from_config(layer.get_config())
+        return make
+
+    swaps = {MaxPoolingWithArgmax2D: form_of(_max_pool_mask_for_tflite),
+             LocalResponseNormalization: form_of(_lrn_for_tflite),
+             DomainTransform: _doubling_domain_transform}
+    needed = [l for l in model.layers if type(l) in swaps and not (
+        isinstance(l, DomainTransform) and l.method == "doubling")] if isinstance(model, keras.Model) else []
+    if not needed or not hasattr(model, "_nodes_by_depth"):
         return model
-    forms = {cls: swaps[cls]() for cls in found}
 
     def swap(layer):
-        if type(layer) in forms:
-            return forms[type(layer)].from_config(layer.get_config())
+        if type(layer) in swaps:
+            return swaps[type(layer)](layer)
         return layer  # reused: same weights, nothing copied
 
     try:

@@ -163,7 +163,7 @@ def test_other_channel_counts_build_without_pretrained_weights(name, channels):
 
 def test_fixed_size_models_say_which_sizes_work():
     with pytest.raises(ValueError, match="static input size.*domain transform"):
-        kseg.DTEdgeNet(input_shape=(None, None, 3), dt_method="sequential")
+        kseg.DTEdgeNet(input_shape=(None, None, 3), dt_method="scan")
     with pytest.raises(ValueError, match="sizes that work"):
         kseg.ReNetClassifier(input_shape=(None, None, 3))
     with pytest.raises(ValueError, match="192x192"):

@@ -24,7 +24,7 @@ import keras
 from keras import layers
 
 from kseg.backbones.deeplab_vgg import deeplab_vgg16_trunk, load_deeplab_vgg16_imagenet
-from kseg.layers.domain_transform import DomainTransform
+from kseg.layers.domain_transform import METHODS, DomainTransform
 from kseg.layers.interp import Interp
 from kseg.layers.normalization import ImageNormalization
 from kseg.models._common import (ANY_SIZE, LOGITS_DTYPE, check_num_classes, check_width_multiplier, finish, image_input,
@@ -33,8 +33,20 @@ from kseg.models.registry import ModelCard, register
 
 __all__ = ["DTEdgeNet"]
 
-STATIC_REASON = ("dt_method 'scan' / 'sequential' run the domain transform's recursions over the stride-4 "
-                 "map's known height and width")
+STATIC_REASON = ("dt_method 'scan' (and 'sequential' off TensorFlow) run the domain transform's recursions "
+                 "over the stride-4 map's known height and width")
+
+
+def _resolve_dt_method(dt_method, input_shape, input_tensor):
+    """``"auto"``: ``"sequential"`` where it runs at this size (TensorFlow: any size; other backends:
+    a static one), else ``"doubling"``. Measured (``benchmarks/domain_transform.py``, 2 CPU cores,
+    360x480, width 0.25): a DT-EdgeNet training step takes 334 ms sequential, 546 ms doubling."""
+    if dt_method != "auto":
+        return dt_method
+    if keras.backend.backend() == "tensorflow":
+        return "sequential"
+    shape = tuple(input_tensor.shape[1:3]) if input_tensor is not None else tuple(input_shape or (None, None))[:2]
+    return "sequential" if all(s is not None for s in shape) else "doubling"
 
 
 @register(
@@ -54,13 +66,14 @@ STATIC_REASON = ("dt_method 'scan' / 'sequential' run the domain transform's rec
         output_stride=8,
         input_sizes="any",
         notes="DeepLab-LargeFOV + EdgeNet + domain transform (K=3, sigma_s=130, sigma_r=0.1) at stride 4, "
-              "computed as a parallel prefix scan; domain_transform=False is the DeepLab baseline.",
+              "its recursions one loop step per pixel (a prefix scan in TFLite files); domain_transform=False "
+              "is the DeepLab baseline.",
     )
 )
 @legacy_width()
 def DTEdgeNet(num_classes=21, input_shape=ANY_SIZE, weights=None, encoder_weights=None, width_multiplier=1.0,
               input_tensor=None, name="dt_edgenet", domain_transform=True, num_iterations=3, sigma_s=130.0,
-              sigma_r=0.1, edge_channels=128, dt_method="doubling", fc_width=1024):
+              sigma_r=0.1, edge_channels=128, dt_method="auto", fc_width=1024):
     """DeepLab-LargeFOV scores filtered by a domain transform guided by a jointly learned edge map.
 
     Reference: Chen et al., CVPR 2016, Sec. 3 (domain transform as a recursive filter and its
@@ -69,9 +82,8 @@ def DTEdgeNet(num_classes=21, input_shape=ANY_SIZE, weights=None, encoder_weight
     Args:
         num_classes: classes (21, PASCAL VOC 2012).
         input_shape: ``(height, width, channels)``; default ``(None, None, 3)``: any size (321
-            training crops in the paper). The domain transform's doubling scan runs log2 n steps
-            for a static size and 13 (rows / columns up to 8192 at stride 4) for a size known only
-            at run time; ``dt_method="scan"`` / ``"sequential"`` need a static size.
+            training crops in the paper); ``dt_method="scan"`` (and ``"sequential"`` on backends
+            other than TensorFlow) needs a static size.
         weights: ``None``, a preset of the card or a path (``.weights.h5``, ``.keras``,
             ``.caffemodel``): the whole model.
         encoder_weights: None, ``"imagenet"`` or a ``keras.applications.VGG16`` weights file with its
@@ -83,9 +95,12 @@ def DTEdgeNet(num_classes=21, input_shape=ANY_SIZE, weights=None, encoder_weight
         num_iterations, sigma_s, sigma_r: of the domain transform (K = 3, 130, 0.1).
         edge_channels: filters of each EdgeNet 3x3 convolution (128).
         dt_method: how the recursions are computed (:data:`kseg.layers.domain_transform.METHODS`):
-            ``"doubling"`` (default: a Hillis-Steele prefix scan, log2 n dense steps, no control
-            flow, builtin TFLite ops), ``"scan"`` (``keras.ops.associative_scan``) or
-            ``"sequential"``. All three compute the same function (tests).
+            ``"auto"`` (default: ``"sequential"``, one loop step per pixel, the fastest to train,
+            wherever it runs at this size, else ``"doubling"``), ``"doubling"`` (a Hillis-Steele
+            prefix scan, log2 n dense steps, no control flow; 13 steps for a size known only at
+            run time), ``"scan"`` (``keras.ops.associative_scan``) or ``"sequential"``. All compute
+            the same function (tests); :func:`kseg.export.export_tflite` writes every method as
+            ``"doubling"`` (builtin TFLite ops).
         fc_width: channels of fc6/fc7 (1024).
 
     Returns:
@@ -102,9 +117,13 @@ def DTEdgeNet(num_classes=21, input_shape=ANY_SIZE, weights=None, encoder_weight
     width_multiplier = check_width_multiplier(width_multiplier, "dt_edgenet")
     if int(edge_channels) < 1:
         raise ValueError(f"edge_channels must be >= 1, got {edge_channels}")
+    if dt_method != "auto" and dt_method not in METHODS:
+        raise ValueError(f"dt_method must be 'auto' or one of {METHODS}, got {dt_method!r}")
+    dt_method = _resolve_dt_method(dt_method, input_shape, input_tensor)
+    dynamic_ok = dt_method == "doubling" or (dt_method == "sequential" and keras.backend.backend() == "tensorflow")
     inputs = image_input(
         "dt_edgenet", input_shape, input_tensor, pretrained=weights is not None or encoder_weights is not None,
-        static_reason=(STATIC_REASON if domain_transform and dt_method != "doubling" else None),
+        static_reason=(STATIC_REASON if domain_transform and not dynamic_ok else None),
         sizes="any static (height, width), e.g. (321, 321, 3); dt_method='doubling' takes (None, None, 3)",
     )
     x = ImageNormalization("caffe", name="preprocess")(inputs)

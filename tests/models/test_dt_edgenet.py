@@ -41,7 +41,8 @@ def test_structure_resolutions_and_paper_defaults():
     model = kseg.DTEdgeNet(**TINY)
     assert model.output_shape == (None, 33, 41, 4)
     dt = model.get_layer("domain_transform")
-    assert (dt.num_iterations, dt.sigma_s, dt.sigma_r, dt.method) == (3, 130.0, 0.1, "doubling")
+    # "auto": the sequential loops on TensorFlow (the faster training step, benchmarks/domain_transform.py)
+    assert (dt.num_iterations, dt.sigma_s, dt.sigma_r, dt.method) == (3, 130.0, 0.1, "sequential")
     pool2 = model.get_layer("pool2").output.shape[1:3]
     assert model.get_layer("edge_relu").output.shape[1:] == pool2 + (1,)
     assert model.get_layer("fc8_up").output.shape[1:] == pool2 + (4,)
@@ -55,7 +56,7 @@ def test_filter_equals_layer_applied_to_the_models_own_maps():
     x = np.random.default_rng(0).uniform(0, 255, (1, 33, 41, 3)).astype("float32")
     up, edges, filtered = (np.asarray(t) for t in probe(x))
     assert (edges >= 0).all()
-    expected = DomainTransform(method="sequential")([up, edges])
+    expected = DomainTransform(method="doubling")([up, edges])  # the model runs "sequential"
     np.testing.assert_allclose(filtered, np.asarray(expected), rtol=1e-4, atol=1e-5)
 
 
@@ -86,10 +87,27 @@ def test_keras_round_trip_safe_mode(tmp_path):
 
 def test_saved_model_and_tflite_builtins(tmp_path):
     model = kseg.DTEdgeNet(**TINY)
+    assert model.get_layer("domain_transform").method == "sequential"
     export.export_saved_model(model, tmp_path / "sm")
-    path = export.export_tflite(model, tmp_path / "dt_edgenet.tflite")
+    path = export.export_tflite(model, tmp_path / "dt_edgenet.tflite")  # written as the doubling scan
+    ops = {name for name, _ in export.tflite_operators(path)}
+    assert "WHILE" not in ops, ops
     x = np.random.default_rng(3).uniform(0, 255, (1, 33, 41, 3)).astype("float32")
     assert export.verify_tflite(model, path, x) < 1e-3
+    # the swap leaves the exported model itself as it was
+    assert model.get_layer("domain_transform").method == "sequential"
+
+
+def test_auto_method_is_sequential_where_it_runs_at_that_size(monkeypatch):
+    from kseg.models import dt_edgenet
+
+    assert dt_edgenet._resolve_dt_method("scan", (None, None, 3), None) == "scan"
+    monkeypatch.setattr(keras.backend, "backend", lambda: "tensorflow")
+    assert dt_edgenet._resolve_dt_method("auto", (None, None, 3), None) == "sequential"
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")  # keras.ops.scan needs the length
+    assert dt_edgenet._resolve_dt_method("auto", (None, None, 3), None) == "doubling"
+    assert dt_edgenet._resolve_dt_method("auto", (33, 41, 3), None) == "sequential"
+    assert dt_edgenet._resolve_dt_method("auto", None, keras.KerasTensor((None, 33, None, 3))) == "doubling"
 
 
 def test_bad_arguments():
@@ -97,13 +115,17 @@ def test_bad_arguments():
         kseg.DTEdgeNet(num_classes=1)
     with pytest.raises(ValueError, match="static"):
         kseg.DTEdgeNet(input_shape=(None, None, 3), dt_method="scan")
+    with pytest.raises(ValueError, match="dt_method must be 'auto' or one of"):
+        kseg.DTEdgeNet(**TINY, dt_method="fast")
 
 
 @pytest.mark.slow
-def test_any_size_is_the_static_models_function():
-    """(None, None, 3) (the default): the doubling scan's extra steps compose identities, so the
-    any-size model computes exactly what a model built at each size computes."""
-    kw = dict(num_classes=3, width_multiplier=1 / 16, fc_width=8, edge_channels=4)
+@pytest.mark.parametrize("dt_method", ["auto", "doubling"])
+def test_any_size_is_the_static_models_function(dt_method):
+    """(None, None, 3) (the default): the sequential loops run to the size at run time, the doubling
+    scan's extra steps compose identities, so the any-size model computes exactly what a model
+    built at each size computes."""
+    kw = dict(num_classes=3, width_multiplier=1 / 16, fc_width=8, edge_channels=4, dt_method=dt_method)
     anysize = kseg.DTEdgeNet(**kw)
     assert anysize.input_shape == (None, None, None, 3)
     for hw in ((33, 41), (50, 29)):
