@@ -1,5 +1,6 @@
 """The kseg command line: it parses arguments and calls kseg.training / kseg.export."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -86,3 +87,17 @@ def test_console_script_entry_point():
                           timeout=120)
     assert proc.returncode == 0
     assert "--budget-seconds" in proc.stdout and "--data" in proc.stdout
+
+
+def test_export_and_convert_use_the_system_allocator_unless_told_otherwise(tmp_path, monkeypatch):
+    """TensorFlow reads TF_ONEDNN_USE_SYSTEM_ALLOCATOR once: kseg export / convert set it before importing
+    it (less peak memory in the TFLite conversion); training keeps oneDNN's pool; a user's value wins."""
+    missing = str(tmp_path / "missing.keras")
+    for command, expected in (("list", None), ("export", "1"), ("convert", "1")):
+        monkeypatch.delenv("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", raising=False)
+        with contextlib.suppress(SystemExit):  # the arguments are wrong: the variable is set before parsing
+            cli.main([command] if command == "list" else [command, missing, "--out", str(tmp_path / "x")])
+        assert os.environ.get("TF_ONEDNN_USE_SYSTEM_ALLOCATOR") == expected, command
+    monkeypatch.setenv("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "0")
+    cli.main(["export", missing, "--out", str(tmp_path / "x.keras")])
+    assert os.environ["TF_ONEDNN_USE_SYSTEM_ALLOCATOR"] == "0"
