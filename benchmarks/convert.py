@@ -138,10 +138,10 @@ def measure(kind, path, out=None):
     print(json.dumps({"kind": kind, "seconds": seconds, "base_mb": base, "peak_mb": peak, "nbytes": nbytes}))
 
 
-def _run(kind, path, out=None, timeout=1800):
+def _run(kind, path, out=None, timeout=1800, **extra_env):
     cmd = [sys.executable, __file__, "--measure", kind, str(path)] + ([str(out)] if out else [])
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               TF_CPP_MIN_LOG_LEVEL="2")
+               TF_CPP_MIN_LOG_LEVEL="2", **extra_env)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode or not lines:
@@ -154,7 +154,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tmp", default=None, help="folder for the generated file (needs ~2.1 GB)")
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
-    ap.add_argument("--skip", default="", help="comma list of steps to skip: read, protobuf, convert")
+    ap.add_argument("--skip", default="", help="comma list of steps to skip: read, protobuf, convert, convert+")
     ap.add_argument("--measure", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:
@@ -173,13 +173,16 @@ def main():
         size_mb = os.path.getsize(src) / 2**20
         print(f"generated {src.name}: {size_mb:.0f} MiB, V1 net, legacy 4-d blobs ({gen_s:.1f} s)")
         rows = []
-        for kind, note in (("read", "kseg.convert.caffe.read_caffemodel (mmap, one copy per blob)"),
-                           ("protobuf", "peer: protobuf runtime ParseFromString + numpy arrays"),
-                           ("convert", "kseg.models.weights.convert('deconvnet') -> .weights.h5")):
-            if kind in skip:
+        steps = (("read", "read", "kseg.convert.caffe.read_caffemodel (mmap, one copy per blob)", "0"),
+                 ("protobuf", "protobuf", "peer: protobuf runtime ParseFromString + numpy arrays", "0"),
+                 ("convert", "convert", "kseg.models.weights.convert('deconvnet') -> .weights.h5, oneDNN pool",
+                  "0"),
+                 ("convert", "convert+", "the same with TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1 (as `kseg convert`)", "1"))
+        for kind, label, note, system_allocator in steps:
+            if label in skip:
                 continue
-            r = _run(kind, src, out if kind == "convert" else None)
-            rows.append((kind, note, r))
+            r = _run(kind, src, out if kind == "convert" else None, TF_ONEDNN_USE_SYSTEM_ALLOCATOR=system_allocator)
+            rows.append((label, note, r))
         print()
         print(f"DeconvNet-sized caffemodel ({size_mb:.0f} MiB), one fresh process per step "
               f"({os.cpu_count()} CPUs, Python {sys.version.split()[0]})")

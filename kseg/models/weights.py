@@ -116,7 +116,7 @@ def load_weights(model, weights, *, card=None, preprocessing=None):
         from kseg.convert.caffe import read_caffemodel
 
         assign_caffe(model, read_caffemodel(str(path)), rename=getattr(card, "caffe_rename", None),
-                     skip=getattr(card, "caffe_skip", ()), source=str(path))
+                     skip=getattr(card, "caffe_skip", ()), source=str(path), consume=True)
     elif name.endswith(".t7"):
         try:
             from kseg.models import torch_weights
@@ -442,7 +442,31 @@ def _caffe_values(layer, caffe, layers_, scale_name):
     return [b.reshape(t) if b.size == int(np.prod(t)) else b for b, t in zip(blobs, target)]
 
 
-def assign_caffe(model, layers, rename=None, skip=(), source="caffemodel"):
+#: Arrays larger than this are assigned in slices along their first axis (TensorFlow backend).
+ASSIGN_CHUNK_BYTES = 64 << 20
+
+
+def _set_weights(layer, values):
+    """``layer.set_weights(values)`` (shapes already checked), a large array in slices along its first
+    axis on TensorFlow: a whole 411 MB fc6 kernel would be copied twice on its way in (the float32
+    contiguous array, then the tensor ``assign`` makes of it), the slices one 64 MB piece at a time."""
+    import keras
+
+    for variable, value in zip(layer.weights, values):
+        value = np.asarray(value)
+        target = getattr(variable, "value", None)
+        if (value.nbytes <= ASSIGN_CHUNK_BYTES or value.ndim == 0 or keras.backend.backend() != "tensorflow"
+                or not hasattr(target, "__getitem__") or not hasattr(target, "assign")):
+            variable.assign(np.asarray(value, np.float32))
+            continue
+        rows = max(1, ASSIGN_CHUNK_BYTES // max(1, value.nbytes // value.shape[0]))
+        for start in range(0, value.shape[0], rows):
+            piece = np.ascontiguousarray(value[start:start + rows], dtype=variable.dtype)
+            target[start:start + rows].assign(piece)
+            del piece
+
+
+def assign_caffe(model, layers, rename=None, skip=(), source="caffemodel", consume=False):
     """Set every weighted layer of `model` from the Caffe layer of the same name.
 
     Args:
@@ -453,6 +477,9 @@ def assign_caffe(model, layers, rename=None, skip=(), source="caffemodel"):
             gamma / beta are found as ``scale<suffix>`` of ``bn<suffix>`` or ``<name>_scale``.
         skip: kseg layer names to leave as they are (layers the authors' file lacks by design).
         source: the file, for the messages.
+        consume: remove each Caffe layer from `layers` once its values are set (a caller that
+            read the file only for this: its arrays are freed as the model fills, so converting
+            holds about one copy of the file beside the model's, not two).
 
     Returns:
         The names of the layers that were set.
@@ -487,11 +514,22 @@ def assign_caffe(model, layers, rename=None, skip=(), source="caffemodel"):
             continue
         want = [tuple(w.shape) for w in layer.weights]
         got = [tuple(np.shape(v)) for v in values]
+        del values  # checked here, converted again below: one layer's copy at a time, not the whole file's
         if got != want:
             mismatched.append(f"{layer.name} ({caffe.type}): file {got}, model {want}")
             continue
-        ready.append((layer, values))
-    _raise_if(source, model, missing, mismatched)
-    for layer, values in ready:
-        layer.set_weights([np.asarray(v, np.float32) for v in values])
-    return [layer.name for layer, _ in ready]
+        ready.append((layer, caffe, scale_name))
+    _raise_if(source, model, missing, mismatched)  # nothing is set unless everything fits
+    names = [layer.name for layer, _, _ in ready]
+    while ready:
+        layer, caffe, scale_name = ready.pop(0)
+        _set_weights(layer, _caffe_values(layer, caffe, raw, scale_name))
+        if consume:
+            used = {id(caffe)} | ({id(raw[scale_name])} if scale_name in raw else set())
+            if not any(id(c) in used for _, c, s in ready) and not any(s in raw and id(raw[s]) in used
+                                                                      for _, _, s in ready):
+                for table in (layers, raw, by_kseg):
+                    for key in [k for k, v in table.items() if id(v) in used]:
+                        del table[key]
+        del caffe
+    return names

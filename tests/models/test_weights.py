@@ -216,3 +216,34 @@ def test_convert_writes_a_weights_file_that_loads_safely(tmp_path):
     _same(model, fresh, x)
     with pytest.raises(ValueError, match=".weights.h5"):
         kweights.convert("fcn32s", str(src), str(tmp_path / "x.h5"))
+
+
+def test_assign_caffe_consume_frees_each_layer_once_set_and_sets_the_same_values(tmp_path, monkeypatch):
+    """consume=True (what load_weights / kseg convert use: they read the file only for this) drops each
+    Caffe layer, BatchNorm's Scale included, once its values are in the model: the same model, and
+    every layer the model used is gone from the dict; consume=False leaves the caller's dict whole.
+    Large arrays go in slices (here every array over 1 KB): the same values."""
+    from kseg.convert.caffe import read_caffemodel
+
+    kw = dict(num_classes=3, width_multiplier=1 / 16, depths=(1, 1, 1, 1))
+    model = kseg.DeepLabV2ResNet101(**kw)
+    _randomise(model, 7)
+    path = tmp_path / "resnet.caffemodel"
+    write_caffemodel(path, caffe_blobs(model))
+    card = kseg.models.get("deeplab_v2_resnet101")
+    kept, consumed = kseg.DeepLabV2ResNet101(**kw), kseg.DeepLabV2ResNet101(**kw)
+    whole = read_caffemodel(str(path))
+    n = len(whole)
+    set_names = kweights.assign_caffe(kept, whole, rename=getattr(card, "caffe_rename", None))
+    assert len(whole) == n
+    layers = read_caffemodel(str(path))
+    monkeypatch.setattr(kweights, "ASSIGN_CHUNK_BYTES", 1024)
+    assert kweights.assign_caffe(consumed, layers, rename=getattr(card, "caffe_rename", None), consume=True) == set_names
+    assert not any(layer.blobs for layer in layers.values()), sorted(layers)  # only blob-less layers remain
+    assert any(name.startswith("scale") for name in whole) and not any(name.startswith("scale") for name in layers)
+    x = np.random.default_rng(3).uniform(0, 255, (1, 33, 41, 3)).astype("float32")
+    _same(kept, consumed, x)
+    _same(model, consumed, x)
+    for want, got in zip(kept.weights, consumed.weights):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=got.path)
+    assert max(int(np.prod(w.shape)) * 4 for w in consumed.weights) > 16 * 1024  # slices were taken
