@@ -124,7 +124,7 @@ def main(argv=None):
                      f_first + b_first, diff))
 
     def print_rows():
-        print(f"{'row':<34}{'size':>12}{'fwd ms':>9}{'fwd cpu':>9}{'f+b ms':>9}{'f+b cpu':>9}{'compile s':>10}"
+        print(f"{'row':<44}{'size':>12}{'fwd ms':>9}{'fwd cpu':>9}{'f+b ms':>9}{'f+b cpu':>9}{'compile s':>10}"
               f"{'max|y-cv|':>11}")
 
         def fmt(v, width):
@@ -132,7 +132,7 @@ def main(argv=None):
 
         for name, size, fm, fc, bm, bc, comp, diff in rows:
             d = "" if diff is None else f"{diff:.1e}"
-            print(f"{name:<34}{size:>12}{fmt(fm, 9)}{fmt(fc, 9)}{fmt(bm, 9)}{fmt(bc, 9)}{fmt(comp, 10)}{d:>11}")
+            print(f"{name:<44}{size:>12}{fmt(fm, 9)}{fmt(fc, 9)}{fmt(bm, 9)}{fmt(bc, 9)}{fmt(comp, 10)}{d:>11}")
 
     sizes = [(360, 480, 3)] if args.quick else [(360, 480, 3), (360, 480, 21), (90, 120, 21)]
     if args.goal:
