@@ -217,8 +217,9 @@ CARDS = [{'name': 'bilinear_interpolation',
   'task': 'semantic',
   'backends': ['tensorflow', 'jax'],
   'tflite_builtins': True,
-  'notes': 'DeepLab-LargeFOV + EdgeNet + domain transform (K=3, sigma_s=130, sigma_r=0.1) at stride 4, '
-           'computed as a parallel prefix scan; domain_transform=False is the DeepLab baseline.',
+  'notes': 'DeepLab-LargeFOV + EdgeNet + domain transform (K=3, sigma_s=130, sigma_r=0.1) at stride 4, its '
+           'recursions one loop step per pixel (a prefix scan in TFLite files); domain_transform=False is '
+           'the DeepLab baseline.',
   'input_sizes': 'any',
   'caffe_rename': {},
   'caffe_skip': []},

@@ -40,7 +40,8 @@ STATIC_REASON = ("dt_method 'scan' (and 'sequential' off TensorFlow) run the dom
 def _resolve_dt_method(dt_method, input_shape, input_tensor):
     """``"auto"``: ``"sequential"`` where it runs at this size (TensorFlow: any size; other backends:
     a static one), else ``"doubling"``. Measured (``benchmarks/domain_transform.py``, 2 CPU cores,
-    360x480, width 0.25): a DT-EdgeNet training step takes 334 ms sequential, 546 ms doubling."""
+    360x480, width 0.25, ``--edgenet-only``): a DT-EdgeNet training step takes 355 ms sequential, 703 ms
+    doubling."""
     if dt_method != "auto":
         return dt_method
     if keras.backend.backend() == "tensorflow":
