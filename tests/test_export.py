@@ -258,3 +258,22 @@ def test_converter_loads_skip_the_weights_and_write_the_same_file(tiny, tmp_path
     plain = pathlib.Path(export.export_tflite(tiny, tmp_path / "plain.tflite")).read_bytes()
     assert seen and not any(seen)
     assert patched == plain
+
+
+@pytest.mark.parametrize("io_type", [None, "float32"])
+def test_lean_calibration_writes_the_converters_own_int8_file(tiny, tmp_path, monkeypatch, io_type):
+    """int8 export frees the calibrator before the MLIR quantiser runs (memory); the file is byte for
+    byte what the converter's own _quantize writes, and the converter's own method is not used."""
+    from tensorflow.lite.python import lite
+
+    images = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3)).astype("float32")
+    kwargs = dict(quantize="int8", representative_images=images, io_type=io_type)
+    with monkeypatch.context() as patch:
+        def refuse(*args, **kw):
+            raise AssertionError("the converter's own _quantize ran")
+
+        patch.setattr(lite.TFLiteConverterBaseV2, "_quantize", refuse)
+        lean = pathlib.Path(export.export_tflite(tiny, tmp_path / "lean.tflite", **kwargs)).read_bytes()
+    monkeypatch.setattr(export, "_lean_calibration", lambda converter: None)
+    own = pathlib.Path(export.export_tflite(tiny, tmp_path / "own.tflite", **kwargs)).read_bytes()
+    assert lean == own
