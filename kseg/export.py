@@ -169,7 +169,9 @@ def export_saved_model(model, path, input_shape=None):
     """Write a SavedModel with a uint8-in, labels/probabilities-out ``serving_default`` signature.
 
     The SavedModel is a plain ``tf.Module``: load it with ``tf.saved_model.load(path)`` (no Keras,
-    no kseg import needed), TF Serving, or ``saved_model_cli run``.
+    no kseg import needed), TF Serving, or ``saved_model_cli run``. Its graph has stock TensorFlow
+    ops only: a domain transform is written as its doubling scan (the same function; the sequential
+    method is an XLA cluster, which TF Serving runs only with ``--xla_cpu_compilation_enabled``).
 
     Signature ``serving_default``:
         inputs: ``images`` uint8 ``(None, H, W, 3)``, RGB in [0, 255], any batch size.
@@ -202,7 +204,7 @@ def export_saved_model(model, path, input_shape=None):
     height, width = _spatial_shape(model, input_shape)
     if height is not None and width is not None:
         model = at_input_size(model, height, width)
-    module = _SegmentationServing.build(model, height, width)
+    module = _SegmentationServing.build(_for_serving(model), height, width)
     serve = module.serve.get_concrete_function()
     from kseg.io import atomic_dir
 
@@ -623,8 +625,6 @@ def _for_tflite(model):
     """`model` with layers swapped for their TFLite forms (same function, weights shared):
     mask-form pooling (exact masks in int8), Caffe LRN (one builtin op, see `_lrn_for_tflite`) and
     the domain transform as its doubling scan."""
-    import keras
-
     from kseg.layers.domain_transform import DomainTransform
     from kseg.layers.normalization import LocalResponseNormalization
     from kseg.layers.pooling import MaxPoolingWithArgmax2D
@@ -637,12 +637,29 @@ def _for_tflite(model):
             return classes[0].from_config(layer.get_config())
         return make
 
-    swaps = {MaxPoolingWithArgmax2D: form_of(_max_pool_mask_for_tflite),
-             LocalResponseNormalization: form_of(_lrn_for_tflite),
-             DomainTransform: _doubling_domain_transform}
-    needed = [l for l in model.layers if type(l) in swaps and not (
-        isinstance(l, DomainTransform) and l.method == "doubling")] if isinstance(model, keras.Model) else []
-    if not needed or not hasattr(model, "_nodes_by_depth"):
+    return _swapped(model, {MaxPoolingWithArgmax2D: form_of(_max_pool_mask_for_tflite),
+                            LocalResponseNormalization: form_of(_lrn_for_tflite),
+                            DomainTransform: _doubling_domain_transform})
+
+
+def _for_serving(model):
+    """`model` as the SavedModel's graph computes it: stock TensorFlow ops only. A domain transform
+    other than the doubling scan runs as an XLA cluster (``jit_compile``), which TF Serving refuses
+    unless started with ``--xla_cpu_compilation_enabled``; the doubling scan is the same function."""
+    from kseg.layers.domain_transform import DomainTransform
+
+    return _swapped(model, {DomainTransform: _doubling_domain_transform})
+
+
+def _swapped(model, swaps):
+    """`model` rebuilt with each layer of a class in `swaps` replaced by ``swaps[cls](layer)`` (the
+    other layers reused: same weights, nothing copied); `model` itself when nothing changes."""
+    import keras
+
+    if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
+        return model
+    changed = [l for l in model.layers if type(l) in swaps and swaps[type(l)](l) is not l]
+    if not changed:
         return model
 
     def swap(layer):

@@ -89,6 +89,18 @@ def test_saved_model_and_tflite_builtins(tmp_path):
     model = kseg.DTEdgeNet(**TINY)
     assert model.get_layer("domain_transform").method == "sequential"
     export.export_saved_model(model, tmp_path / "sm")
+    # stock TF ops only: TF Serving refuses jit_compile functions unless --xla_cpu_compilation_enabled
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((tmp_path / "sm" / "saved_model.pb").read_bytes())
+    library = proto.meta_graphs[0].graph_def.library.function
+    assert library and not [f.signature.name for f in library if f.attr["_XlaMustCompile"].b or any(
+        n.attr["_XlaMustCompile"].b for n in f.node_def)]
+    xs = np.random.default_rng(4).uniform(0, 255, (1, 33, 41, 3)).astype("float32")
+    served = tf.saved_model.load(str(tmp_path / "sm")).signatures["serving_default"](images=tf.constant(xs.astype("uint8")))
+    keras_probs = keras.ops.convert_to_numpy(keras.ops.softmax(model(xs.astype("uint8").astype("float32")), axis=-1))
+    np.testing.assert_allclose(served["probabilities"].numpy(), keras_probs, atol=1e-4)
     path = export.export_tflite(model, tmp_path / "dt_edgenet.tflite")  # written as the doubling scan
     ops = {name for name, _ in export.tflite_operators(path)}
     assert "WHILE" not in ops, ops
