@@ -43,7 +43,8 @@ from keras import ops
 
 from kseg.layers.pooling import _in_xla_context
 
-__all__ = ["METHODS", "DomainTransform", "domain_transform", "domain_transform_sigmas", "domain_transform_weights"]
+__all__ = ["METHODS", "DomainTransform", "domain_transform", "domain_transform_sigmas", "domain_transform_weights",
+           "takes_run_time_sizes"]
 
 #: ``"scan"``: keras.ops.associative_scan (Blelloch-style, O(n) work); ``"doubling"``: Hillis-Steele
 #: (O(n log n) work, log2 n dense steps, no control flow); ``"sequential"`` (default): one loop step per
@@ -55,6 +56,12 @@ METHODS = ("scan", "doubling", "sequential")
 MAX_DYNAMIC_LENGTH = 1 << 13
 #: The passes of one iteration, in the authors' order: (axis, reverse).
 _PASSES = ((2, False), (2, True), (1, False), (1, True))
+
+
+def takes_run_time_sizes(method):
+    """Whether `method` filters maps whose height and width are known only at run time, on this
+    backend: the doubling scan everywhere, the sequential loops on TensorFlow (its while loops)."""
+    return method == "doubling" or (method == "sequential" and keras.backend.backend() == "tensorflow")
 
 
 def domain_transform_sigmas(sigma_s, num_iterations):
@@ -303,8 +310,7 @@ class DomainTransform(keras.layers.Layer):
                 f"{self.name} expects x (batch, H, W, C) and edges (batch, H, W, 1), got {tuple(x_shape)} "
                 f"and {tuple(g_shape)}"
             )
-        dynamic_ok = self.method == "doubling" or (
-            self.method == "sequential" and keras.backend.backend() == "tensorflow")
+        dynamic_ok = takes_run_time_sizes(self.method)
         for axis in (1, 2):
             if (x_shape[axis] is None or g_shape[axis] is None) and not dynamic_ok:
                 raise ValueError(f"{self.name}: method={self.method!r} needs static heights and widths, got "

@@ -24,7 +24,7 @@ import keras
 from keras import layers
 
 from kseg.backbones.deeplab_vgg import deeplab_vgg16_trunk, load_deeplab_vgg16_imagenet
-from kseg.layers.domain_transform import METHODS, DomainTransform
+from kseg.layers.domain_transform import METHODS, DomainTransform, takes_run_time_sizes
 from kseg.layers.interp import Interp
 from kseg.layers.normalization import ImageNormalization
 from kseg.models._common import (ANY_SIZE, LOGITS_DTYPE, check_num_classes, check_width_multiplier, finish, image_input,
@@ -44,10 +44,8 @@ def _resolve_dt_method(dt_method, input_shape, input_tensor):
     doubling."""
     if dt_method != "auto":
         return dt_method
-    if keras.backend.backend() == "tensorflow":
-        return "sequential"
     shape = tuple(input_tensor.shape[1:3]) if input_tensor is not None else tuple(input_shape or (None, None))[:2]
-    return "sequential" if all(s is not None for s in shape) else "doubling"
+    return "sequential" if takes_run_time_sizes("sequential") or None not in shape else "doubling"
 
 
 @register(
@@ -121,10 +119,9 @@ def DTEdgeNet(num_classes=21, input_shape=ANY_SIZE, weights=None, encoder_weight
     if dt_method != "auto" and dt_method not in METHODS:
         raise ValueError(f"dt_method must be 'auto' or one of {METHODS}, got {dt_method!r}")
     dt_method = _resolve_dt_method(dt_method, input_shape, input_tensor)
-    dynamic_ok = dt_method == "doubling" or (dt_method == "sequential" and keras.backend.backend() == "tensorflow")
     inputs = image_input(
         "dt_edgenet", input_shape, input_tensor, pretrained=weights is not None or encoder_weights is not None,
-        static_reason=(STATIC_REASON if domain_transform and not dynamic_ok else None),
+        static_reason=(STATIC_REASON if domain_transform and not takes_run_time_sizes(dt_method) else None),
         sizes="any static (height, width), e.g. (321, 321, 3); dt_method='doubling' takes (None, None, 3)",
     )
     x = ImageNormalization("caffe", name="preprocess")(inputs)
