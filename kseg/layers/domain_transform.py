@@ -174,7 +174,11 @@ def _tf_domain_transform(x, edges, sigmas, compile_loops=False):
     if sigmas not in _COMPILED:
         _COMPILED[sigmas] = tf.function(lambda x, g: _tf_filter(x, g, sigmas), jit_compile=True, autograph=False,
                                         reduce_retracing=True)
-    return _COMPILED[sigmas](x, edges)
+    y = _COMPILED[sigmas](x, edges)
+    # reduce_retracing relaxes the compiled function to unknown shapes once it has seen a few sizes;
+    # the filter's output is always the shape of its input, which the caller's graph should keep
+    y.set_shape(x.shape)
+    return y
 
 
 def _tf_filter(x, edges, sigmas):
