@@ -30,6 +30,8 @@ Example:
 """
 
 import contextlib
+import copy
+import functools
 import pathlib
 import warnings
 
@@ -460,8 +462,8 @@ def _converter_loads_skip_weights():
         return
 
     def load_without_weights(export_dir, tags=None, options=None):
-        options = options or saved_model_load.load_options.LoadOptions()
-        options.experimental_skip_checkpoint = True
+        options = copy.copy(options) if options is not None else saved_model_load.load_options.LoadOptions()
+        options.experimental_skip_checkpoint = True  # on a copy: a caller's options stay as they were
         return original(export_dir, tags, options)
 
     lite._load = load_without_weights  # noqa: SLF001
@@ -545,6 +547,7 @@ def _convert(converter, model):
     return content
 
 
+@functools.cache
 def _max_pool_mask_for_tflite():
     """The mask form of max pooling, written for TFLite: the pooled map is a builtin MAX_POOL_2D
     and the mask compares each window position with it (first maximum wins, as in the layer).
@@ -585,6 +588,7 @@ def _max_pool_mask_for_tflite():
     return MaxPoolingWithArgmax2DForTFLite
 
 
+@functools.cache
 def _lrn_for_tflite():
     """Caffe's cross-channel LRN written as TFLite's builtin ``LOCAL_RESPONSE_NORMALIZATION``.
 
@@ -630,12 +634,7 @@ def _for_tflite(model):
     from kseg.layers.pooling import MaxPoolingWithArgmax2D
 
     def form_of(make_class):
-        classes = []  # the TFLite form's class, made once per export
-
-        def make(layer):
-            classes[:] = classes or [make_class()]
-            return classes[0].from_config(layer.get_config())
-        return make
+        return lambda layer: make_class().from_config(layer.get_config())
 
     return _swapped(model, {MaxPoolingWithArgmax2D: form_of(_max_pool_mask_for_tflite),
                             LocalResponseNormalization: form_of(_lrn_for_tflite),
@@ -658,17 +657,15 @@ def _swapped(model, swaps):
 
     if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
         return model
-    changed = [l for l in model.layers if type(l) in swaps and swaps[type(l)](l) is not l]
-    if not changed:
+    forms = {}
+    for layer in model.layers:
+        form = swaps[type(layer)](layer) if type(layer) in swaps else layer
+        if form is not layer:
+            forms[id(layer)] = form
+    if not forms:
         return model
-
-    def swap(layer):
-        if type(layer) in swaps:
-            return swaps[type(layer)](layer)
-        return layer  # reused: same weights, nothing copied
-
-    try:
-        return keras.models.clone_model(model, clone_function=swap)
+    try:  # every other layer reused: same weights, nothing copied
+        return keras.models.clone_model(model, clone_function=lambda layer: forms.get(id(layer), layer))
     except Exception:  # a model clone_model cannot rebuild: convert it as it is
         return model
 
