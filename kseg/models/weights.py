@@ -35,6 +35,7 @@ Example::
     kseg.models.weights.convert("fcn8s", "fcn8s-heavy-pascal.caffemodel", "fcn8s_voc.weights.h5")
 """
 
+import collections
 import os
 import pathlib
 
@@ -521,15 +522,19 @@ def assign_caffe(model, layers, rename=None, skip=(), source="caffemodel", consu
         ready.append((layer, caffe, scale_name))
     _raise_if(source, model, missing, mismatched)  # nothing is set unless everything fits
     names = [layer.name for layer, _, _ in ready]
-    while ready:
-        layer, caffe, scale_name = ready.pop(0)
+    sources = [[caffe] + ([raw[s]] if s in raw else []) for _, caffe, s in ready]  # a BatchNorm's Scale too
+    users_left = collections.Counter(id(c) for used in sources for c in used)
+    key_of = {id(c): name for name, c in layers.items()}
+    for i, used in enumerate(sources):
+        layer, caffe, scale_name = ready[i]
+        ready[i] = sources[i] = None  # consume: these lists no longer keep the Caffe layers alive
         _set_weights(layer, _caffe_values(layer, caffe, raw, scale_name))
-        if consume:
-            used = {id(caffe)} | ({id(raw[scale_name])} if scale_name in raw else set())
-            if not any(id(c) in used for _, c, s in ready) and not any(s in raw and id(raw[s]) in used
-                                                                      for _, _, s in ready):
-                for table in (layers, raw, by_kseg):
-                    for key in [k for k, v in table.items() if id(v) in used]:
+        for c in used:
+            users_left[id(c)] -= 1
+            if consume and not users_left[id(c)]:  # its last user is set: out of every table
+                name = key_of[id(c)]
+                for table, key in ((layers, name), (raw, name), (by_kseg, rename.get(name, name))):
+                    if table.get(key) is c:
                         del table[key]
-        del caffe
+        del caffe, used, c
     return names
