@@ -412,16 +412,20 @@ def run_id(variant, balancing, seed):
 
 def study(args):
     """Every variant x balancing (+ extra seeds of SegNet-Basic), `--jobs` processes at a time."""
-    runs = [(v, b, 0) for v in args.variants for b in args.balancings]
-    runs += [("segnet_basic", b, s) for s in args.extra_seeds for b in args.balancings]
+    # one balancing at a time (the extra seeds of SegNet-Basic with it), so that a study run a run at
+    # a time (`--jobs 1`, on a CPU, across sittings) completes one column of the table first
+    runs = []
+    for b in args.balancings:
+        runs += [(v, b, 0) for v in args.variants] + [("segnet_basic", b, s) for s in args.extra_seeds]
     env = dict(os.environ)
     if env.get("KERAS_BACKEND") == "jax" and args.jobs > 1:
         env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / args.jobs:.3f}")
     pending = [r for r in runs if not (Path(args.out) / run_id(*r) / "result.json").exists()]
     running = []
     deadline = time.time() + args.deadline_seconds if args.deadline_seconds else None
+    chunked = False  # a run stopped at the end of its --chunk-epochs: start nothing more, exit 3
     while pending or running:
-        while pending and len(running) < args.jobs:
+        while pending and len(running) < args.jobs and not chunked:
             v, b, s = pending.pop(0)
             cap = args.max_seconds or 0
             if deadline is not None:  # a run started late gets what is left (its stop_reason says so)
@@ -435,7 +439,9 @@ def study(args):
                    "--limit", str(args.limit), "--log-every", str(args.log_every), "--resume"]
             if not args.cosine:
                 cmd.append("--no-cosine")
-            log = open(d / "log.txt", "w")
+            if args.chunk_epochs:
+                cmd += ["--chunk-epochs", str(args.chunk_epochs)]
+            log = open(d / "log.txt", "a")  # a resumed run's log continues
             running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log, d))
         time.sleep(2)
         for p, log, d in list(running):
@@ -444,6 +450,11 @@ def study(args):
                 running.remove((p, log, d))
                 tail = (d / "log.txt").read_text().strip().splitlines()[-1:] or [""]
                 print(f"{d.name}: exit {p.returncode}: {tail[0][:200]}", flush=True)
+                chunked = chunked or p.returncode == 3
+        if chunked and not running:
+            break
+    if chunked:
+        sys.exit(3)
     print(table(args.out))
 
 
@@ -642,6 +653,8 @@ def table(out_dir):
              f" storage x |{ms_heads}",
              "| --- | ---: | ---: | ---: | --- | --- | ---: |" + " ---: |" * len(infers)]
     for v in VARIANTS:
+        if not any(k[0] == v for k in by):
+            lines.append(f"| {v} | | | | (not run) | (not run) |" + " |" * (1 + len(infers)))
         for n, s in enumerate(sorted({k[2] for k in by if k[0] == v})):
             cells = []
             for b in BALANCINGS:
@@ -708,6 +721,9 @@ def main(argv=None):
     s.add_argument("--out", default="runs/decoders")
     s.add_argument("--deadline-seconds", type=float, default=0,
                    help="the whole study ends within this: a run started late gets what is left")
+    s.add_argument("--chunk-epochs", type=int, default=0,
+                   help="each run stops after N more epochs; the study then exits 3 (continue by running it "
+                        "again: every run resumes), so that it can share the machine a chunk at a time")
 
     i = sub.add_parser("infer", help="parameters, decoder storage and inference time of every variant")
     i.add_argument("--variants", nargs="+", default=VARIANTS)

@@ -319,3 +319,32 @@ def test_converge_resume_and_ship_on_camvid(camvid_dir, tmp_path):
     import kseg
 
     kseg.SegNetBasic(weights=str(weights))  # loads into a fresh float32 model: no optimizer variables
+
+
+@pytest.mark.slow
+def test_study_in_chunks_resumes_every_run_and_prints_the_table(camvid_dir, tmp_path):
+    """`study --chunk-epochs 1` (what benchmarks/segnet_decoders_cpu.sh loops on): each call trains the
+    unfinished runs in order until one has done one more epoch, then exits 3; every run resumes; the
+    last call exits 0 and prints the table with both runs."""
+    script = ROOT / "benchmarks" / "segnet_decoders.py"
+    out = tmp_path / "study"
+    args = [sys.executable, str(script), "study", "--data", str(camvid_dir), "--scale", "0.1", "--limit", "4",
+            "--batch-size", "2", "--epochs", "2", "--chunk-epochs", "1", "--variants", "bilinear_interpolation",
+            "segnet_basic", "--balancings", "natural", "--extra-seeds", "--out", str(out)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    codes = []
+    for _ in range(5):
+        p = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)
+        codes.append(p.returncode)
+        if p.returncode != 3:
+            break
+    # 1: bilinear epoch 1; 2: bilinear epoch 2 (finished), segnet_basic epoch 1; 3: segnet_basic epoch 2
+    assert codes == [3, 3, 0], (codes, p.stdout[-2000:], p.stderr[-2000:])
+    log = (out / "segnet_basic__natural__s0" / "log.txt").read_text()
+    assert "chunk done at epoch 1" in log and "resumed at epoch 1" in log  # one log across both chunks
+    rows = {line.split("|")[1].strip(): line for line in p.stdout.splitlines() if line.startswith("| ")}
+    for v in ("bilinear_interpolation", "segnet_basic"):
+        result = json.loads((out / f"{v}__natural__s0" / "result.json").read_text())
+        assert result["epochs_done"] == 2 and result["balancing"] == "natural"
+        assert f"{100 * result['test']['mIoU']:.1f}" in rows[v]
+    assert "(not run)" in rows["fcn_basic"]
