@@ -260,7 +260,7 @@ def test_converter_loads_skip_the_weights_and_write_the_same_file(tiny, tmp_path
     assert patched == plain
 
 
-@pytest.mark.parametrize("io_type", [None, "float32"])
+@pytest.mark.parametrize("io_type", [None, pytest.param("float32", marks=pytest.mark.slow)])
 def test_lean_calibration_writes_the_converters_own_int8_file(tiny, tmp_path, monkeypatch, io_type):
     """int8 export frees the calibrator before the MLIR quantiser runs (memory); the file is byte for
     byte what the converter's own _quantize writes, and the converter's own method is not used."""

@@ -90,6 +90,7 @@ def test_two_workers_match_one_process_with_same_global_batch(reference_runs):
     assert not any(p.name.startswith(".worker-") for p in two.iterdir())
 
 
+@pytest.mark.slow  # a third cluster run (~35 s); the two-worker equality stays in the default run
 def test_killed_worker_job_resumes_with_no_step_lost_or_repeated(reference_runs, tmp_path):
     _, two, _, _ = reference_runs
     procs = run_cluster(tmp_path, crash_at=3)

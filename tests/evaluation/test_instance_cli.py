@@ -19,6 +19,7 @@ def test_routing():
     assert dispatch(["list"]) is None
 
 
+@pytest.mark.slow  # the instance CLI end to end (~40 s); tests/models/test_deepmask.py trains and exports in the default run
 def test_deepmask_train_evaluate_predict(coco_tiny_dir, tmp_path, capsys):
     out = tmp_path / "dm"
     assert dispatch(["train", "--model", "deepmask_resnet50", "--data", str(coco_tiny_dir), "--steps", "2",

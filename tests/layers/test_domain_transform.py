@@ -177,6 +177,7 @@ def test_layers_run_on_the_jax_backend(tmp_path):
     np.testing.assert_allclose(out["grad"], tape.gradient(loss, gv).numpy(), rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.slow  # three XLA compilations (~15 s)
 def test_every_method_compiles_under_xla_as_the_sequential_recurrence():
     """Under XLA the layer runs the sequential recurrence whatever the method: "scan" (keras'
     associative_scan, which XLA cannot compile through its tf.cond) compiles and equals it."""
