@@ -386,8 +386,9 @@ def export_tflite(
             converter = tf.lite.TFLiteConverter.from_saved_model(workdir)
             _configure_converter(converter, quantize, representative_images, height, width, num_calibration,
                                  io_type)
-            _lean_calibration(converter)
-            content = _convert(converter, model)
+            lean = _lean_calibration(converter)
+            with _float_model_handed_over(quantize == "int8" and bool(lean)):
+                content = _convert(converter, model)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     bad = [name for name, builtin in tflite_operators(content) if not builtin]
@@ -473,6 +474,34 @@ def _converter_loads_skip_weights():
         lite._load = original  # noqa: SLF001
 
 
+@contextlib.contextmanager
+def _float_model_handed_over(active):
+    """While ``active`` (a full-integer export), the converter's float flatbuffer comes back from its
+    C++ conversion in a ``bytearray``, which :func:`_lean_calibration`'s quantiser empties once it
+    has its own copy: TensorFlow 2.21's callers (``_convert_from_saved_model``,
+    ``_optimize_tflite_model``) otherwise keep that model (FCN-8s: 0.5 GB) referenced through the
+    calibration and the quantiser, the peak of the export (``benchmarks/peak_memory.py --phases``).
+    Without the private function (another TensorFlow) nothing changes."""
+    try:
+        from tensorflow.lite.python import lite
+    except ImportError:
+        active = False
+    original = getattr(lite, "_convert_saved_model", None) if active else None
+    if original is None:
+        yield
+        return
+
+    def handed_over(*args, **kwargs):
+        result = original(*args, **kwargs)
+        return bytearray(result) if isinstance(result, bytes) else result
+
+    lite._convert_saved_model = handed_over  # noqa: SLF001
+    try:
+        yield
+    finally:
+        lite._convert_saved_model = original  # noqa: SLF001
+
+
 def _lean_calibration(converter):
     """Full-integer conversion frees the calibrator before quantising.
 
@@ -482,7 +511,8 @@ def _lean_calibration(converter):
     order, dropping each object once the next has what it needs, so the file is byte for byte the
     same (tested) and FCN-8s' int8 export peaks lower (``benchmarks/peak_memory.py``). Any case
     it does not cover (calibrate-only, 16-bit activations, the old quantiser, custom ops, another
-    TensorFlow) runs the converter's own method."""
+    TensorFlow) runs the converter's own method. Returns True when it is installed (then
+    :func:`_float_model_handed_over` may hand it the float model)."""
     original = getattr(converter, "_quantize", None)
     try:
         from tensorflow.lite.python import lite
@@ -490,11 +520,16 @@ def _lean_calibration(converter):
     except ImportError:
         return
     if original is None or not hasattr(lite, "_mlir_quantize") or not hasattr(lite, "RepresentativeDataset"):
-        return
+        return False
     tf = _tf()
 
     def quantize(result, input_type, output_type, activations_type, bias_type, allow_float,
                  enable_variable_quantization, debug_options):
+        if isinstance(result, bytearray):  # handed over (_float_model_handed_over): the only copy left is ours
+            float_model = bytes(result)
+            result.clear()
+            result = float_model
+            del float_model
         if (getattr(converter, "_experimental_calibrate_only", True) or not converter.experimental_new_quantizer
                 or activations_type == tf.int16 or converter.target_spec._experimental_custom_op_registerers):
             return original(result, input_type, output_type, activations_type, bias_type, allow_float,
@@ -502,7 +537,7 @@ def _lean_calibration(converter):
         if not isinstance(converter.representative_dataset, lite.RepresentativeDataset):
             converter.representative_dataset = lite.RepresentativeDataset(converter.representative_dataset)
         model = calibrator.add_intermediate_tensors(result)
-        del result  # the caller still holds the float model; this frame no longer does
+        del result  # handed over: no frame holds the float model any more
         calibrate = calibrator.Calibrator(model, [], [])
         del model
         calibrated = calibrate.calibrate(converter.representative_dataset.input_gen)
@@ -519,6 +554,7 @@ def _lean_calibration(converter):
         )
 
     converter._quantize = quantize  # noqa: SLF001
+    return True
 
 
 def _convert(converter, model):

@@ -268,12 +268,23 @@ def test_lean_calibration_writes_the_converters_own_int8_file(tiny, tmp_path, mo
 
     images = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3)).astype("float32")
     kwargs = dict(quantize="int8", representative_images=images, io_type=io_type)
+    handed = []
+    optimize = lite.TFLiteConverterBaseV2._optimize_tflite_model
+
+    def spy(self, model, *args, **kw):
+        out = optimize(self, model, *args, **kw)
+        handed.append((type(model), len(model)))  # what the converter's frames held through quantising
+        return out
+
     with monkeypatch.context() as patch:
         def refuse(*args, **kw):
             raise AssertionError("the converter's own _quantize ran")
 
         patch.setattr(lite.TFLiteConverterBaseV2, "_quantize", refuse)
+        patch.setattr(lite.TFLiteConverterBaseV2, "_optimize_tflite_model", spy)
         lean = pathlib.Path(export.export_tflite(tiny, tmp_path / "lean.tflite", **kwargs)).read_bytes()
+    assert handed == [(bytearray, 0)]  # the float model handed over to the quantiser and freed there
+    assert lite._convert_saved_model.__name__ != "handed_over"  # restored after the export
     monkeypatch.setattr(export, "_lean_calibration", lambda converter: None)
     own = pathlib.Path(export.export_tflite(tiny, tmp_path / "own.tflite", **kwargs)).read_bytes()
     assert lean == own
