@@ -518,7 +518,7 @@ def _lean_calibration(converter):
         from tensorflow.lite.python import lite
         from tensorflow.lite.python.optimize import calibrator
     except ImportError:
-        return
+        return False
     if original is None or not hasattr(lite, "_mlir_quantize") or not hasattr(lite, "RepresentativeDataset"):
         return False
     tf = _tf()
