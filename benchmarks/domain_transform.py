@@ -54,6 +54,10 @@ def main(argv=None):
     parser.add_argument("--no-edgenet", action="store_true", help="skip the DT-EdgeNet training step")
     parser.add_argument("--edgenet-only", action="store_true", help="only the DT-EdgeNet training step rows")
     parser.add_argument("--edgenet-width", type=float, default=0.25, help="DT-EdgeNet width_multiplier")
+    parser.add_argument("--paired", type=int, default=0, metavar="N",
+                        help="with --goal: also N rounds alternating one kseg forward (the layer's default, "
+                             "no XLA) and one OpenCV filtering of the same signal; the median of the per-round "
+                             "ratios (noise that lasts longer than a round hits both sides)")
     args = parser.parse_args(argv)
 
     import tensorflow as tf
@@ -99,6 +103,29 @@ def main(argv=None):
         outputs_cv[h, w, c] = np.concatenate(run(), axis=-1)
         rows.append((f"OpenCV dtFilter x{len(parts)} ({'+'.join(map(str, splits))} ch)", f"{h}x{w}x{c}",
                      f_ms, f_cpu, None, None, None, None))
+        peers[h, w, c] = run
+
+    peers, paired = {}, []
+
+    def pair(h, w, c, rounds):
+        _, edges, x = signal(h, w, c)
+        x_tf, g_tf = tf.constant(x[None]), tf.constant(edges[None, ..., None])
+        fwd = tf.function(lambda a, b: domain_transform(a, b))
+        fwd(x_tf, g_tf).numpy()
+        ratios, ours_ms, cv_ms = [], [], []
+        for i in range(rounds):
+            sides = [("kseg", lambda: fwd(x_tf, g_tf).numpy()), ("cv", peers[h, w, c])]
+            times = {}
+            for name, fn in sides if i % 2 == 0 else sides[::-1]:  # each side first in half the rounds
+                t0 = time.perf_counter()
+                fn()
+                times[name] = time.perf_counter() - t0
+            ratios.append(times["kseg"] / times["cv"])
+            ours_ms.append(times["kseg"] * 1e3)
+            cv_ms.append(times["cv"] * 1e3)
+        q = statistics.quantiles(ratios, n=4)
+        paired.append((f"{h}x{w}x{c}", rounds, statistics.median(ours_ms), statistics.median(cv_ms),
+                       statistics.median(ratios), q[0], q[2]))
 
     def ours(method, xla, h, w, c, backward=True):
         _, edges, x = signal(h, w, c)
@@ -153,6 +180,9 @@ def main(argv=None):
     for method, xla, size in [] if args.edgenet_only else plan:
         ours(method, xla, *size)
         print(f"  {rows[-1]}", flush=True)
+    if args.goal and args.paired and dt_filter is not None:
+        for size in sizes:
+            pair(*size, args.paired)
 
     if not args.quick and not args.no_edgenet:
         import keras
@@ -176,6 +206,11 @@ def main(argv=None):
           f"median of {args.repeats} (OpenCV {3 * args.repeats}), load average {load0[0]:.1f} -> "
           f"{os.getloadavg()[0]:.1f}; 'cpu' = this process's CPU ms; f+b = forward + gradients w.r.t. x and g")
     print_rows()
+    if paired:
+        print(f"\npaired rounds (kseg {domain_transform.__defaults__[-1]!r} forward, no XLA, vs OpenCV, alternating):")
+        print(f"{'size':>12}{'rounds':>8}{'kseg ms':>9}{'cv ms':>8}{'ratio':>7}   quartiles")
+        for size, n, k_ms, c_ms, r, q1, q3 in paired:
+            print(f"{size:>12}{n:>8}{k_ms:>9.1f}{c_ms:>8.1f}{r:>6.2f}x   {q1:.2f}-{q3:.2f}x")
 
 
 if __name__ == "__main__":
