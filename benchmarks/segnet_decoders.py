@@ -648,13 +648,16 @@ def table(out_dir):
         with open(f) as fh:
             infers.append(json.load(fh))
     fmt = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
-    ms_heads = "".join(f" infer ms ({i['backend']}, {i['device']}) |" for i in infers)
+    # one inference-time column per infer-*.json (the paper's GPU figure under the first); one even
+    # without any, for the paper's
+    ms_heads = "".join(f" infer ms ({i['backend']}, {i['device']}) |" for i in infers) or " infer ms |"
+    n_ms = max(len(infers), 1)
     lines = ["| variant | seed | params | epochs | median freq: G / C / mIoU / BF | natural freq: G / C / mIoU / BF |"
              f" storage x |{ms_heads}",
-             "| --- | ---: | ---: | ---: | --- | --- | ---: |" + " ---: |" * len(infers)]
+             "| --- | ---: | ---: | ---: | --- | --- | ---: |" + " ---: |" * n_ms]
     for v in VARIANTS:
         if not any(k[0] == v for k in by):
-            lines.append(f"| {v} | | | | (not run) | (not run) |" + " |" * (1 + len(infers)))
+            lines.append(f"| {v} | | | | (not run) | (not run) |" + " |" * (1 + n_ms))
         for n, s in enumerate(sorted({k[2] for k in by if k[0] == v})):
             cells = []
             for b in BALANCINGS:
@@ -665,12 +668,13 @@ def table(out_dir):
             extra = [f"{i['variants'][v]['storage_multiplier_paper']:g}" if n == 0 and v in i["variants"] else ""
                      for i in infers[:1]] or [""]
             extra += [f"{i['variants'][v]['infer_ms']:.1f}" if n == 0 and v in i["variants"] else "" for i in infers]
+            extra += [""] * (1 + n_ms - len(extra))
             lines.append(f"| {v} | {s} | {r['params']:,} | {r['epochs_done']} | {cells[0]} | {cells[1]} | "
                          + " | ".join(extra) + " |")
         if v in PAPER:
             m, storage, ms, med, nat = PAPER[v]
             lines.append(f"| (paper) | | {m}M | | {' / '.join(map(str, med))} | {' / '.join(map(str, nat))} | "
-                         f"{storage} | {ms} (paper's GPU) |" + " |" * max(len(infers) - 1, 0))
+                         f"{storage} | {ms} (paper's GPU) |" + " |" * (n_ms - 1))
     return "\n".join(lines)
 
 

@@ -348,3 +348,29 @@ def test_study_in_chunks_resumes_every_run_and_prints_the_table(camvid_dir, tmp_
         assert result["epochs_done"] == 2 and result["balancing"] == "natural"
         assert f"{100 * result['test']['mIoU']:.1f}" in rows[v]
     assert "(not run)" in rows["fcn_basic"]
+
+
+@pytest.mark.parametrize("with_infer", [False, True])
+def test_study_table_rows_have_the_header_columns(tmp_path, with_infer):
+    """The study's table (benchmarks/segnet_decoders.py): every row, ours, the paper's and the
+    variants not run, has as many cells as the header, with and without an infer-*.json."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("segnet_decoders_bench", ROOT / "benchmarks" / "segnet_decoders.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    run = tmp_path / "segnet_basic__median__s0"
+    run.mkdir()
+    test = {"G": 0.685, "C": 0.558, "mIoU": 0.356, "BF": 0.342}
+    (run / "result.json").write_text(json.dumps({"variant": "segnet_basic", "balancing": "median", "seed": 0,
+                                                 "params": 1416587, "epochs_done": 30, "test": test}))
+    if with_infer:
+        rows = {"segnet_basic": {"infer_ms": 812.5, "storage_multiplier_paper": 1}}
+        (tmp_path / "infer-tensorflow.json").write_text(json.dumps({"backend": "tensorflow", "device": "cpu",
+                                                                    "variants": rows}))
+    lines = bench.table(str(tmp_path)).splitlines()
+    cells = {len(line.split("|")) for line in lines}
+    assert len(cells) == 1, lines
+    ours = next(line for line in lines if line.startswith("| segnet_basic |"))
+    assert "68.5 / 55.8 / 35.6 / 34.2" in ours and ("812.5" in ours) == with_infer
+    assert sum("(not run)" in line for line in lines) == len(VARIANTS) - 1
