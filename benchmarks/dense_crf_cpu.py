@@ -3,6 +3,7 @@
     flock /tmp/kseg-heavy.lock python benchmarks/dense_crf_cpu.py                       # 3 images, "after"
     flock /tmp/kseg-heavy.lock python benchmarks/dense_crf_cpu.py --normalization symmetric
     flock /tmp/kseg-heavy.lock python benchmarks/dense_crf_cpu.py --tables scaling,batch  # linearity, batching
+    flock /tmp/kseg-heavy.lock python benchmarks/dense_crf_cpu.py --threads 1 --tables none --paired 5  # paired ratios
 
 Same images (CamVid test, KSEG_CAMVID or ../shared/data/camvid; 960x720 = bilinear 2x), same
 unaries (benchmarks/dense_crf.py's stand-in for a CNN's scores) and DeepLab-LargeFOV parameters,
@@ -46,6 +47,9 @@ def main():
     ap.add_argument("--scaling-scales", default="1,2,3,4,4.8", help="scales of the scaling table (4.8: 4.0 MPix)")
     ap.add_argument("--batches", default="1,2,4", help="batch sizes of the batch table")
     ap.add_argument("--threads", type=int, default=0, help="TensorFlow intra/inter-op threads (0: its default)")
+    ap.add_argument("--paired", type=int, default=0, metavar="N",
+                    help="table 'paired': N rounds over the images at each --scales size, one C++ call and one kseg "
+                         "(jit_compile) call per image, alternating which goes first; median per-pair CPU ratio")
     args = ap.parse_args()
 
     import pydensecrf.densecrf as dcrf
@@ -135,6 +139,35 @@ def main():
                 agree.append(float((q.argmax(-1) == ref.argmax(-1)).mean()))
             print(f"{f'{w}x{h}':<11}{n / 1e6:>6.2f}{c_cpp / n * 1e6:>11.3f}{per[0]:>12.3f}{per[1]:>16.3f}"
                   f"{per[0] / (c_cpp / n * 1e6):>9.2f}x{min(agree) * 100:>13.4f}%")
+
+    if args.paired:
+        # Noise that lasts longer than a call (this machine's speed moves by 30% between runs) hits
+        # both sides of a pair: the per-pair ratio is steadier than a ratio of block medians.
+        jit = ours["kseg (tf.function, jit_compile=True)"]
+        print(f"\npaired rounds: C++ vs kseg (jit_compile=True), {args.paired} rounds x {len(data)} images, "
+              "alternating which runs first; CPU seconds")
+        print(f"{'size':<9}{'pairs':>6}{'C++ s':>8}{'kseg s':>8}{'ratio':>8}{'quartiles':>14}")
+        for scale in [float(s) for s in args.scales.split(",")]:
+            inputs = [scaled(k, scale) for k in range(len(data))]
+            for u, img in inputs:
+                jit(tf.constant(u), tf.constant(img))  # trace / compile
+            c_s, k_s, ratios = [], [], []
+            for r in range(args.paired):
+                for k, (u, img) in enumerate(inputs):
+                    first_cpp = (r + k) % 2 == 0
+                    if first_cpp:
+                        c = measure(cpp, u, img)[0]
+                    kc = measure(jit, tf.constant(u), tf.constant(img))[0]
+                    if not first_cpp:
+                        c = measure(cpp, u, img)[0]
+                    c_s.append(c)
+                    k_s.append(kc)
+                    ratios.append(kc / c)
+            q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+            h, w = inputs[0][1].shape[:2]
+            print(f"{f'{w}x{h}':<9}{len(ratios):>6}{statistics.median(c_s):>8.3f}{statistics.median(k_s):>8.3f}"
+                  f"{statistics.median(ratios):>7.2f}x{f'{q1:.2f}-{q3:.2f}x':>14}")
+        print("(ratio: median over pairs of kseg CPU / C++ CPU; goal <= 0.50x)")
 
     if "batch" in tables:
         print("\nBatching: B images of 480x360 in one call (images repeat if B > --images); CPU seconds per image")

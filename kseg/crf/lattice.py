@@ -184,6 +184,50 @@ _enclosing_simplex_xla = tf.function(functools.partial(_enclosing_simplex, pairw
                                      reduce_retracing=True)
 
 
+def _simplex_codes(rem0, rank):
+    """Exact mixed-radix codes of the points' enclosing simplices (rem0 int32 (P, d), rank (P, d)).
+
+    Vertex coordinates lie within [rem0 - d1, rem0 + d] and blur neighbours one step further, so a
+    padding of 2 d1 on both sides keeps every code in range and makes "neighbour = vertex code +
+    constant offset" alias-free. Returns the radices (d,) int64, the span of the vertex codes, the
+    simplex codes (P,) int64 (the code of the remainder-0 vertex * d1^d + the ranks' code) and the
+    code of the remainder-0 vertex (P,) int64.
+    """
+    d = rem0.shape[-1]
+    d1 = d + 1
+    rem0 = tf.cast(rem0, tf.int64)
+    kmin = tf.reduce_min(rem0, axis=0) - 2 * d1
+    extent = tf.reduce_max(rem0, axis=0) - kmin + 1 + 2 * d1  # (d,)
+    radices = [tf.constant(1, tf.int64)]
+    for j in range(1, d):
+        radices.append(radices[-1] * extent[j - 1])
+    radix = tf.stack(radices)  # (d,)
+    span = radices[-1] * extent[d - 1]
+    rank_radix = tf.constant(d1 ** np.arange(d), tf.int64)
+    # 1) distinct enclosing simplices (neighbouring pixels mostly share one): P keys.
+    base = tf.reduce_sum((rem0 - kmin) * radix, axis=-1)
+    simplex_code = base * (d1**d) + tf.reduce_sum(tf.cast(rank, tf.int64) * rank_radix, axis=-1)
+    return radix, span, simplex_code, base
+
+
+def _vertex_codes(base, rank, radix):
+    """Codes (N, d+1) int64 of the d+1 vertices of simplices given by the code of their remainder-0
+    vertex ``base`` (N,) and their ranks (N, d): vertex r has coordinates rem0_j + canon[rank_j, r]
+    (Krähenbühl's canonical simplex), so its code is base + sum_j canon[rank_j, r] radix_j."""
+    d = rank.shape[-1]
+    canon = tf.constant(_canonical_simplex(d).T)  # [rank, r]
+    return base[:, None] + tf.reduce_sum(tf.gather(canon, rank) * radix[:, None], axis=1)
+
+
+def _codes_xla(rem0, rank):
+    """:func:`_simplex_codes`, and :func:`_vertex_codes` of every point (one fused pass under XLA)."""
+    radix, span, simplex_code, base = _simplex_codes(rem0, rank)
+    return radix, span, simplex_code, _vertex_codes(base, rank, radix)
+
+
+_codes_xla = tf.function(_codes_xla, jit_compile=True, reduce_retracing=True)
+
+
 def build_lattice(features, group=None, jit_compile=False, tflite_builtins=False):
     """Builds the permutohedral lattice of ``features``.
 
@@ -207,19 +251,10 @@ def build_lattice(features, group=None, jit_compile=False, tflite_builtins=False
         raise ValueError(f"features must have a static last dimension >= 1, got shape {features.shape}")
     d1 = d + 1
     rem0, rank, weights = (_enclosing_simplex_xla if jit_compile else _enclosing_simplex)(features, d)
-
-    # Exact mixed-radix codes. Vertex coordinates lie within [rem0 - d1, rem0 + d] and blur
-    # neighbours one step further, so a padding of 2 d1 on both sides keeps every code in range
-    # and makes "neighbour = vertex code + constant offset" alias-free.
-    rem0 = tf.cast(rem0, tf.int64)
-    kmin = tf.reduce_min(rem0, axis=0) - 2 * d1
-    extent = tf.reduce_max(rem0, axis=0) - kmin + 1 + 2 * d1  # (d,)
-    radices = [tf.constant(1, tf.int64)]
-    for j in range(1, d):
-        radices.append(radices[-1] * extent[j - 1])
-    radix = tf.stack(radices)  # (d,)
-    span = radices[-1] * extent[d - 1]
-    rank_radix = tf.constant(d1 ** np.arange(d), tf.int64)
+    if jit_compile:  # every point's vertex codes, fused (P (d+1) codes: cheaper than S (d+1) unfused)
+        radix, span, simplex_code, point_vertex_code = _codes_xla(rem0, rank)
+    else:
+        radix, span, simplex_code, base = _simplex_codes(rem0, rank)
     num_groups = tf.constant(1, tf.int64) if group is None else tf.reduce_max(tf.cast(group, tf.int64)) + 1
     check = tf.debugging.assert_less(
         tf.cast(span, tf.float64) * float(d1**d) * tf.cast(num_groups, tf.float64),
@@ -227,11 +262,7 @@ def build_lattice(features, group=None, jit_compile=False, tflite_builtins=False
         message="permutohedral lattice key range exceeds int64: features span too many lattice cells",
     )
     with tf.control_dependencies([check]):
-        # 1) distinct enclosing simplices (neighbouring pixels mostly share one): P keys.
-        rem0 = rem0 - kmin
-        simplex_code = tf.reduce_sum(rem0 * radix, axis=-1) * (d1**d) + tf.reduce_sum(
-            tf.cast(rank, tf.int64) * rank_radix, axis=-1
-        )
+        simplex_code = tf.identity(simplex_code)
     group_code = None
     if group is not None:
         group_code = tf.cast(group, tf.int64) * span
@@ -241,9 +272,10 @@ def build_lattice(features, group=None, jit_compile=False, tflite_builtins=False
     # 2) their d+1 vertices: S (d+1) keys, from one representative point per simplex.
     points = tf.shape(simplex_index)[0]
     rep = tf.math.unsorted_segment_min(tf.range(points), simplex_index, tf.size(simplices))
-    canon = tf.constant(_canonical_simplex(d).T)  # [j, r]
-    keys = tf.gather(rem0, rep)[:, None, :] + tf.transpose(tf.gather(canon, tf.gather(rank, rep)), [0, 2, 1])
-    vertex_code = tf.reduce_sum(keys * radix, axis=-1)  # (S, d1)
+    if jit_compile:
+        vertex_code = tf.gather(point_vertex_code, rep)  # (S, d1)
+    else:
+        vertex_code = _vertex_codes(tf.gather(base, rep), tf.gather(rank, rep), radix)  # (S, d1)
     if group_code is not None:
         vertex_code = vertex_code + tf.gather(group_code, rep)[:, None]
     uniq, idx = tf.unique(tf.reshape(vertex_code, [-1]), out_idx=tf.int32)

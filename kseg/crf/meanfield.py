@@ -19,6 +19,7 @@ the softmax removes. TF-only code.
 """
 
 import functools
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -67,14 +68,14 @@ def pixel_features(image, theta_alpha, theta_beta, theta_gamma):
 class CRFFilters:
     """The two normalised kernels of the CRF for one batch of images (lattices built once)."""
 
-    def __init__(self, bilateral_lattice, spatial_lattice, normalization="after"):
+    def __init__(self, bilateral_lattice, spatial_lattice, normalization="after", jit_compile=False):
         if normalization not in _NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
         self.lattices = (bilateral_lattice, spatial_lattice)
         self.normalization = normalization
         self.norms = []
         for lat in self.lattices:
-            norm = _filter_ones(lat)
+            norm = _filter_ones(lat, jit_compile)
             if normalization == "after":
                 norm = 1.0 / (norm + 1e-20)
             elif normalization == "symmetric":
@@ -116,8 +117,7 @@ class CRFFilters:
         nb, ns = self.norms
         cols = tf.concat([lb.vertex_index, ls.vertex_index + mb], axis=1)  # (P, d1b + d1s) int32
         points = tf.shape(cols)[0]
-        rows = tf.broadcast_to(tf.range(points)[:, None], tf.shape(cols))
-        indices = tf.cast(tf.reshape(tf.stack([rows, cols], axis=-1), [-1, 2]), tf.int64)
+        indices = _pair_indices(cols)
         shape = tf.cast(tf.stack([points, mb + ls.num_vertices + 1]), tf.int64)
         if self.normalization == "symmetric":
             splat_values = tf.concat([lb.weights * nb, ls.weights * ns], axis=1)
@@ -126,19 +126,36 @@ class CRFFilters:
         slice_values = tf.concat(
             [lb.weights * (bilateral_weight * lb.alpha * nb), ls.weights * (spatial_weight * ls.alpha * ns)], axis=1
         )
-        splat = tf.sparse.SparseTensor(indices, tf.reshape(splat_values, [-1]), shape)
-        slicing = tf.sparse.SparseTensor(indices, tf.reshape(slice_values, [-1]), shape)
+        splat_values, slicing_values = tf.reshape(splat_values, [-1]), tf.reshape(slice_values, [-1])
 
         def splat_blur(q):
-            grid = tf.sparse.sparse_dense_matmul(splat, q, adjoint_a=True)
+            grid = tf.raw_ops.SparseTensorDenseMatMul(a_indices=indices, a_values=splat_values, a_shape=shape, b=q,
+                                                      adjoint_a=True)
             return tf.concat([_blur(grid[:mb], lb.neighbours, d1b), _blur(grid[mb:], ls.neighbours, d1s)], axis=0)
 
         def message(q):
-            return tf.sparse.sparse_dense_matmul(slicing, splat_blur(q))
+            return tf.raw_ops.SparseTensorDenseMatMul(a_indices=indices, a_values=slicing_values, a_shape=shape,
+                                                      b=splat_blur(q))
 
         message.splat_blur = splat_blur
         message.slice_table = (cols, slice_values)
         return message
+
+
+def _pair_indices(cols):
+    """The (P K, 2) [row, col] index pairs of a sparse matrix with K entries in every row, ``cols``
+    (P, K) int32, for ``SparseTensorDenseMatMul`` (which takes int32 indices).
+
+    Little-endian: one int64 ``row + col * 2^32`` per entry, bitcast to its two int32 halves -- one
+    pass over the entries instead of TensorFlow's Pack along a last axis of size 2 (element by
+    element; the set-up's slowest op before, ~30 ms at 480x360 on one busy thread) or a transpose.
+    """
+    points, k = tf.shape(cols)[0], cols.shape[1]
+    if sys.byteorder != "little":
+        rows = tf.repeat(tf.range(points), k)
+        return tf.transpose(tf.stack([rows, tf.reshape(cols, [-1])]))
+    rows = tf.repeat(tf.range(points, dtype=tf.int64), k)
+    return tf.bitcast(rows + tf.cast(tf.reshape(cols, [-1]), tf.int64) * (1 << 32), tf.int32)
 
 
 def _blur(grid, neighbours, directions):
@@ -148,14 +165,27 @@ def _blur(grid, neighbours, directions):
     return grid
 
 
-def _filter_ones(lat):
-    """``lat.filter(ones((P, 1)))`` -- the per-pixel kernel sums -- as scalar segment sums and gathers."""
+def _filter_ones(lat, jit_compile=False):
+    """``lat.filter(ones((P, 1)))`` -- the per-pixel kernel sums -- as scalar segment sums and gathers
+    (``jit_compile``: the slice, P (d+1) scalar gathers and their weighted sum, as one XLA loop)."""
     d1 = lat.dim + 1
     grid = tf.math.unsorted_segment_sum(
         tf.reshape(lat.weights, [-1]), tf.reshape(lat.vertex_index, [-1]), lat.num_vertices + 1
     )
     grid = _blur(grid, lat.neighbours, d1)
-    return lat.alpha * tf.reduce_sum(tf.gather(grid, lat.vertex_index) * lat.weights, axis=1, keepdims=True)
+    if jit_compile:
+        m = tf.shape(grid)[0]
+        grid = tf.pad(grid, [[0, _bucket(m) - m]])
+        return lat.alpha * _slice_sum_xla(grid, lat.vertex_index, lat.weights)
+    return lat.alpha * _slice_sum(grid, lat.vertex_index, lat.weights)
+
+
+def _slice_sum(grid, vertex_index, weights):
+    """``sum_k weights[:, k] * grid[vertex_index[:, k]]`` of a scalar per vertex ``grid``; (P, 1)."""
+    return tf.reduce_sum(tf.gather(grid, vertex_index) * weights, axis=1, keepdims=True)
+
+
+_slice_sum_xla = tf.function(_slice_sum, jit_compile=True)
 
 
 def build_filters(
@@ -172,7 +202,7 @@ def build_filters(
         spatial = _grid_lattice(tf.shape(image)[0], int(h), int(w), float(theta_gamma))
     else:
         spatial = build_lattice(spa, group, jit_compile, tflite_builtins)
-    return CRFFilters(build_lattice(bil, group, jit_compile, tflite_builtins), spatial, normalization)
+    return CRFFilters(build_lattice(bil, group, jit_compile, tflite_builtins), spatial, normalization, jit_compile)
 
 
 @functools.lru_cache(maxsize=16)
@@ -216,6 +246,7 @@ def _slice_softmax(grid, logits, cols, slice_values, compatibility=None):
 
 
 _slice_softmax_xla = tf.function(_slice_softmax, jit_compile=True)
+_softmax_xla = tf.function(functools.partial(tf.nn.softmax, axis=-1), jit_compile=True)
 
 
 def _bucket(m):
@@ -233,7 +264,7 @@ def _mean_field_xla(unary_logits, message, num_iterations, compatibility=None):
     sizes, so XLA compiles once per bucket, not once per image."""
     cols, slice_values = message.slice_table
     extra = () if compatibility is None else (compatibility,)
-    q = tf.nn.softmax(unary_logits, axis=-1)
+    q = _softmax_xla(unary_logits)
     for _ in range(int(num_iterations)):
         grid = message.splat_blur(q)
         m = tf.shape(grid)[0]
