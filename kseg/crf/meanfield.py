@@ -365,9 +365,10 @@ def dense_crf(
         jit_compile: compile with XLA the point-wise part of lattice construction and, per
             mean-field iteration, the slice + softmax (once per bucket of lattice sizes; the graph
             then needs XLA's JIT kernels wherever it is served). CPU cost at 480x360, 12 labels,
-            10 iterations (``benchmarks/dense_crf_cpu.py``): with XLA on one TensorFlow thread
-            0.54-0.70x the CPU-seconds of Krähenbühl's single-threaded C++, 0.95-1.15x without;
-            TensorFlow's default thread pools lower the wall time but spend more CPU-seconds.
+            10 iterations (``benchmarks/dense_crf_cpu.py --paired``): with XLA on one TensorFlow
+            thread ~0.73x the CPU-seconds of Krähenbühl's single-threaded C++ (also at 960x720),
+            0.8-1.1x without; TensorFlow's default thread pools lower the wall time but spend more
+            CPU-seconds.
         tflite_builtins: splat/slice with gather + segment sums so that every op converts to a
             TFLite builtin (same result, ~2-3x slower in TensorFlow).
 
