@@ -92,35 +92,35 @@ def _converter_phases(phase):
     flatbuffer), then for full-integer files ``intermediates`` (calibrator.add_intermediate_tensors),
     ``calibrate`` (Calibrator: the model copied, every activation kept, the statistics written back
     into a new flatbuffer) and ``quantize`` (the MLIR quantiser); ``convert`` is what is left. Hooks
-    on TensorFlow 2.21's private functions; without them (another TensorFlow) only ``convert``."""
+    on TensorFlow 2.21's private functions (kseg.export's ``_wrapped``); without them (another
+    TensorFlow) only ``convert``."""
     try:
         from tensorflow.lite.python import lite
         from tensorflow.lite.python.optimize import calibrator
     except ImportError:
         yield
         return
+    from kseg.export import _wrapped
+
+    def wrap(before, after):
+        def make(original):
+            def hooked(*a, **k):
+                if before:
+                    phase(f"convert:{before}")
+                out = original(*a, **k)
+                phase(f"convert:{after}")
+                return out
+
+            return hooked
+
+        return make
+
     hooks = [(lite, "_convert_saved_model", "save", "mlir"), (calibrator, "add_intermediate_tensors", None, "intermediates"),
              (lite, "_mlir_quantize", "calibrate", "quantize")]
-    saved = []
-    for module, name, before, after in hooks:
-        original = getattr(module, name, None)
-        if original is None:
-            continue
-
-        def hooked(*a, _original=original, _before=before, _after=after, **k):
-            if _before:
-                phase(f"convert:{_before}")
-            out = _original(*a, **k)
-            phase(f"convert:{_after}")
-            return out
-
-        saved.append((module, name, original))
-        setattr(module, name, hooked)
-    try:
+    with contextlib.ExitStack() as stack:
+        for module, name, before, after in hooks:
+            stack.enter_context(_wrapped(module, name, wrap(before, after)))
         yield
-    finally:
-        for module, name, original in saved:
-            setattr(module, name, original)
 
 
 def child(args):

@@ -441,6 +441,23 @@ def _configure_converter(converter, quantize, representative_images, height, wid
 
 
 @contextlib.contextmanager
+def _wrapped(module, name, wrap):
+    """``module.name`` replaced by ``wrap(original)`` for the length of the block, then restored: how
+    kseg hooks a private function of TensorFlow's converter (also ``benchmarks/peak_memory.py``).
+    Yields the original; where the module has no such function (another TensorFlow), nothing is
+    replaced and it yields None. Module globals: two conversions in two threads of one process at
+    once would see each other's hooks."""
+    original = getattr(module, name, None)
+    if original is None:
+        yield None
+        return
+    setattr(module, name, wrap(original))
+    try:
+        yield original
+    finally:
+        setattr(module, name, original)
+
+
 def _converter_loads_skip_weights():
     """TensorFlow 2.21's converter loads the SavedModel in Python twice, for its signatures
     (``from_saved_model``) and for debug info (``convert``), restoring every variable each time,
@@ -449,32 +466,26 @@ def _converter_loads_skip_weights():
     reach of the MLIR conversion that follows. This makes the two loads skip the checkpoint
     (``LoadOptions(experimental_skip_checkpoint=True)``): same file, byte for byte (tested); FCN-8s
     at 360x480 converts in less memory (``benchmarks/peak_memory.py``). Without the private hook
-    (another TensorFlow) the converter runs as it is."""
+    (another TensorFlow), or where someone else patched it, the converter runs as it is."""
     try:
         from tensorflow.lite.python import lite
         from tensorflow.python.saved_model import load as saved_model_load
+    except ImportError:
+        return contextlib.nullcontext()
+    if getattr(lite, "_load", None) is not saved_model_load.load:
+        return contextlib.nullcontext()
 
-        original = lite._load  # noqa: SLF001
-    except (ImportError, AttributeError):
-        yield
-        return
-    if original is not saved_model_load.load:  # patched by someone else: leave it
-        yield
-        return
+    def wrap(original):
+        def load_without_weights(export_dir, tags=None, options=None):
+            options = copy.copy(options) if options is not None else saved_model_load.load_options.LoadOptions()
+            options.experimental_skip_checkpoint = True  # on a copy: a caller's options stay as they were
+            return original(export_dir, tags, options)
 
-    def load_without_weights(export_dir, tags=None, options=None):
-        options = copy.copy(options) if options is not None else saved_model_load.load_options.LoadOptions()
-        options.experimental_skip_checkpoint = True  # on a copy: a caller's options stay as they were
-        return original(export_dir, tags, options)
+        return load_without_weights
 
-    lite._load = load_without_weights  # noqa: SLF001
-    try:
-        yield
-    finally:
-        lite._load = original  # noqa: SLF001
+    return _wrapped(lite, "_load", wrap)
 
 
-@contextlib.contextmanager
 def _float_model_handed_over(active):
     """While ``active`` (a full-integer export), the converter's float flatbuffer comes back from its
     C++ conversion in a ``bytearray``, which :func:`_lean_calibration`'s quantiser empties once it
@@ -486,20 +497,17 @@ def _float_model_handed_over(active):
         from tensorflow.lite.python import lite
     except ImportError:
         active = False
-    original = getattr(lite, "_convert_saved_model", None) if active else None
-    if original is None:
-        yield
-        return
+    if not active:
+        return contextlib.nullcontext()
 
-    def handed_over(*args, **kwargs):
-        result = original(*args, **kwargs)
-        return bytearray(result) if isinstance(result, bytes) else result
+    def wrap(original):
+        def handed_over(*args, **kwargs):
+            result = original(*args, **kwargs)
+            return bytearray(result) if isinstance(result, bytes) else result
 
-    lite._convert_saved_model = handed_over  # noqa: SLF001
-    try:
-        yield
-    finally:
-        lite._convert_saved_model = original  # noqa: SLF001
+        return handed_over
+
+    return _wrapped(lite, "_convert_saved_model", wrap)
 
 
 def _lean_calibration(converter):
