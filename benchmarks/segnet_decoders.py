@@ -410,17 +410,30 @@ def run_id(variant, balancing, seed):
     return f"{variant}__{balancing}__s{seed}"
 
 
+def study_order(variants, balancings, extra_seeds, out):
+    """The runs of a study still to do, in the order they start: one balancing at a time, so that a
+    study run a run at a time (``--jobs 1``, on a CPU, across sittings) completes one column of the
+    table first; in a column the extra seeds of SegNet-Basic right after its seed 0 (the seed spread
+    the other rows are judged by comes early); and a run already started (``state.json``) before any
+    not started. Finished runs (``result.json``) are left out."""
+    runs = []
+    for b in balancings:
+        for v in variants:
+            runs.append((v, b, 0))
+            if v == "segnet_basic":
+                runs += [(v, b, s) for s in extra_seeds]
+        if "segnet_basic" not in variants:
+            runs += [("segnet_basic", b, s) for s in extra_seeds]
+    pending = [r for r in runs if not (Path(out) / run_id(*r) / "result.json").exists()]
+    return sorted(pending, key=lambda r: not (Path(out) / run_id(*r) / "state.json").exists())  # stable
+
+
 def study(args):
     """Every variant x balancing (+ extra seeds of SegNet-Basic), `--jobs` processes at a time."""
-    # one balancing at a time (the extra seeds of SegNet-Basic with it), so that a study run a run at
-    # a time (`--jobs 1`, on a CPU, across sittings) completes one column of the table first
-    runs = []
-    for b in args.balancings:
-        runs += [(v, b, 0) for v in args.variants] + [("segnet_basic", b, s) for s in args.extra_seeds]
     env = dict(os.environ)
     if env.get("KERAS_BACKEND") == "jax" and args.jobs > 1:
         env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / args.jobs:.3f}")
-    pending = [r for r in runs if not (Path(args.out) / run_id(*r) / "result.json").exists()]
+    pending = study_order(args.variants, args.balancings, args.extra_seeds, args.out)
     running = []
     deadline = time.time() + args.deadline_seconds if args.deadline_seconds else None
     chunked = False  # a run stopped at the end of its --chunk-epochs: start nothing more, exit 3

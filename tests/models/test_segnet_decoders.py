@@ -374,3 +374,30 @@ def test_study_table_rows_have_the_header_columns(tmp_path, with_infer):
     ours = next(line for line in lines if line.startswith("| segnet_basic |"))
     assert "68.5 / 55.8 / 35.6 / 34.2" in ours and ("812.5" in ours) == with_infer
     assert sum("(not run)" in line for line in lines) == len(VARIANTS) - 1
+
+
+def test_study_order_seeds_early_started_runs_first(tmp_path):
+    """benchmarks/segnet_decoders.py's study order: a balancing column at a time, SegNet-Basic's extra
+    seeds right after its seed 0, a started run (state.json) before the others, finished ones left out."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("segnet_decoders_bench", ROOT / "benchmarks" / "segnet_decoders.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    variants = ["bilinear_interpolation", "segnet_basic", "segnet_basic_single_channel_decoder", "fcn_basic"]
+    order = bench.study_order(variants, ["median", "natural"], [1], tmp_path)
+    assert order[:5] == [("bilinear_interpolation", "median", 0), ("segnet_basic", "median", 0),
+                         ("segnet_basic", "median", 1), ("segnet_basic_single_channel_decoder", "median", 0),
+                         ("fcn_basic", "median", 0)]
+    assert len(order) == 10 and order[5] == ("bilinear_interpolation", "natural", 0)
+    for run, name in ((("bilinear_interpolation", "median", 0), "result.json"),
+                      (("segnet_basic", "median", 0), "result.json"), (("fcn_basic", "median", 0), "state.json")):
+        d = tmp_path / bench.run_id(*run)
+        d.mkdir()
+        (d / name).write_text("{}")
+    order = bench.study_order(variants, ["median", "natural"], [1], tmp_path)
+    assert order[:3] == [("fcn_basic", "median", 0), ("segnet_basic", "median", 1),
+                         ("segnet_basic_single_channel_decoder", "median", 0)]
+    assert len(order) == 8
+    assert bench.study_order(["fcn_basic"], ["median"], [1], tmp_path / "x") == [("fcn_basic", "median", 0),
+                                                                                  ("segnet_basic", "median", 1)]
