@@ -262,3 +262,27 @@ def test_full_size_camvid_agrees_with_pydensecrf(camvid_dir):
     assert (q.argmax(-1) == p.argmax(-1)).mean() >= 0.995
     assert np.abs(q - p).mean() < 1e-4
     assert (q.argmax(-1) != u.argmax(-1)).mean() > 0.01  # the CRF changed labels (test can fail)
+
+
+def test_fused_vertex_codes_equal_the_per_simplex_ones():
+    """jit_compile's lattice codes (every point's d+1 vertex codes in one XLA function) are the same
+    integers as the per-simplex construction's, on the same simplices."""
+    from kseg.crf.lattice import _codes_xla, _enclosing_simplex, _simplex_codes, _vertex_codes
+
+    feats = tf.constant(np.random.default_rng(4).normal(size=(500, 5)) * 3, tf.float32)
+    rem0, rank, _ = _enclosing_simplex(feats, 5)
+    radix, span, code, base = _simplex_codes(rem0, rank)
+    want = _vertex_codes(base, rank, radix)
+    got = _codes_xla(rem0, rank)
+    for a, b in zip(got, (radix, span, code, want)):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # the d+1 vertices of every simplex are distinct lattice points
+    assert len(np.unique(want.numpy(), axis=0)) > 1 and (np.diff(np.sort(want.numpy(), axis=1)) > 0).all()
+
+
+def test_dense_crf_xla_batched_equals_one_by_one():
+    img, img2 = _image(11, 16, 12), _image(12, 16, 12)
+    u, u2 = _unary(11, 16, 12, labels=4), _unary(12, 16, 12, labels=4)
+    qb = dense_crf(np.stack([u, u2]), np.stack([img, img2]), jit_compile=True).numpy()
+    np.testing.assert_allclose(qb[0], dense_crf(u, img, jit_compile=True).numpy(), atol=1e-5)
+    np.testing.assert_allclose(qb[1], dense_crf(u2, img2, jit_compile=True).numpy(), atol=1e-5)
