@@ -206,7 +206,8 @@ class MaxUnpooling2D(keras.layers.Layer):
         _check_rank4(mask.shape, self.name)
         k = self.pool_size
         up = ops.repeat(ops.repeat(values, k, axis=1), k, axis=2)
-        up = up[:, : _dim(mask, 1), : _dim(mask, 2), :]
+        if not (up.shape[1] is not None and up.shape[1:3] == mask.shape[1:3]):  # odd sizes: crop to the mask
+            up = up[:, : _dim(mask, 1), : _dim(mask, 2), :]
         # where, not a product: an inf (or NaN) value must not turn the window's zeros into NaN.
         return ops.where(ops.cast(mask, "bool"), up, ops.zeros_like(up))
 
