@@ -19,12 +19,11 @@ the softmax removes. TF-only code.
 """
 
 import functools
-import sys
 
 import numpy as np
 import tensorflow as tf
 
-from kseg.crf.lattice import PermutohedralLattice, build_lattice
+from kseg.crf.lattice import PermutohedralLattice, build_lattice, _pair_indices
 
 __all__ = ["dense_crf", "mean_field", "pixel_features", "CRFFilters", "build_filters"]
 
@@ -142,22 +141,6 @@ class CRFFilters:
         return message
 
 
-def _pair_indices(cols):
-    """The (P K, 2) [row, col] index pairs of a sparse matrix with K entries in every row, ``cols``
-    (P, K) int32, for ``SparseTensorDenseMatMul`` (which takes int32 indices).
-
-    Little-endian: one int64 ``row + col * 2^32`` per entry, bitcast to its two int32 halves -- one
-    pass over the entries instead of TensorFlow's Pack along a last axis of size 2 (element by
-    element; the set-up's slowest op before, ~30 ms at 480x360 on one busy thread) or a transpose.
-    """
-    points, k = tf.shape(cols)[0], cols.shape[1]
-    if sys.byteorder != "little":
-        rows = tf.repeat(tf.range(points), k)
-        return tf.transpose(tf.stack([rows, tf.reshape(cols, [-1])]))
-    rows = tf.repeat(tf.range(points, dtype=tf.int64), k)
-    return tf.bitcast(rows + tf.cast(tf.reshape(cols, [-1]), tf.int64) * (1 << 32), tf.int32)
-
-
 def _blur(grid, neighbours, directions):
     """The (1/2, 1, 1/2) blur of a lattice's (M+1, C) values along each of its d+1 directions."""
     for j in range(directions):
@@ -174,9 +157,7 @@ def _filter_ones(lat, jit_compile=False):
     )
     grid = _blur(grid, lat.neighbours, d1)
     if jit_compile:
-        m = tf.shape(grid)[0]
-        grid = tf.pad(grid, [[0, _bucket(m) - m]])
-        return lat.alpha * _slice_sum_xla(grid, lat.vertex_index, lat.weights)
+        return lat.alpha * _slice_sum_xla(_pad_to_bucket(grid), lat.vertex_index, lat.weights)
     return lat.alpha * _slice_sum(grid, lat.vertex_index, lat.weights)
 
 
@@ -257,6 +238,12 @@ def _bucket(m):
     return (m + step - 1) // step * step
 
 
+def _pad_to_bucket(grid):
+    """Lattice values (M, ...) zero-padded along M to :func:`_bucket` (M): what the XLA slices take."""
+    m = tf.shape(grid)[0]
+    return tf.pad(grid, [[0, _bucket(m) - m]] + [[0, 0]] * (grid.shape.rank - 1))
+
+
 def _mean_field_xla(unary_logits, message, num_iterations, compatibility=None):
     """:func:`mean_field` for a :meth:`CRFFilters.weighted_sum` message, its slice + softmax
     compiled by XLA. The splat (sparse product) and blur (gathers) stay in TensorFlow: XLA's CPU
@@ -266,10 +253,7 @@ def _mean_field_xla(unary_logits, message, num_iterations, compatibility=None):
     extra = () if compatibility is None else (compatibility,)
     q = _softmax_xla(unary_logits)
     for _ in range(int(num_iterations)):
-        grid = message.splat_blur(q)
-        m = tf.shape(grid)[0]
-        grid = tf.pad(grid, [[0, _bucket(m) - m], [0, 0]])
-        q = _slice_softmax_xla(grid, unary_logits, cols, slice_values, *extra)
+        q = _slice_softmax_xla(_pad_to_bucket(message.splat_blur(q)), unary_logits, cols, slice_values, *extra)
     return q
 
 
