@@ -387,7 +387,7 @@ def export_tflite(
             _configure_converter(converter, quantize, representative_images, height, width, num_calibration,
                                  io_type)
             lean = _lean_calibration(converter)
-            with _float_model_handed_over(quantize == "int8" and bool(lean)):
+            with _float_model_handed_over(quantize == "int8" and lean):
                 content = _convert(converter, model)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
