@@ -11,6 +11,8 @@ import os
 import keras
 import numpy as np
 
+from kseg.layers.normalization import BatchNormalization
+
 __all__ = [
     "VGG_CONFIGS",
     "vgg_blocks",
@@ -219,7 +221,7 @@ def vgg16_fcn_trunk(
             scale_width(filters, width), kernel, padding=padding, kernel_initializer=kernel_initializer, name=name
         )(t)
         if batch_norm:
-            t = layers.BatchNormalization(beta_initializer=keras.initializers.Constant(0.001), name=bn_name)(t)
+            t = BatchNormalization(beta_initializer=keras.initializers.Constant(0.001), name=bn_name)(t)
         return layers.ReLU(name=relu_name)(t)
 
     ends = {"masks": []}

@@ -7,12 +7,13 @@ from kseg.layers.crf import CRFRNN, DenseCRF
 from kseg.layers.interp import Interp
 from kseg.layers.logits import ProbabilityLogits
 from kseg.layers.domain_transform import DomainTransform
-from kseg.layers.normalization import ImageNormalization, L2Normalization, LocalResponseNormalization
+from kseg.layers.normalization import BatchNormalization, ImageNormalization, L2Normalization, LocalResponseNormalization
 from kseg.layers.renet import ReNet2D
 from kseg.layers.pooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
 
 __all__ = [
     "AtrousSpatialPyramid",
+    "BatchNormalization",
     "CropToReference",
     "CRFRNN",
     "DenseCRF",

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-__all__ = ["LocalResponseNormalization", "ImageNormalization", "L2Normalization"]
+__all__ = ["BatchNormalization", "LocalResponseNormalization", "ImageNormalization", "L2Normalization"]
 
 
 @keras.saving.register_keras_serializable(package="kseg")
@@ -231,3 +231,52 @@ class L2Normalization(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "scale_init": self.scale_init, "epsilon": self.epsilon, "axis": self.axis}
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class BatchNormalization(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` whose training step runs TensorFlow's fused kernel.
+
+    Ioffe & Szegedy, "Batch Normalization", ICML 2015 -- the BN of SegNet, DeconvNet and
+    DeepMask's heads. Same weights, arguments, outputs and moving statistics as the Keras
+    layer (a subclass: ``isinstance(layer, keras.layers.BatchNormalization)`` holds). Keras
+    computes a training step's normalisation from ``moments`` and ``batch_normalization``: some
+    ten elementwise passes forward and as many backward; on the TensorFlow backend outside XLA
+    this layer calls ``FusedBatchNormV3`` instead (one pass each way, oneDNN's kernel on CPU),
+    which halves the time BN takes in a SegNet training step (benchmarks/torch_peer.py). The
+    kernel's batch variance is Bessel-corrected; the moving variance is updated with the biased
+    one, as Keras does. Inference, XLA (which fuses Keras' form itself), the JAX backend, masks,
+    renorm and synchronised BN take the Keras path unchanged.
+    """
+
+    def _fused_applies(self, inputs, training, mask):
+        if not (training and self.trainable) or mask is not None or self.renorm or self.synchronized:
+            return False
+        if len(inputs.shape) != 4 or list(self._reduction_axes) != [0, 1, 2] or inputs.shape[-1] is None:
+            return False
+        if keras.backend.backend() != "tensorflow":
+            return False
+        from kseg.layers.pooling import _in_xla_context
+
+        return not _in_xla_context()
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fused_applies(inputs, training, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        x = tf.cast(inputs, "float32")  # as Keras: statistics in float32 under mixed precision
+        channels = x.shape[-1]
+        gamma = tf.cast(self.gamma, "float32") if self.scale else tf.ones([channels])
+        beta = tf.cast(self.beta, "float32") if self.center else tf.zeros([channels])
+        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            x, gamma, beta, epsilon=self.epsilon, is_training=True
+        )[:3]
+        n = tf.cast(tf.size(x, out_type=tf.int64) // channels, tf.float32)
+        variance = tf.where(n > 1.0, variance * (n - 1.0) / tf.maximum(n, 1.0), 0.0)  # biased, as Keras
+        momentum = self.momentum
+        self.moving_mean.assign(self.moving_mean * momentum + tf.cast(mean, self.moving_mean.dtype) * (1.0 - momentum))
+        self.moving_variance.assign(
+            self.moving_variance * momentum + tf.cast(variance, self.moving_variance.dtype) * (1.0 - momentum)
+        )
+        return tf.cast(y, self.compute_dtype)

@@ -21,7 +21,7 @@ import keras
 from keras import layers
 
 from kseg.backbones.vgg import load_vgg16_weights, scale_width, vgg16_fcn_trunk, vgg_blocks
-from kseg.layers.normalization import ImageNormalization
+from kseg.layers.normalization import BatchNormalization, ImageNormalization
 from kseg.layers.pooling import MaxUnpooling2D
 from kseg.models._common import (ANY_SIZE, LOGITS_DTYPE, check_num_classes, check_width_multiplier, finish,
                                  image_input, legacy_width)
@@ -40,7 +40,7 @@ def _deconv_bn_relu(x, name, bn_name, relu_name, filters, kernel, padding):
         filters, kernel, padding=padding, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
         bias_initializer="zeros", name=name,
     )(x)
-    x = layers.BatchNormalization(beta_initializer=keras.initializers.Constant(0.001), name=bn_name)(x)
+    x = BatchNormalization(beta_initializer=keras.initializers.Constant(0.001), name=bn_name)(x)
     return layers.ReLU(name=relu_name)(x)
 
 

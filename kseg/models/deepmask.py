@@ -44,7 +44,7 @@ import re
 import keras
 from keras import layers
 
-from kseg.layers.normalization import ImageNormalization
+from kseg.layers.normalization import BatchNormalization, ImageNormalization
 from kseg.models._common import (LOGITS_DTYPE, check_num_classes, check_width_multiplier, finish, image_input,
                                  legacy_width)
 from kseg.models.registry import ModelCard, register
@@ -104,7 +104,7 @@ def _conv_bn(x, filters, k, stride, name, relu=True, freeze_bn=True):
         x = layers.ZeroPadding2D(k // 2, name=f"{name}_pad")(x)
     x = layers.Conv2D(filters, k, strides=stride, use_bias=False, name=name)(x)
     # the authors fix batch norm (utils.BNtoFixed): frozen affine, inference statistics
-    x = layers.BatchNormalization(epsilon=1e-5, trainable=not freeze_bn, name=f"{name}_bn")(x)
+    x = BatchNormalization(epsilon=1e-5, trainable=not freeze_bn, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x) if relu else x
 
 

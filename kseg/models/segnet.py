@@ -11,7 +11,7 @@ import keras
 from keras import layers
 
 from kseg.backbones.vgg import load_vgg16_weights, vgg_blocks
-from kseg.layers.normalization import ImageNormalization, LocalResponseNormalization
+from kseg.layers.normalization import BatchNormalization, ImageNormalization, LocalResponseNormalization
 from kseg.layers.pooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
 from kseg.models._common import (ANY_SIZE, LOGITS_DTYPE, check_num_classes, check_width_multiplier, finish,
                                  image_input, legacy_width, scaled)
@@ -31,7 +31,7 @@ BACKBONES = ("vgg_a", "vgg_b", "vgg_c", "vgg_d", "vgg_e")
 
 def _conv_bn_relu(x, name, filters, kernel_size, relu=True):
     x = layers.Conv2D(filters, kernel_size, padding="same", kernel_initializer="he_normal", name=name)(x)
-    x = layers.BatchNormalization(beta_initializer=keras.initializers.Constant(0.001), name=f"{name}_bn")(x)
+    x = BatchNormalization(beta_initializer=keras.initializers.Constant(0.001), name=f"{name}_bn")(x)
     if relu:
         x = layers.ReLU(name=name.replace("conv", "relu", 1))(x)
     return x

@@ -37,7 +37,7 @@ from keras import layers
 from kseg.initializers import bilinear_kernel
 from kseg.layers.crop import CropToReference
 from kseg.layers.interp import Interp
-from kseg.layers.normalization import ImageNormalization, LocalResponseNormalization
+from kseg.layers.normalization import BatchNormalization, ImageNormalization, LocalResponseNormalization
 from kseg.layers.pooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
 from kseg.models.registry import ModelCard, register
 from kseg.models._common import LOGITS_DTYPE, check_num_classes, image_input
@@ -155,7 +155,7 @@ def _segnet_decoder(x, masks, width, pooled=None, single_channel=False):
             x = layers.DepthwiseConv2D(7, padding="same", depthwise_initializer="he_normal", name=name)(x)
         else:
             x = layers.Conv2D(width, 7, padding="same", kernel_initializer="he_normal", name=name)(x)
-        x = layers.BatchNormalization(beta_initializer=keras.initializers.Constant(0.001), name=f"{name}_bn")(x)
+        x = BatchNormalization(beta_initializer=keras.initializers.Constant(0.001), name=f"{name}_bn")(x)
         if pooled is not None and s > 1:
             # Decoder s outputs encoder s's input resolution = pool(s-1)'s output.
             x = layers.Add(name=f"fuse_pool{s - 1}")([x, pooled[s - 2]])
