@@ -243,7 +243,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
     computes a training step's normalisation from ``moments`` and ``batch_normalization``: some
     ten elementwise passes forward and as many backward; on the TensorFlow backend outside XLA
     this layer calls ``FusedBatchNormV3`` instead (one pass each way, oneDNN's kernel on CPU),
-    which halves the time BN takes in a SegNet training step (benchmarks/torch_peer.py). The
+    which halves the time BN takes in a SegNet training step (benchmarks/batch_norm.py). The
     kernel's batch variance is Bessel-corrected; the moving variance is updated with the biased
     one, as Keras does. Inference, XLA (which fuses Keras' form itself), the JAX backend, masks,
     renorm and synchronised BN take the Keras path unchanged.
@@ -269,8 +269,9 @@ class BatchNormalization(keras.layers.BatchNormalization):
         channels = x.shape[-1]
         gamma = tf.cast(self.gamma, "float32") if self.scale else tf.ones([channels])
         beta = tf.cast(self.beta, "float32") if self.center else tf.zeros([channels])
-        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            x, gamma, beta, epsilon=self.epsilon, is_training=True
+        empty = tf.constant([], tf.float32)  # the raw op: tf.nn's wrapper raises epsilon to cuDNN's 1.001e-5
+        y, mean, variance = tf.raw_ops.FusedBatchNormV3(
+            x=x, scale=gamma, offset=beta, mean=empty, variance=empty, epsilon=self.epsilon, is_training=True
         )[:3]
         n = tf.cast(tf.size(x, out_type=tf.int64) // channels, tf.float32)
         variance = tf.where(n > 1.0, variance * (n - 1.0) / tf.maximum(n, 1.0), 0.0)  # biased, as Keras

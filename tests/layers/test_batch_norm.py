@@ -58,6 +58,22 @@ def test_training_step_equals_keras_layer(kwargs):
     assert not np.allclose(fused.moving_variance, _values(fused)[-1])  # they did move
 
 
+def test_epsilon_below_cudnns_minimum_is_kept():
+    """tf.nn.fused_batch_norm raises epsilon to 1.001e-5; the layer passes its own to the kernel."""
+    rng = np.random.default_rng(0)
+    x = (0.5 + 3e-3 * rng.normal(size=(2, 6, 5, 3))).astype("float64")  # variance ~1e-5: epsilon shows
+    _, fused = _pair(x.shape, epsilon=1e-8)
+    gamma, beta = fused.gamma.numpy().astype("float64"), fused.beta.numpy().astype("float64")
+    y, _ = _train_step(fused, tf.constant(x, "float32"))
+
+    def expected(eps):
+        mean, var = x.mean((0, 1, 2)), x.var((0, 1, 2))
+        return gamma * (x - mean) / np.sqrt(var + eps) + beta
+
+    np.testing.assert_allclose(y, expected(1e-8), rtol=2e-4, atol=2e-4)
+    assert np.abs(expected(1.001e-5) - expected(1e-8)).max() > 0.1
+
+
 def test_the_fused_kernel_is_what_runs_and_inference_is_unchanged():
     x = tf.random.normal((2, 6, 4, 3))
     ref, fused = _pair(x.shape)
