@@ -54,6 +54,7 @@ VARIANTS = [
     "fcn_basic_no_addition_no_dim_reduction",
 ]
 BALANCINGS = ["median", "natural"]
+METRICS = ("G", "C", "mIoU", "BF")
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -469,6 +470,7 @@ def study(args):
     if chunked:
         sys.exit(3)
     print(table(args.out))
+    print(spread_report(args.out))
 
 
 # ------------------------------------------------------------------------------ storage and inference
@@ -691,6 +693,41 @@ def table(out_dir):
     return "\n".join(lines)
 
 
+def spread_report(out_dir):
+    """Lines under the table: each seed spread (max - min over seeds, points) and, per balancing
+    column, the steps between the finished variants' seed-0 rows (ordered by mIoU) with each metric
+    marked ``~`` where the step is not larger than that column's largest seed spread."""
+    rows = []
+    for f in sorted(glob.glob(os.path.join(out_dir, "*", "result.json"))):
+        with open(f) as fh:
+            r = json.load(fh)
+        if all(r["test"].get(k) is not None for k in METRICS):
+            rows.append(r)
+    lines = []
+    for b in BALANCINGS:
+        col = [r for r in rows if r["balancing"] == b]
+        spread = {k: 0.0 for k in METRICS}
+        for v in VARIANTS:
+            seeds = sorted((r for r in col if r["variant"] == v), key=lambda r: r["seed"])
+            if len(seeds) < 2:
+                continue
+            d = {k: 100 * (max(r["test"][k] for r in seeds) - min(r["test"][k] for r in seeds)) for k in METRICS}
+            spread = {k: max(spread[k], d[k]) for k in METRICS}
+            lines.append(f"seed spread, {v}, {b} freq (seeds {', '.join(str(r['seed']) for r in seeds)}; "
+                         f"max - min): " + " / ".join(f"{k} {d[k]:.1f}" for k in METRICS))
+        firsts = sorted((r for r in col if r["seed"] == 0), key=lambda r: r["test"]["mIoU"])
+        if len(firsts) < 2 or not any(spread.values()):
+            continue
+        steps = []
+        for lo, hi in zip(firsts, firsts[1:]):
+            d = {k: 100 * (hi["test"][k] - lo["test"][k]) for k in METRICS}
+            cells = " / ".join(f"{k} {d[k]:+.1f}{'~' if abs(d[k]) <= spread[k] else ''}" for k in METRICS)
+            steps.append(f"  {lo['variant']} -> {hi['variant']}: {cells}")
+        lines.append(f"steps between {b} freq rows (seed 0, by mIoU; ~ = within the seed spread):")
+        lines += steps
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------------ cli
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -781,6 +818,7 @@ def main(argv=None):
         ship(args.run_dir, args.root)
     else:
         print(table(args.out))
+        print(spread_report(args.out))
 
 
 if __name__ == "__main__":

@@ -401,3 +401,29 @@ def test_study_order_seeds_early_started_runs_first(tmp_path):
     assert len(order) == 8
     assert bench.study_order(["fcn_basic"], ["median"], [1], tmp_path / "x") == [("fcn_basic", "median", 0),
                                                                                   ("segnet_basic", "median", 1)]
+
+
+def test_spread_report_marks_steps_within_the_seed_spread(tmp_path):
+    """Under the study's table: SegNet-Basic's seed spread per metric, and the steps between the
+    variants' seed-0 rows (by mIoU), a step marked ~ where it is no larger than the spread."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("segnet_decoders_bench", ROOT / "benchmarks" / "segnet_decoders.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    runs = {("segnet_basic", 0): (0.685, 0.558, 0.356, 0.342), ("segnet_basic", 1): (0.687, 0.557, 0.354, 0.334),
+            ("bilinear_interpolation", 0): (0.650, 0.527, 0.333, 0.254),
+            ("segnet_basic_encoder_addition", 0): (0.686, 0.575, 0.374, 0.373)}
+    for (v, seed), t in runs.items():
+        run = tmp_path / f"{v}__median__s{seed}"
+        run.mkdir()
+        (run / "result.json").write_text(json.dumps({"variant": v, "balancing": "median", "seed": seed, "params": 1,
+                                                     "epochs_done": 30, "test": dict(zip(bench.METRICS, t))}))
+    lines = bench.spread_report(str(tmp_path)).splitlines()
+    assert lines[0].startswith("seed spread, segnet_basic, median freq (seeds 0, 1")
+    assert lines[0].endswith("G 0.2 / C 0.1 / mIoU 0.2 / BF 0.8")
+    assert lines[2] == "  bilinear_interpolation -> segnet_basic: G +3.5 / C +3.1 / mIoU +2.3 / BF +8.8"
+    assert lines[3] == "  segnet_basic -> segnet_basic_encoder_addition: G +0.1~ / C +1.7 / mIoU +1.8 / BF +3.1"
+    assert len(lines) == 4
+    (tmp_path / "segnet_basic__median__s1").joinpath("result.json").unlink()
+    assert bench.spread_report(str(tmp_path)) == ""  # one seed: no spread, no steps to judge
