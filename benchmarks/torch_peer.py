@@ -333,6 +333,13 @@ def run_child(python, side, model, precision, size, args, runtime="tf"):
     return {"error": f"exit {proc.returncode}: " + (tail[-1][:120] if tail else "no output")}
 
 
+def _median_result(results):
+    """The round whose step time is the median (the lower middle one for an even count); an error
+    only when every round failed."""
+    ok = sorted((r for r in results if "error" not in r), key=lambda r: r["step_s"])
+    return ok[(len(ok) - 1) // 2] if ok else results[-1]
+
+
 def ips(r, batch):
     return None if r is None or "error" in r else batch / r["step_s"]
 
@@ -354,6 +361,9 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3, help="timed steps (median)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (tracing / XLA compile)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every side's child this many times, alternating which goes first; the ratio is "
+                             "the median of the rounds' own ratios (the machine's drift between children cancels)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads (TF: its default)")
     parser.add_argument("--channels-last", action="store_true", help="torch in channels_last memory format")
     parser.add_argument("--torch-python", default=None,
@@ -378,44 +388,59 @@ def main(argv=None):
     for model in args.models:
         size = args.segnet_size if model == "segnet" else args.fcn_size
         for precision in args.precisions:
-            cells = {}
-            for runtime in args.runtimes:
-                cells[runtime] = run_child(sys.executable, "kseg", model, precision, size, args, runtime)
-                print(f"  {model} {precision} kseg {runtime}: {json.dumps(cells[runtime])[:200]}", file=sys.stderr,
-                      flush=True)
-            if torch_python is None:
-                cells["torch"] = {"error": "no interpreter with torch (pip install torch into a venv; --torch-python)"}
-            else:
-                cells["torch"] = run_child(torch_python, "torch", model, precision, size, args)
-            print(f"  {model} {precision} torch: {json.dumps(cells['torch'])[:200]}", file=sys.stderr, flush=True)
-            rows.append((model, precision, size, cells))
-            raw[f"{model}/{precision}"] = cells
+            sides = [*args.runtimes, "torch"]
+            results = {side: [] for side in sides}
+            ratios = []
+            for r in range(args.rounds):  # rounds alternate which side goes first: drift hits both alike
+                for side in (sides if r % 2 == 0 else sides[::-1]):
+                    if side != "torch":
+                        res = run_child(sys.executable, "kseg", model, precision, size, args, side)
+                    elif torch_python is None:
+                        res = {"error": "no interpreter with torch (pip install torch into a venv; --torch-python)"}
+                    else:
+                        res = run_child(torch_python, "torch", model, precision, size, args)
+                    results[side].append(res)
+                    print(f"  {model} {precision} {'torch' if side == 'torch' else 'kseg ' + side} round {r + 1}: "
+                          f"{json.dumps(res)[:200]}", file=sys.stderr, flush=True)
+                best = max([v for v in (ips(results[rt][-1], args.batch) for rt in args.runtimes) if v], default=None)
+                t_ips = ips(results["torch"][-1], args.batch)
+                if best and t_ips:
+                    ratios.append(best / t_ips)
+            cells = {side: _median_result(results[side]) for side in sides}
+            rows.append((model, precision, size, cells, ratios))
+            raw[f"{model}/{precision}"] = {**cells, "round_ratios": ratios, "rounds": results}
     load1 = os.getloadavg()
 
-    versions = sorted({c["version"] for *_, cells in rows for c in cells.values() if "version" in c})
+    versions = sorted({c["version"] for *_, cells, _ in rows for c in cells.values() if "version" in c})
     print(f"\nOne training step (forward, cross-entropy, backward, SGD momentum 0.9), batch {args.batch}, CPU "
           f"({os.cpu_count()} cores; torch threads {args.threads}{', channels_last' if args.channels_last else ''}), "
-          f"median of {args.steps} steps after {args.warmup} warm-up; {', '.join(versions)}")
+          f"median of {args.steps} steps after {args.warmup} warm-up"
+          f"{f'; {args.rounds} rounds, sides alternating, median round' if args.rounds > 1 else ''}; "
+          f"{', '.join(versions)}")
     print(f"load average (1/5/15 min) at start {load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f}, at end "
           f"{load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f}; {time.time() - t_start:.0f} s")
     print(f"{'model':<8} {'size':>8} {'precision':<9} {'params':>12} {'kseg TF':>9} {'kseg XLA':>9} {'torch':>9} "
-          f"{'kseg/torch':>10}   (images/s)")
+          f"{'kseg/torch':>10}   (images/s){'   rounds: kseg/torch each' if args.rounds > 1 else ''}")
     notes = []
-    for model, precision, size, cells in rows:
+    for model, precision, size, cells, ratios in rows:
         tf_ips, xla_ips = ips(cells.get("tf"), args.batch), ips(cells.get("xla"), args.batch)
         t_ips = ips(cells["torch"], args.batch)
         best = max([v for v in (tf_ips, xla_ips) if v is not None], default=None)
-        ratio = f"{best / t_ips:.2f}x" if best and t_ips else "n/a"
+        if args.rounds > 1:  # the median of the rounds' own ratios, each round's sides run back to back
+            ratio = f"{statistics.median(ratios):.2f}x" if ratios else "n/a"
+        else:
+            ratio = f"{best / t_ips:.2f}x" if best and t_ips else "n/a"
         counts = {side: (c["trainable"], c["params"]) for side, c in cells.items() if "params" in c}
         if len(set(counts.values())) > 1:
             notes.append(f"{model}: PARAMETER COUNTS DIFFER (trainable, all): {counts}")
         params = next(iter(counts.values()))[1] if counts else None
         print(f"{model:<8} {size[0]:>4}x{size[1]:<3} {precision:<9} {params or 0:>12,} {fmt(tf_ips):>9} "
-              f"{fmt(xla_ips):>9} {fmt(t_ips):>9} {ratio:>10}")
+              f"{fmt(xla_ips):>9} {fmt(t_ips):>9} {ratio:>10}"
+              + (f"   {', '.join(f'{q:.2f}' for q in ratios)}" if args.rounds > 1 else ""))
         for side, c in cells.items():
             if "error" in c:
                 notes.append(f"{model} {precision} {side}: {c['error']}")
-    for side, c in [(f"{m} {p} {s}", c) for m, p, _, cells in rows for s, c in cells.items() if "peak_rss_mb" in c]:
+    for side, c in [(f"{m} {p} {s}", c) for m, p, _, cells, _ in rows for s, c in cells.items() if "peak_rss_mb" in c]:
         notes.append(f"{side}: step times {', '.join(f'{t:.2f}' for t in c['times'])} s, first {c['first_s']:.1f} s, "
                      f"peak RSS {c['peak_rss_mb']:.0f} MB")
     for n in notes:
