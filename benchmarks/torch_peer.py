@@ -20,10 +20,13 @@ bfloat16, ``torch.set_num_threads(<cores>)`` (TensorFlow's default pools use eve
 configuration runs in its own subprocess (no shared thread pools, its own peak RSS); torch runs
 in an interpreter that has it (``--torch-python``; torch is never a dependency of kseg).
 images/s is the batch over the median of ``--steps`` timed steps after ``--warmup`` steps.
+``--rounds N`` runs every side's child N times, alternating which goes first, and reports the
+median of the rounds' own kseg/torch ratios (this machine drifts between children).
 The figures and their conditions: benchmarks/README.md.
 
     /work/venv-torch/bin/python benchmarks/torch_peer.py                # or any python: see --torch-python
     python benchmarks/torch_peer.py --models segnet --precisions float32 --steps 2
+    python benchmarks/torch_peer.py --models segnet --precisions float32 --runtimes tf --rounds 5 --steps 5 --warmup 2
     python benchmarks/torch_peer.py --segnet-size 360 480 --fcn-size 256 256 --batch 2
 """
 
