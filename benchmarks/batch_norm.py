@@ -18,6 +18,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from benchmarks.torch_peer import _data  # noqa: E402  (the same random images and labels as torch_peer)
+
 CONFIGS = {  # model: (height, width, batch, classes) -- torch_peer's SegNet, the decoder study's SegNet-Basic
     "segnet": (180, 240, 1, 11),
     "segnet_basic": (90, 120, 12, 11),
@@ -58,9 +60,8 @@ def measure(name, pairs, warmup=2):
     for m in (fused, plain):
         m.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=classes))
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (batch, h, w, 3)).astype("float32")
-    y = rng.integers(0, classes + 1, (batch, h, w)).astype("int32")
+    x, y = _data(batch, h, w, classes)
+    y = y.astype("int32")
     losses = [float(m.train_on_batch(x, y)) for m in (fused, plain)]
     for _ in range(warmup - 1):
         for m in (fused, plain):

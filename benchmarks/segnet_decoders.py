@@ -644,7 +644,9 @@ Kendall, Cipolla, PAMI 2017).
     return dst, card
 
 
-def table(out_dir):
+def _results(out_dir):
+    """Every finished run's result.json in `out_dir`; a run saved without BF gets it computed from
+    its saved test predictions (and written back)."""
     rows = []
     for f in sorted(glob.glob(os.path.join(out_dir, "*", "result.json"))):
         with open(f) as fh:
@@ -657,7 +659,11 @@ def table(out_dir):
             with open(f, "w") as fh:
                 json.dump(r, fh, indent=1)
         rows.append(r)
-    by = {(r["variant"], r["balancing"], r["seed"]): r for r in rows}
+    return rows
+
+
+def table(out_dir):
+    by = {(r["variant"], r["balancing"], r["seed"]): r for r in _results(out_dir)}
     infers = []  # infer-<backend>.json files: storage and inference time per variant
     for f in sorted(glob.glob(os.path.join(out_dir, "infer-*.json"))):
         with open(f) as fh:
@@ -697,12 +703,7 @@ def spread_report(out_dir):
     """Lines under the table: each seed spread (max - min over seeds, points) and, per balancing
     column, the steps between the finished variants' seed-0 rows (ordered by mIoU) with each metric
     marked ``~`` where the step is not larger than that column's largest seed spread."""
-    rows = []
-    for f in sorted(glob.glob(os.path.join(out_dir, "*", "result.json"))):
-        with open(f) as fh:
-            r = json.load(fh)
-        if all(r["test"].get(k) is not None for k in METRICS):
-            rows.append(r)
+    rows = [r for r in _results(out_dir) if all(r["test"].get(k) is not None for k in METRICS)]
     lines = []
     for b in BALANCINGS:
         col = [r for r in rows if r["balancing"] == b]
