@@ -11,6 +11,10 @@ process's; the build is part of every step):
 * ``tflite_int8``: the same, full-integer (uint8 in / out), calibrated on 8 random images (as
   ``matrix.py``'s int8 cell, which calibrates on 8 CamVid images).
 
+``--from-file``: the TFLite steps save the built model to a ``.keras`` file, drop it and export from
+the path, as ``kseg export model.keras --format tflite`` does (``export_tflite`` then frees the
+Keras model once its SavedModel is written, before TensorFlow's converter runs).
+
 Peak RSS is Linux's high-water mark (``VmHWM``), reset between the phases of a step
 (``/proc/self/clear_refs``) so each phase's own peak is printed too (``--phases``); the step's
 peak is the largest. The budget is ``3 x (weights + activations)``: weights = parameter bytes,
@@ -180,10 +184,15 @@ def child(args):
                 kwargs = dict(quantize="int8", representative_images=calibration, num_calibration=CALIBRATION)
             else:
                 kwargs = {}
+            source = model
+            if args.from_file:  # as `kseg export model.keras` does: export_tflite loads the file and frees it
+                source = export.save_keras(model, tmp / "model.keras")
+                del model
+                phase("save_keras")
             with _converter_phases(phase):
-                path = export.export_tflite(model, tmp / "model.tflite", **kwargs)
+                path = export.export_tflite(source, tmp / "model.tflite", **kwargs)
             phase("convert")
-            del model
+            model = source = None
             export.run_tflite(path, image, num_threads=2)
             phase("invoke")
     finally:
@@ -207,9 +216,10 @@ def _rss(pid):
     return 0
 
 
-def run_step(model, step, size, limit, timeout, system_allocator=False):
+def run_step(model, step, size, limit, timeout, system_allocator=False, from_file=False):
     """One child; its JSON, or {"error": why}. Killed when its RSS passes `limit` bytes."""
     cmd = [sys.executable, __file__, "--child", "--model", model, "--step", step, "--size", str(size[0]), str(size[1])]
+    cmd += ["--from-file"] if from_file else []
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
     if system_allocator:
         env["TF_ONEDNN_USE_SYSTEM_ALLOCATOR"] = "1"
@@ -312,6 +322,9 @@ def main(argv=None):
     parser.add_argument("--from-json", default=None, help="print the table of rows saved with --json; run nothing")
     parser.add_argument("--system-allocator", action="store_true",
                         help="children run with TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1 (malloc instead of oneDNN's caching pool)")
+    parser.add_argument("--from-file", action="store_true",
+                        help="TFLite steps export from a saved .keras file, as `kseg export` does (the Keras model "
+                             "is freed before the converter runs) instead of from the model in memory")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)
@@ -327,7 +340,7 @@ def main(argv=None):
     for spec in args.models:
         name, size = parse_model(spec, args.size)
         for step in args.steps:
-            r = run_step(name, step, size, args.limit_gb * GB, args.timeout, args.system_allocator)
+            r = run_step(name, step, size, args.limit_gb * GB, args.timeout, args.system_allocator, args.from_file)
             r.update(model=name, size=f"{size[0]}x{size[1]}", step=step)
             rows.append(r)
             msg = r.get("error") or f"peak {r['peak'] / GB:.2f} GB, {r['wall_s']:.0f} s"
@@ -336,7 +349,8 @@ def main(argv=None):
                 pathlib.Path(args.json).write_text(json.dumps(rows, indent=1))
     print()
     print(format_table(rows, args.steps, args.phases,
-                       f"{time.perf_counter() - t0:.0f} s" + (", TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1" if args.system_allocator else "")))
+                       f"{time.perf_counter() - t0:.0f} s" + (", TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1" if args.system_allocator else "")
+                       + (", TFLite from a .keras file (as kseg export)" if args.from_file else "")))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0

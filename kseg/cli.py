@@ -248,7 +248,8 @@ def _predict(args):
 def _export(args):
     from kseg import export
 
-    model = export.load_keras(args.model_path)
+    # TFLite: export_tflite loads the file itself and frees the Keras model before the converter runs
+    model = args.model_path if args.format == "tflite" else export.load_keras(args.model_path)
     kwargs = {}
     if args.quantize is not None:
         if args.format != "tflite":

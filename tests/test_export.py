@@ -288,3 +288,38 @@ def test_lean_calibration_writes_the_converters_own_int8_file(tiny, tmp_path, mo
     monkeypatch.setattr(export, "_lean_calibration", lambda converter: None)
     own = pathlib.Path(export.export_tflite(tiny, tmp_path / "own.tflite", **kwargs)).read_bytes()
     assert lean == own
+
+
+def test_tflite_from_a_keras_file_frees_the_model_before_converting(tiny, tmp_path, monkeypatch):
+    """``export_tflite(path_to_.keras)`` (what ``kseg export`` runs) loads the model itself and frees
+    it once the SavedModel is written: no Keras model is alive while TensorFlow's converter runs
+    (its peak memory), and the file is byte for byte the one exported from the model in memory."""
+    import gc
+    import weakref
+
+    keras_path = export.save_keras(tiny, tmp_path / "tiny.keras")
+    loaded = []
+    load = export.load_keras
+
+    def spy_load(path, compile=False):
+        model = load(path, compile=compile)
+        loaded.extend(weakref.ref(v) for v in model.weights)  # the memory: the weights, wherever shared
+        return model
+
+    alive = []
+    convert = export._convert
+
+    def spy_convert(converter, model):
+        gc.collect()
+        alive.append([ref() is not None for ref in loaded])
+        return convert(converter, model)
+
+    monkeypatch.setattr(export, "load_keras", spy_load)
+    monkeypatch.setattr(export, "_convert", spy_convert)
+    from_file = pathlib.Path(export.export_tflite(keras_path, tmp_path / "file.tflite")).read_bytes()
+    assert len(alive) == 1 and len(alive[0]) == len(tiny.weights) and not any(alive[0])  # all freed by then
+    from_memory = pathlib.Path(export.export_tflite(tiny, tmp_path / "memory.tflite")).read_bytes()
+    assert len(alive) == 2
+    assert from_file == from_memory
+    with pytest.raises(Exception, match="missing.keras"):  # a missing file names itself
+        export.export_tflite(str(tmp_path / "missing.keras"), tmp_path / "x.tflite")
