@@ -662,10 +662,13 @@ def _results(out_dir):
     return rows
 
 
-def table(out_dir):
+def table(out_dir, costs=()):
+    """The study's table from `out_dir`'s runs; storage and inference time from the ``infer-*.json``
+    files of `out_dir` and of each folder in `costs` (``infer --out``: measured once, anywhere)."""
     by = {(r["variant"], r["balancing"], r["seed"]): r for r in _results(out_dir)}
     infers = []  # infer-<backend>.json files: storage and inference time per variant
-    for f in sorted(glob.glob(os.path.join(out_dir, "infer-*.json"))):
+    files = [f for d in (out_dir, *costs) for f in sorted(glob.glob(os.path.join(d, "infer-*.json")))]
+    for f in dict.fromkeys(os.path.realpath(f) for f in files):  # a folder given twice counts once
         with open(f) as fh:
             infers.append(json.load(fh))
     fmt = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
@@ -796,6 +799,8 @@ def main(argv=None):
 
     t = sub.add_parser("table", help="print the table of a study folder")
     t.add_argument("out")
+    t.add_argument("--costs", nargs="*", default=[], metavar="DIR",
+                   help="also read storage / inference-time files (infer-*.json, from `infer`) from these folders")
     sh = sub.add_parser("ship", help="copy a converge run's weights into kseg/weights/ and write its card")
     sh.add_argument("run_dir")
     sh.add_argument("--root", default=str(ROOT), help="the kseg checkout to ship into")
@@ -818,7 +823,7 @@ def main(argv=None):
     elif args.cmd == "ship":
         ship(args.run_dir, args.root)
     else:
-        print(table(args.out))
+        print(table(args.out, args.costs))
         print(spread_report(args.out))
 
 

@@ -374,6 +374,13 @@ def test_study_table_rows_have_the_header_columns(tmp_path, with_infer):
     ours = next(line for line in lines if line.startswith("| segnet_basic |"))
     assert "68.5 / 55.8 / 35.6 / 34.2" in ours and ("812.5" in ours) == with_infer
     assert sum("(not run)" in line for line in lines) == len(VARIANTS) - 1
+    if with_infer:  # the same files from a folder of their own (--costs), not twice from the same one
+        costs = tmp_path / "costs"
+        costs.mkdir()
+        (tmp_path / "infer-tensorflow.json").rename(costs / "infer-tensorflow.json")
+        assert "812.5" not in bench.table(str(tmp_path))
+        again = bench.table(str(tmp_path), [str(costs), str(costs)]).splitlines()
+        assert again == lines
 
 
 def test_study_order_seeds_early_started_runs_first(tmp_path):
