@@ -830,13 +830,14 @@ def load_keras(path, compile=False):
 
 
 def export(model, path, format="saved_model", **kwargs):  # noqa: A002  (CLI's --format)
-    """Dispatch to :func:`export_saved_model`, :func:`export_tflite` or :func:`save_keras`."""
-    if format == "saved_model":
-        return export_saved_model(model, path, **kwargs)
+    """Dispatch to :func:`export_saved_model`, :func:`export_tflite` or :func:`save_keras`; `model`
+    may be the path of a ``.keras`` file (TFLite: loaded there and freed before converting)."""
     if format == "tflite":
-        return export_tflite(model, path, **kwargs)  # a .keras path: loaded there, released before converting
+        return export_tflite(model, path, **kwargs)
     if isinstance(model, (str, pathlib.PurePath)):
         model = load_keras(model)
+    if format == "saved_model":
+        return export_saved_model(model, path, **kwargs)
     if format == "keras":
         if kwargs:
             raise ValueError(f"format='keras' takes no options, got {sorted(kwargs)}")

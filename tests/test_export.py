@@ -323,3 +323,5 @@ def test_tflite_from_a_keras_file_frees_the_model_before_converting(tiny, tmp_pa
     assert from_file == from_memory
     with pytest.raises(Exception, match="missing.keras"):  # a missing file names itself
         export.export_tflite(str(tmp_path / "missing.keras"), tmp_path / "x.tflite")
+    saved = export.export(keras_path, tmp_path / "saved", format="saved_model")  # export() takes the path too
+    assert (pathlib.Path(saved) / "saved_model.pb").is_file()
