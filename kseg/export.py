@@ -389,7 +389,8 @@ def export_tflite(
     try:
         tf.saved_model.save(module, workdir, signatures={"serving_default": module.serve.get_concrete_function()})
         del module
-        model = _described(model)
+        model_name, crfs = getattr(model, "name", model), _crfs_without_builtins(model)  # all _convert needs of it
+        del model
         if release:  # the converter reads the SavedModel only: free the Keras model (and its clones)
             del converted
             import gc
@@ -401,7 +402,7 @@ def export_tflite(
                                  io_type)
             lean = _lean_calibration(converter)
             with _float_model_handed_over(quantize == "int8" and lean):
-                content = _convert(converter, model)
+                content = _convert(converter, model_name, crfs)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     bad = [name for name, builtin in tflite_operators(content) if not builtin]
@@ -578,32 +579,24 @@ def _lean_calibration(converter):
     return True
 
 
-class _Described:
-    """What :func:`_convert`'s error messages need of a model, without holding its weights."""
-
-    def __init__(self, name, layers):
-        self.name = name
-        self.layers = layers
+def _crfs_without_builtins(model):
+    """Names of `model`'s CRF layers built with ``tflite_builtins=False`` (ops TFLite has no builtin for)."""
+    return [layer.name for layer in getattr(model, "layers", [])
+            if type(layer).__name__ in ("DenseCRF", "CRFRNN") and not getattr(layer, "tflite_builtins", True)]
 
 
-def _described(model):
-    layers = [layer for layer in getattr(model, "layers", []) if type(layer).__name__ in ("DenseCRF", "CRFRNN")]
-    return _Described(getattr(model, "name", str(model)), layers)
-
-
-def _convert(converter, model):
-    """``converter.convert()``, its failures named in kseg's terms."""
+def _convert(converter, name, crfs):
+    """``converter.convert()``, its failures named in kseg's terms (`name`: the model's; `crfs`:
+    :func:`_crfs_without_builtins` of it)."""
     try:
         with warnings.catch_warnings():
             # int8 I/O: the converter asks for input statistics it then takes from calibration.
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
             content = converter.convert()
     except Exception as err:  # ConverterError: an op without a builtin kernel, most often
-        crfs = [layer.name for layer in getattr(model, "layers", [])
-                if type(layer).__name__ in ("DenseCRF", "CRFRNN") and not getattr(layer, "tflite_builtins", True)]
         if crfs:
             raise ValueError(
-                f"TFLite conversion of {getattr(model, 'name', model)!r} failed: its CRF layer(s) {crfs} were built "
+                f"TFLite conversion of {name!r} failed: its CRF layer(s) {crfs} were built "
                 "with tflite_builtins=False, whose permutohedral lattice uses ops TFLite has no builtin kernel for. "
                 "Build the model with tflite_builtins=True (e.g. kseg.CRFasRNN(..., tflite_builtins=True), "
                 "DeepLabV1(crf=True, crf_params={'tflite_builtins': True}); same weights, "
@@ -611,7 +604,7 @@ def _convert(converter, model):
                 f"Converter's message (start): {str(err).strip()[:300]}"
             ) from err
         raise ValueError(
-            f"TFLite conversion of {getattr(model, 'name', model)!r} with builtin ops only failed "
+            f"TFLite conversion of {name!r} with builtin ops only failed "
             f"(kseg never falls back to Flex ops): {str(err).strip()[:2000]}"
         ) from err
     return content

@@ -309,10 +309,10 @@ def test_tflite_from_a_keras_file_frees_the_model_before_converting(tiny, tmp_pa
     alive = []
     convert = export._convert
 
-    def spy_convert(converter, model):
+    def spy_convert(*args):
         gc.collect()
         alive.append([ref() is not None for ref in loaded])
-        return convert(converter, model)
+        return convert(*args)
 
     monkeypatch.setattr(export, "load_keras", spy_load)
     monkeypatch.setattr(export, "_convert", spy_convert)
