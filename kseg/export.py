@@ -389,7 +389,7 @@ def export_tflite(
     try:
         tf.saved_model.save(module, workdir, signatures={"serving_default": module.serve.get_concrete_function()})
         del module
-        model_name, crfs = getattr(model, "name", model), _crfs_without_builtins(model)  # all _convert needs of it
+        model_name, crfs = model.name, _crfs_without_builtins(model)  # all _convert needs of it
         del model
         if release:  # the converter reads the SavedModel only: free the Keras model (and its clones)
             del converted
