@@ -265,7 +265,9 @@ class BatchNormalization(keras.layers.BatchNormalization):
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
 
-        x = tf.cast(inputs, "float32")  # as Keras: statistics in float32 under mixed precision
+        # bfloat16 goes in as it is: the kernel keeps its statistics in float32 (as Keras does under mixed
+        # precision) and saves two casts of the map each way; other dtypes in float32, as Keras
+        x = inputs if inputs.dtype == tf.bfloat16 else tf.cast(inputs, "float32")
         channels = x.shape[-1]
         gamma = tf.cast(self.gamma, "float32") if self.scale else tf.ones([channels])
         beta = tf.cast(self.beta, "float32") if self.center else tf.zeros([channels])
