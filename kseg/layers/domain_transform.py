@@ -33,7 +33,8 @@ Measured (``benchmarks/domain_transform.py``, 2 CPU cores, quiet, 2026-11-28; wa
 1x360x480x3, K = 3, forward 21.6 / 27.8 (sequential; doubling 245 / 446), forward+backward
 79.8 / 143 (doubling 1557 / 3011); 1x360x480x21 forward 114 / 181. OpenCV's ``ximgproc.dtFilter``
 (DTF_RF, 1 thread, same edge map) in the same run: 10.3 ms at 3 channels, 63.1 ms for 21 channels
-in 6 calls: kseg is still 2.1x / 1.8x slower than the C++ per core.
+in 6 calls: kseg is still 2.1x / 1.8x slower than the C++ per core. On a newer CPU (AVX-512, 2026-11-29,
+paired rounds): 6.1 vs 4.9 ms at 3 channels (1.24x), 37.3 vs 27.5 ms at 21 (1.36x); benchmarks/README.md.
 """
 
 import math
