@@ -120,11 +120,18 @@ def test_mixed_bfloat16_matches_keras_layer():
     try:
         x = tf.cast(tf.random.normal((2, 6, 5, 4)) * 3, "bfloat16")
         ref, fused = _pair(x.shape)
-        y_ref, _ = _train_step(ref, x)
-        y, _ = _train_step(fused, x)
+        y_ref, g_ref = _train_step(ref, x)
+        y, g = _train_step(fused, x)
         assert y.dtype == y_ref.dtype == tf.bfloat16
         np.testing.assert_allclose(tf.cast(y, "float32"), tf.cast(y_ref, "float32"), rtol=1e-2, atol=1e-2)
         np.testing.assert_allclose(fused.moving_variance, ref.moving_variance, rtol=1e-5)
+        for a, b in zip(g, g_ref):  # d/dx in bfloat16, d/dgamma and d/dbeta in float32
+            assert a.dtype == b.dtype
+            np.testing.assert_allclose(tf.cast(a, "float32"), tf.cast(b, "float32"), rtol=5e-2, atol=5e-2)
+        # the kernel takes the bfloat16 map itself (no float32 copy each way); statistics stay float32
+        graph = tf.function(lambda x: fused(x, training=True)).get_concrete_function(x).graph
+        (op,) = [op for op in graph.get_operations() if op.type == "FusedBatchNormV3"]
+        assert op.get_attr("T") == tf.bfloat16 and op.get_attr("U") == tf.float32
     finally:
         keras.config.set_dtype_policy(policy)
 
