@@ -136,27 +136,44 @@ def _tf_filter_axis0(a, x, reverse):
     """
     import tensorflow as tf
 
-    start = -1 if reverse else 0
     shift = -1 if reverse else 1  # tf.roll by `shift` puts t_{i-1} (in the scan's direction) at i
 
     @tf.custom_gradient
     def run(a, x):
-        y = tf.scan(lambda carry, ax: ax[1] + ax[0] * (carry - ax[1]), (a, x), initializer=x[start],
-                    reverse=reverse)
+        y = _tf_recurrence(a, x, reverse, lambda u, c, prev: u + c * (prev - u))
 
         def grad(gy):
             n = tf.shape(a)[0]
             mask = tf.reshape(tf.tensor_scatter_nd_update(tf.ones([n], a.dtype), [[n - 1 if reverse else 0]],
                                                           tf.zeros([1], a.dtype)), (-1, 1, 1, 1))
             a0 = a * mask  # a_start = 0
-            gb = tf.scan(lambda carry, ag: ag[1] + ag[0] * carry, (tf.roll(a0, -shift, 0), gy),
-                         initializer=tf.zeros_like(gy[0]), reverse=not reverse)
+            gb = _tf_recurrence(tf.roll(a0, -shift, 0), gy, not reverse, lambda u, c, prev: u + c * prev)
             ga = tf.reduce_sum(gb * (tf.roll(y, shift, 0) - x), axis=2, keepdims=True) * mask
             return ga, gb - a0 * gb
 
         return y, grad
 
     return run(a, x)
+
+
+def _tf_recurrence(c, u, reverse, step):
+    """TF-only: ``y = u`` at the start (index 0, or n - 1 if ``reverse``), then ``y_i = step(u_i, c_i, y_{i-1})``.
+
+    One while loop that updates ``y`` in place (under XLA a dynamic-update-slice of the loop's own
+    buffer, the previous row read back from it): no carry copied between steps and no stacked
+    outputs, as ``tf.scan`` has. Measured (benchmarks/domain_transform.py --goal --paired 40, 2026-11-29):
+    360x480x3 forward 1.12-1.14x OpenCV's time, 1.24-1.38x with ``tf.scan``; 360x480x21 unchanged (1.38-1.41x).
+    """
+    import tensorflow as tf
+
+    n = tf.shape(u)[0]
+
+    def body(i, y):
+        j = n - 1 - i if reverse else i
+        prev = tf.gather(y, j + 1 if reverse else j - 1)
+        return i + 1, tf.tensor_scatter_nd_update(y, tf.reshape(j, (1, 1)), step(tf.gather(u, j), tf.gather(c, j), prev)[None])
+
+    return tf.while_loop(lambda i, _: i < n, body, (tf.constant(1), u))[1]
 
 
 _COMPILED = {}
