@@ -170,8 +170,8 @@ def _tf_recurrence(c, u, reverse, step):
 
     def body(i, y):
         j = n - 1 - i if reverse else i
-        prev = tf.gather(y, j + 1 if reverse else j - 1)
-        return i + 1, tf.tensor_scatter_nd_update(y, tf.reshape(j, (1, 1)), step(tf.gather(u, j), tf.gather(c, j), prev)[None])
+        y_j = step(tf.gather(u, j), tf.gather(c, j), tf.gather(y, j + 1 if reverse else j - 1))
+        return i + 1, tf.tensor_scatter_nd_update(y, tf.reshape(j, (1, 1)), y_j[None])
 
     return tf.while_loop(lambda i, _: i < n, body, (tf.constant(1), u))[1]
 
