@@ -34,7 +34,8 @@ Measured (``benchmarks/domain_transform.py``, 2 CPU cores, quiet, 2026-11-28; wa
 79.8 / 143 (doubling 1557 / 3011); 1x360x480x21 forward 114 / 181. OpenCV's ``ximgproc.dtFilter``
 (DTF_RF, 1 thread, same edge map) in the same run: 10.3 ms at 3 channels, 63.1 ms for 21 channels
 in 6 calls: kseg is still 2.1x / 1.8x slower than the C++ per core. On a newer CPU (AVX-512, 2026-11-29,
-paired rounds): 6.1 vs 4.9 ms at 3 channels (1.24x), 37.3 vs 27.5 ms at 21 (1.36x); benchmarks/README.md.
+paired rounds, with :func:`_tf_recurrence`): 0.89x OpenCV's time at 3 channels, 0.97x at 21 on 2 cores
+(1.42x on one); benchmarks/README.md.
 """
 
 import math
@@ -162,7 +163,8 @@ def _tf_recurrence(c, u, reverse, step):
     One while loop that updates ``y`` in place (under XLA a dynamic-update-slice of the loop's own
     buffer, the previous row read back from it): no carry copied between steps and no stacked
     outputs, as ``tf.scan`` has. Measured (benchmarks/domain_transform.py --goal --paired 40, 2026-11-29):
-    360x480x3 forward 1.12-1.14x OpenCV's time, 1.24-1.38x with ``tf.scan``; 360x480x21 unchanged (1.38-1.41x).
+    360x480x3 forward 0.89x OpenCV's time (median of 17 runs), 1.24x with ``tf.scan``; 360x480x21 0.97x on
+    2 cores (1.36x with ``tf.scan``), 1.42x on one core.
     """
     import tensorflow as tf
 
