@@ -162,9 +162,7 @@ def _tf_recurrence(c, u, reverse, step):
 
     One while loop that updates ``y`` in place (under XLA a dynamic-update-slice of the loop's own
     buffer, the previous row read back from it): no carry copied between steps and no stacked
-    outputs, as ``tf.scan`` has. Measured (benchmarks/domain_transform.py --goal --paired 40, 2026-11-29):
-    360x480x3 forward 0.89x OpenCV's time (median of 17 runs), 1.24x with ``tf.scan``; 360x480x21 0.97x on
-    2 cores (1.36x with ``tf.scan``), 1.42x on one core.
+    outputs, as ``tf.scan`` has (the figures: the module docstring).
     """
     import tensorflow as tf
 
