@@ -1,7 +1,7 @@
 """Pool + unpool, forward + backward, at 1x360x480x64 (SegNet's first block on CamVid).
 
 Compares kseg's layers (MaxPoolingWithArgmax2D / MaxUnpooling2D: without XLA on TensorFlow they
-take the fused path, max_pool_with_argmax + MaxPoolGradWithArgmax for the mask; under XLA the
+take the fused path, MaxPool + its gradient op MaxPoolGrad for the mask; under XLA the
 keras.ops mask form) with the "index" form (tf.nn.max_pool_with_argmax + tf.scatter_nd) and with the
 layers' keras.ops mask form forced, in the same run, each with and without XLA
 (tf.function(jit_compile=True)). XLA has no kernel for MaxPoolWithArgmax, so that cell

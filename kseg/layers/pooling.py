@@ -15,9 +15,8 @@ mask form uses only strided slices, comparisons, ``where`` and reshapes, so it
 * runs on the JAX backend (it is written with ``keras.ops``).
 
 On the TensorFlow backend outside XLA the layer computes the same mask with TensorFlow's fused
-kernels instead (``tf.nn.max_pool_with_argmax``, and the mask as the gradient op
-``MaxPoolGradWithArgmax`` of ones): identical outputs and gradients, fewer passes over the map
-(benchmarks/pool_unpool.py). Under XLA (``jit_compile``), on JAX and in TFLite export the
+kernels instead (``tf.nn.max_pool2d``, and the mask as its gradient op ``MaxPoolGrad`` of ones):
+identical outputs and gradients, fewer passes over the map (benchmarks/pool_unpool.py). Under XLA (``jit_compile``), on JAX and in TFLite export the
 ``keras.ops`` form above runs.
 
 Odd sizes follow Caffe's ceil rounding: a 45-pixel map pools to 23 and unpools back to 45,
@@ -61,9 +60,12 @@ def _in_xla_context():
 def _tf_fused_pool_with_mask(inputs, k):
     """TF-only fast path of :class:`MaxPoolingWithArgmax2D`; None where it does not apply.
 
-    ``max_pool_with_argmax`` breaks ties at the first maximum in row-major window order, as the mask
-    form does, and its gradient goes to that element only; ``MaxPoolGradWithArgmax`` of ones writes
-    1 exactly there, which is the mask.
+    The pooled map is ``MaxPool`` (oneDNN's kernel where TensorFlow has it) and the mask is that op's
+    own gradient, ``MaxPoolGrad``, of ones: the gradient goes to one element of each window, the
+    first maximum in row-major order (strict ``>`` while scanning, in oneDNN and Eigen alike), and the
+    mask is 1 exactly there, so mask and gradient agree by construction. Half the time of
+    ``max_pool_with_argmax`` + ``MaxPoolGradWithArgmax`` for SegNet's five poolings, forward +
+    backward (benchmarks/README.md, "Pool + unpool").
     """
     if keras.backend.backend() != "tensorflow" or _in_xla_context():
         return None
@@ -72,13 +74,18 @@ def _tf_fused_pool_with_mask(inputs, k):
 
     if tf.as_dtype(inputs.dtype) not in (tf.float16, tf.bfloat16, tf.float32, tf.float64):
         return None
-    pooled, argmax = tf.nn.max_pool_with_argmax(inputs, k, k, "SAME", include_batch_in_index=False)
     window = [1, k, k, 1]
-    mask = gen_nn_ops.max_pool_grad_with_argmax(inputs, tf.ones_like(pooled), argmax, window, window, "SAME",
-                                                include_batch_in_index=False)
-    # A NaN in a window pools to NaN, as in the mask form (the fused kernel skips NaNs).
-    nan = tf.nn.max_pool2d(tf.cast(tf.math.is_nan(inputs), inputs.dtype), k, k, "SAME") > 0
-    pooled = tf.where(nan, tf.constant(float("nan"), pooled.dtype), pooled)
+    pooled = tf.nn.max_pool2d(inputs, k, k, "SAME")
+    mask = gen_nn_ops.max_pool_grad(inputs, pooled, tf.ones_like(pooled), window, window, "SAME")
+
+    # MaxPool skips NaNs; the mask form pools a window with a NaN to NaN. A NaN anywhere makes the sum
+    # NaN, so the exact per-window check runs only then (an inf - inf sum runs it too, harmlessly):
+    # one read of the map instead of four passes on every step.
+    def nan_windows():
+        nan = tf.nn.max_pool2d(tf.cast(tf.math.is_nan(inputs), inputs.dtype), k, k, "SAME") > 0
+        return tf.where(nan, tf.constant(float("nan"), pooled.dtype), pooled)
+
+    pooled = tf.cond(tf.math.is_nan(tf.reduce_sum(inputs)), nan_windows, lambda: tf.identity(pooled))
     return pooled, tf.stop_gradient(mask)
 
 

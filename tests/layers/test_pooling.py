@@ -101,7 +101,7 @@ def test_pool_unpool_compiles_with_xla():
 
 @pytest.mark.parametrize("shape", [(2, 8, 6, 3), (1, 7, 5, 4)])
 def test_fused_tf_path_equals_portable_form_with_signed_zero_ties(shape):
-    """Eagerly / in tf.function the TF backend takes the fused path (max_pool_with_argmax); under XLA
+    """Eagerly / in tf.function the TF backend takes the fused path (MaxPool + MaxPoolGrad); under XLA
     the keras.ops form runs: same pooled map, mask, unpooled map and input gradient, ties included
     (0.0 and -0.0 compare equal: the first in row-major order wins)."""
     rng = np.random.RandomState(7)
@@ -119,10 +119,40 @@ def test_fused_tf_path_equals_portable_form_with_signed_zero_ties(shape):
     fused_fn = tf.function(step)
     fused = fused_fn(tf.constant(x))
     ops_used = {op.type for op in fused_fn.get_concrete_function(tf.constant(x)).graph.get_operations()}
-    assert "MaxPoolWithArgmax" in ops_used and "MaxPoolGradWithArgmax" in ops_used
+    assert "MaxPool" in ops_used and "MaxPoolGrad" in ops_used and "MaxPoolWithArgmax" not in ops_used
     portable = tf.function(step, jit_compile=True)(tf.constant(x))
     ref_y, ref_mask = numpy_pool_mask(x)
     np.testing.assert_array_equal(fused[0].numpy(), ref_y)
     np.testing.assert_array_equal(fused[1].numpy(), ref_mask)
     for a, b in zip(fused, portable):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+def test_fused_path_low_precision_ties_and_nan_windows(dtype):
+    """The fused path in each float dtype (mixed_bfloat16 training runs it in bfloat16): first-max ties
+    as the numpy reference, and inside a tf.function a window holding a NaN pools to NaN (MaxPool alone
+    would skip it) while the other windows and the gradient to them are unchanged."""
+    rng = np.random.RandomState(8)
+    x = rng.randint(0, 3, size=(2, 7, 6, 3)).astype("float32")
+    pool = MaxPoolingWithArgmax2D(dtype=dtype)
+    fn = tf.function(lambda t: pool(t))
+    y, mask = fn(tf.constant(x, dtype))
+    assert y.dtype == dtype and mask.dtype == dtype
+    ref_y, ref_mask = numpy_pool_mask(x)
+    np.testing.assert_array_equal(tf.cast(y, "float32").numpy(), ref_y)
+    np.testing.assert_array_equal(tf.cast(mask, "float32").numpy(), ref_mask)
+
+    x[1, 2, 3, 1] = np.nan  # window (1, 1) of image 1, channel 1
+    t = tf.constant(x, dtype)
+    with tf.GradientTape() as tape:
+        tape.watch(t)
+        y, _ = fn(t)
+        y32 = tf.cast(y, "float32")
+        loss = tf.reduce_sum(tf.where(tf.math.is_nan(y32), 0.0, y32))
+    y32 = y32.numpy()
+    assert np.isnan(y32[1, 1, 1, 1]) and np.isnan(y32).sum() == 1
+    finite = ~np.isnan(y32)
+    np.testing.assert_array_equal(y32[finite], ref_y[finite])
+    grad = tf.cast(tape.gradient(loss, t), "float32").numpy()
+    assert not np.isnan(grad).any() and grad.sum() == finite.sum()
