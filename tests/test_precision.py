@@ -48,7 +48,12 @@ def test_model_trains_one_step_under_policy(name, policy):
         x = rng.uniform(0, 255, (2, h, w, 3)).astype("float32")
         y = rng.integers(0, kwargs["num_classes"] + 1, (2, h, w)).astype("int32")
         before = [v.numpy().copy() for v in model.trainable_weights]
-        loss = float(model.train_on_batch(x, y))
+        # float16's dynamic loss scaling skips a step whose scaled gradients overflow and halves the
+        # scale (from 2^15): CRF-as-RNN's first update lands at scale 32, after 10 skipped steps
+        for _ in range(16 if policy == "mixed_float16" else 1):
+            loss = float(model.train_on_batch(x, y))
+            if any(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_weights)):
+                break
     assert np.isfinite(loss)
     assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_weights))
     assert keras.config.dtype_policy().name == "float32"  # the scope restored the default

@@ -60,7 +60,7 @@ def test_width_scaled_count_matches_prototxt_arithmetic():
 
 @pytest.mark.slow
 def test_full_size_count_matches_prototxt():
-    model = kseg.DeconvNet()
+    model = kseg.DeconvNet(input_shape=(224, 224, 3))  # the prototxt's size (the default is any size)
     assert kseg.count_params(model) == PROTOTXT_COUNT
     assert model.get_layer("fc7").output.shape[1:3] == (1, 1)
     assert model.get_layer("fc6-deconv").output.shape[1:] == (7, 7, 512)
