@@ -63,9 +63,9 @@ def _tf_fused_pool_with_mask(inputs, k):
     The pooled map is ``MaxPool`` (oneDNN's kernel where TensorFlow has it) and the mask is that op's
     own gradient, ``MaxPoolGrad``, of ones: the gradient goes to one element of each window, the
     first maximum in row-major order (strict ``>`` while scanning, in oneDNN and Eigen alike), and the
-    mask is 1 exactly there, so mask and gradient agree by construction. Half the time of
-    ``max_pool_with_argmax`` + ``MaxPoolGradWithArgmax`` for SegNet's five poolings, forward +
-    backward (benchmarks/README.md, "Pool + unpool").
+    mask is 1 exactly there, so mask and gradient agree by construction. About a third of the time
+    of ``max_pool_with_argmax`` + ``MaxPoolGradWithArgmax`` (whose kernel is Eigen's, one thread),
+    pooling + unpooling forward + backward (benchmarks/README.md, "Pool + unpool").
     """
     if keras.backend.backend() != "tensorflow" or _in_xla_context():
         return None
