@@ -205,7 +205,7 @@ _JAX_SCRIPT = textwrap.dedent(
 # XLA compilation makes a JAX build + predict cost 2-40 s per model on 2 cores, so this runs in the slow
 # run, for every model whose card lists "jax"; by default tests/models/test_segnet_decoders.py builds,
 # predicts and trains SegNet-Basic's encoder (mask pooling, LRN, BN) and two decoders on JAX.
-JAX_DEFAULT = set()  # tests/models/test_segnet_decoders.py trains SegNet-Basic's layers on JAX by default
+JAX_DEFAULT = {"dilation_frontend"}  # Interp(scale=8) on static sizes (~2 s); SegNet-Basic's layers: tests/models/test_segnet_decoders.py
 
 
 def _jax_params():

@@ -1,6 +1,7 @@
 """Bilinear interpolation as DeepLab's Caffe ``Interp`` layer computes it (corners aligned)."""
 
 import keras
+import numpy as np
 from keras import ops
 
 __all__ = ["Interp", "caffe_interp_size"]
@@ -12,6 +13,20 @@ def caffe_interp_size(size, scale):
     321 * 0.75 -> 241 and 321 * 0.5 -> 161 (the multi-scale inputs of DeepLab-v2), 41 * 8 -> 321.
     """
     return int((int(size) - 1) * float(scale)) + 1
+
+
+def _axis_taps(n, out, align_corners):
+    """The two source indices and the weight of the second for each of `out` outputs from `n`
+    inputs: :meth:`Interp._resize_axis`'s float32 arithmetic, in numpy."""
+    f32 = np.float32
+    pos = np.arange(out, dtype=f32)
+    if align_corners:
+        src = pos * (f32(n) - f32(1.0)) / np.maximum(f32(out) - f32(1.0), f32(1.0))
+    else:
+        src = np.clip((pos + f32(0.5)) * f32(n) / f32(out) - f32(0.5), f32(0.0), f32(n) - f32(1.0))
+    i0 = np.clip(np.floor(src).astype(np.int32), 0, n - 1)
+    i1 = np.minimum(i0 + 1, n - 1).astype(np.int32)
+    return i0, i1, (src - i0.astype(f32)).astype(f32)
 
 
 @keras.saving.register_keras_serializable(package="kseg")
@@ -63,22 +78,34 @@ class Interp(keras.layers.Layer):
     def call(self, inputs):
         if isinstance(inputs, (list, tuple)):
             x, ref = inputs
-            out_h, out_w = ops.shape(ref)[1], ops.shape(ref)[2]
+            out_h, out_w = (ref.shape[a] if ref.shape[a] is not None else ops.shape(ref)[a] for a in (1, 2))
         else:
             x = inputs
             shape = ops.shape(x)
             if self.size is not None:
                 out_h, out_w = self.size
             elif self.scale is not None:
-                out_h = ops.cast(ops.cast(shape[1] - 1, "float32") * self.scale, "int32") + 1
-                out_w = ops.cast(ops.cast(shape[2] - 1, "float32") * self.scale, "int32") + 1
+                # static sizes in Python (as compute_output_shape), dynamic ones as tensors
+                out_h, out_w = (
+                    caffe_interp_size(x.shape[a], self.scale) if x.shape[a] is not None
+                    else ops.cast(ops.cast(shape[a] - 1, "float32") * self.scale, "int32") + 1
+                    for a in (1, 2)
+                )
             else:
                 raise ValueError("Interp needs size=, scale= or a reference tensor ([x, reference])")
         x = self._resize_axis(x, out_h, axis=1)
         return self._resize_axis(x, out_w, axis=2)
 
     def _resize_axis(self, x, out, axis):
-        n = ops.shape(x)[axis]
+        n = x.shape[axis] if x.shape[axis] is not None else ops.shape(x)[axis]
+        if isinstance(n, int) and isinstance(out, int):
+            # both sizes static: the indices and weights are constants (numpy, float32 as below), so
+            # nothing depends on a traced size (JAX's shape inference traces the call abstractly)
+            i0, i1, frac = _axis_taps(n, out, self.align_corners)
+            frac = ops.cast(np.reshape(frac, [-1] + [1] * (len(x.shape) - 1 - axis)), x.dtype)
+            a = ops.take(x, i0, axis=axis)
+            b = ops.take(x, i1, axis=axis)
+            return a + (b - a) * frac
         n_f = ops.cast(n, "float32")
         out_f = ops.cast(out, "float32")
         pos = ops.cast(ops.arange(out), "float32")

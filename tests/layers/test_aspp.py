@@ -122,3 +122,17 @@ def test_interp_to_reference_scale_and_in_a_model():
     assert clone.size == (3, 4) and not clone.align_corners
     with pytest.raises(ValueError, match="scale must be > 0"):
         Interp(scale=0)
+
+
+@pytest.mark.parametrize("align_corners", [True, False])
+@pytest.mark.parametrize("kwargs", [{"scale": 0.75}, {"scale": 8}, {"size": (13, 4)}])
+def test_interp_static_sizes_equal_the_run_time_path(kwargs, align_corners):
+    """Where both sizes are known when the layer is called, its taps are numpy constants (so JAX's
+    abstract shape inference needs no concrete size); they must equal the run-time path's exactly."""
+    x = np.random.default_rng(5).normal(size=(2, 41, 9, 3)).astype("float32")
+    layer = Interp(align_corners=align_corners, **kwargs)
+    static = keras.Model(inp := keras.Input((41, 9, 3)), layer(inp))
+    dynamic = keras.Model(inp := keras.Input((None, None, 3)), layer(inp))
+    a, b = static.predict(x, verbose=0), dynamic.predict(x, verbose=0)
+    assert a.shape == b.shape and a.shape[1:] == static.output_shape[1:]
+    np.testing.assert_array_equal(a, b)

@@ -256,7 +256,7 @@ def test_largefov_imagenet_init_from_a_vgg16_file(tmp_path):
     ref = keras.applications.VGG16(weights=None, include_top=True)
     path = tmp_path / "vgg16.weights.h5"
     ref.save_weights(path)
-    model = DeepLabV1(num_classes=21, weights=str(path))
+    model = DeepLabV1(num_classes=21, encoder_weights=str(path))
     np.testing.assert_array_equal(model.get_layer("conv3_2").get_weights()[0],
                                   ref.get_layer("block3_conv2").get_weights()[0])
     fc6 = ref.get_layer("fc1").get_weights()[0].reshape(7, 7, 512, 4096)

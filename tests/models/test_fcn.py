@@ -71,7 +71,7 @@ def test_width_scaled_model_count_matches_prototxt_arithmetic(variant):
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", list(BUILDERS))
 def test_full_size_count_matches_prototxt(variant):
-    model = BUILDERS[variant]()  # 21 classes, 500x500
+    model = BUILDERS[variant](input_shape=(500, 500, 3))  # 21 classes, the prototxt's 500x500 (the default is any size)
     assert kseg.count_params(model) == PROTOTXT_COUNTS[variant]
     assert model.get_layer("fc6").output.shape[1:3] == (16, 16)
     assert model.output_shape == (None, 500, 500, 21)
