@@ -146,3 +146,25 @@ def test_full_size_camvid_agrees_with_cpp_to_99_99_percent(camvid_dir, normaliza
         p = _cpp_q(dcrf, u, img, normalization)
         assert (q[k].argmax(-1) == p.argmax(-1)).mean() >= 0.9999
         assert (q[k].argmax(-1) != u.argmax(-1)).mean() > 0.01  # the CRF changed labels (the test can fail)
+
+
+@pytest.mark.parametrize("weights", [(4.0, 3.0), (40.0, 20.0)])
+def test_shifted_softmax_iterations_equal_the_max_shifted_ones(weights):
+    """With "after" normalisation every message lies in [0, w_b + w_s]: the XLA loop then skips the
+    per-iteration max (logits shifted once). Same marginals as the standard iteration, also where the
+    messages dominate the unaries; the bound is only set where it holds."""
+    from kseg.crf import meanfield as mf
+
+    rng = np.random.default_rng(11)
+    image = tf.constant(rng.integers(0, 256, (1, 24, 32, 3)), tf.float32)
+    logits = tf.constant(rng.normal(size=(24 * 32, 5)) * 3, tf.float32)
+    filters = mf.build_filters(image, 20.0, 10.0, 3.0, "after", jit_compile=True)
+    message = filters.weighted_sum(*weights)
+    assert message.max_message == sum(weights)
+    fast = mf._mean_field_xla(logits, message, 5).numpy()
+    message.max_message = None  # the standard iteration
+    slow = mf._mean_field_xla(logits, message, 5).numpy()
+    np.testing.assert_allclose(fast, slow, atol=2e-6)
+    assert np.abs(fast - tf.nn.softmax(logits).numpy()).max() > 0.05  # the messages act
+    sym = mf.build_filters(image, 20.0, 10.0, 3.0, "symmetric", jit_compile=True).weighted_sum(*weights)
+    assert sym.max_message is None
