@@ -72,6 +72,7 @@ class CRFFilters:
             raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
         self.lattices = (bilateral_lattice, spatial_lattice)
         self.normalization = normalization
+        self.jit_compile = jit_compile
         self.norms = []
         for lat in self.lattices:
             norm = _filter_ones(lat, jit_compile)
@@ -127,10 +128,16 @@ class CRFFilters:
         )
         splat_values, slicing_values = tf.reshape(splat_values, [-1]), tf.reshape(slice_values, [-1])
 
+        if self.jit_compile:  # each direction one XLA loop over bucket-padded rows (compiled per bucket)
+            tables = (_pad_neighbours(lb.neighbours), _pad_neighbours(ls.neighbours))
+            blur = lambda g, k, dirs: _blur_xla(g, tables[k], dirs)  # noqa: E731
+        else:
+            blur = lambda g, k, dirs: _blur(g, (lb.neighbours, ls.neighbours)[k], dirs)  # noqa: E731
+
         def splat_blur(q):
             grid = tf.raw_ops.SparseTensorDenseMatMul(a_indices=indices, a_values=splat_values, a_shape=shape, b=q,
                                                       adjoint_a=True)
-            return tf.concat([_blur(grid[:mb], lb.neighbours, d1b), _blur(grid[mb:], ls.neighbours, d1s)], axis=0)
+            return tf.concat([blur(grid[:mb], 0, d1b), blur(grid[mb:], 1, d1s)], axis=0)
 
         def message(q):
             return tf.raw_ops.SparseTensorDenseMatMul(a_indices=indices, a_values=slicing_values, a_shape=shape,
@@ -149,6 +156,32 @@ def _blur(grid, neighbours, directions):
     for j in range(directions):
         grid = grid + 0.5 * (tf.gather(grid, neighbours[j, 0]) + tf.gather(grid, neighbours[j, 1]))
     return grid
+
+
+def _blur_direction(grid, lower, upper):
+    return grid + 0.5 * (tf.gather(grid, lower) + tf.gather(grid, upper))
+
+
+_blur_direction_xla = tf.function(_blur_direction, jit_compile=True)
+
+
+def _pad_neighbours(neighbours):
+    """A lattice's (d+1, 2, M+1) neighbour table padded along its last axis to :func:`_bucket` (M+1)
+    with M, the index of the zero "no vertex" row: padded rows of the values stay zero."""
+    m = tf.shape(neighbours)[-1]
+    return tf.pad(neighbours, [[0, 0], [0, 0], [0, _bucket(m) - m]], constant_values=m - 1)
+
+
+def _blur_xla(grid, padded_neighbours, directions):
+    """:func:`_blur` with each direction one XLA loop (the two row gathers, the sum and the scaling
+    fused): 1.6 instead of 2.5 ms for both lattices of a 480x360 image, same values. The rows are
+    zero-padded to the tables' bucket so that XLA compiles once per bucket of lattice sizes (one XLA
+    cluster for all directions fuses them into each other and was slower: 4.7 ms)."""
+    m = tf.shape(grid)[0]
+    g = tf.pad(grid, [[0, tf.shape(padded_neighbours)[-1] - m], [0, 0]])
+    for j in range(directions):
+        g = _blur_direction_xla(g, padded_neighbours[j, 0], padded_neighbours[j, 1])
+    return g[:m]
 
 
 def _filter_ones(lat, jit_compile=False):

@@ -168,3 +168,22 @@ def test_shifted_softmax_iterations_equal_the_max_shifted_ones(weights):
     assert np.abs(fast - tf.nn.softmax(logits).numpy()).max() > 0.05  # the messages act
     sym = mf.build_filters(image, 20.0, 10.0, 3.0, "symmetric", jit_compile=True).weighted_sum(*weights)
     assert sym.max_message is None
+
+
+def test_bucket_padded_xla_blur_equals_the_gather_blur():
+    """The jit path blurs each direction as one XLA loop over rows zero-padded to a bucket: the same
+    values as the TensorFlow gathers, padded rows never leaking in."""
+    from kseg.crf import meanfield as mf
+
+    rng = np.random.default_rng(12)
+    feats = tf.constant(rng.normal(size=(3000, 5)) * 2, tf.float32)
+    lat = build_lattice(feats)
+    m = int(lat.num_vertices) + 1
+    values = rng.normal(size=(m, 7))
+    values[-1] = 0  # the "no vertex" row, as the splat leaves it
+    grid = tf.constant(values, tf.float32)
+    padded = mf._pad_neighbours(lat.neighbours)
+    assert padded.shape[-1] > m  # a real pad (the bucket is larger than M + 1 here)
+    got = mf._blur_xla(grid, padded, lat.dim + 1).numpy()
+    np.testing.assert_array_equal(got, mf._blur(grid, lat.neighbours, lat.dim + 1).numpy())
+    assert np.all(got[-1] == 0)  # the "no vertex" row stays zero
