@@ -294,14 +294,23 @@ def build_lattice(features, group=None, jit_compile=False, tflite_builtins=False
     num_vertices = tf.size(uniq, out_type=tf.int32)
     vertex_index = tf.gather(tf.reshape(idx, [-1, d1]), simplex_index)  # (P, d1)
 
-    # Blur neighbours: code offset of "-1 on every coordinate, +d1 on coordinate j". Looked up
-    # with one more tf.unique over [vertices; queries]: the vertices come first, so they keep ids
-    # 0..M-1, a query equal to a vertex gets that vertex's id and an absent one an id >= M.
+    # Blur neighbours: code offset of "-1 on every coordinate, +d1 on coordinate j". With jit_compile
+    # (TensorFlow's fastest CPU path, not convertible to TFLite anyway) looked up in a hash table of
+    # the vertices' codes (an absent neighbour -> M, the zero row); otherwise, so that the graph
+    # stays TFLite-convertible, one more tf.unique over [vertices; queries]: the vertices come first,
+    # so they keep ids 0..M-1, a query equal to a vertex gets that vertex's id and an absent one an
+    # id >= M (2.6x slower: every absent query is inserted; 7.6 vs 2.9 ms at 480x360).
     base = -tf.reduce_sum(radix)
     offsets = tf.stack([base + d1 * radix[j] for j in range(d)] + [base])  # (d1,)
-    queries = tf.concat([uniq[None, :] + offsets[:, None], uniq[None, :] - offsets[:, None]], axis=0)
-    _, ids = tf.unique(tf.concat([uniq, tf.reshape(queries, [-1])], axis=0), out_idx=tf.int32)
-    nb = tf.minimum(ids[num_vertices:], num_vertices)
+    queries = tf.reshape(tf.concat([uniq[None, :] + offsets[:, None], uniq[None, :] - offsets[:, None]], axis=0), [-1])
+    if tflite_builtins or not jit_compile:
+        _, ids = tf.unique(tf.concat([uniq, queries], axis=0), out_idx=tf.int32)
+        nb = tf.minimum(ids[num_vertices:], num_vertices)
+    else:
+        table = tf.raw_ops.AnonymousHashTable(key_dtype=tf.int64, value_dtype=tf.int32)
+        with tf.control_dependencies([tf.raw_ops.LookupTableImportV2(table_handle=table, keys=uniq,
+                                                                     values=tf.range(num_vertices))]):
+            nb = tf.raw_ops.LookupTableFindV2(table_handle=table, keys=queries, default_value=num_vertices)
     nb = tf.transpose(tf.reshape(nb, [2, d1, -1]), [1, 0, 2])  # (d1, 2, M)
     neighbours = tf.concat([nb, tf.fill([d1, 2, 1], num_vertices)], axis=-1)  # (d1, 2, M+1)
     return PermutohedralLattice(d, vertex_index, weights, neighbours, num_vertices, tflite_builtins)

@@ -187,3 +187,15 @@ def test_bucket_padded_xla_blur_equals_the_gather_blur():
     got = mf._blur_xla(grid, padded, lat.dim + 1).numpy()
     np.testing.assert_array_equal(got, mf._blur(grid, lat.neighbours, lat.dim + 1).numpy())
     assert np.all(got[-1] == 0)  # the "no vertex" row stays zero
+
+
+def test_neighbour_lookup_by_hash_table_equals_the_unique_form():
+    """With jit_compile the blur neighbours are looked up in a hash table of the vertex codes, otherwise
+    (TFLite-convertible graphs) by one more `unique`: the same (d+1, 2, M+1) table, absent -> M."""
+    rng = np.random.default_rng(13)
+    feats = tf.constant(rng.normal(size=(5000, 5)) * 2, tf.float32)
+    a, b = build_lattice(feats, jit_compile=True), build_lattice(feats)
+    m = int(a.num_vertices)
+    np.testing.assert_array_equal(a.neighbours.numpy(), b.neighbours.numpy())
+    nb = a.neighbours.numpy()
+    assert 0 < (nb[:, :, :m] == m).mean() < 1  # some neighbours absent, some present
