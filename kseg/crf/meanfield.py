@@ -115,17 +115,13 @@ class CRFFilters:
         mb = lb.num_vertices + 1
         d1b, d1s = lb.dim + 1, ls.dim + 1
         nb, ns = self.norms
-        cols = tf.concat([lb.vertex_index, ls.vertex_index + mb], axis=1)  # (P, d1b + d1s) int32
+        tables = _joint_tables_xla if self.jit_compile else _joint_tables
+        cols, splat_values, slice_values = tables(
+            lb.vertex_index, ls.vertex_index, mb, lb.weights, ls.weights, nb, ns,
+            bilateral_weight * lb.alpha, spatial_weight * ls.alpha, self.normalization == "symmetric")
         points = tf.shape(cols)[0]
         indices = _pair_indices(cols)
         shape = tf.cast(tf.stack([points, mb + ls.num_vertices + 1]), tf.int64)
-        if self.normalization == "symmetric":
-            splat_values = tf.concat([lb.weights * nb, ls.weights * ns], axis=1)
-        else:
-            splat_values = tf.concat([lb.weights, ls.weights], axis=1)
-        slice_values = tf.concat(
-            [lb.weights * (bilateral_weight * lb.alpha * nb), ls.weights * (spatial_weight * ls.alpha * ns)], axis=1
-        )
         splat_values, slicing_values = tf.reshape(splat_values, [-1]), tf.reshape(slice_values, [-1])
 
         if self.jit_compile:  # each direction one XLA loop over bucket-padded rows (compiled per bucket)
@@ -149,6 +145,22 @@ class CRFFilters:
         message.max_message = (bilateral_weight + spatial_weight if self.normalization == "after"
                                and bilateral_weight >= 0 and spatial_weight >= 0 else None)
         return message
+
+
+def _joint_tables(vertex_b, vertex_s, offset, weights_b, weights_s, norm_b, norm_s, scale_b, scale_s, symmetric):
+    """The joint grid's per-pixel tables: vertex columns (the spatial ones after the bilateral
+    block), splat values and slice values (P, d1b + d1s). Under XLA (``jit_compile``) the three
+    concatenations are one pass (TensorFlow's concat along the last axis copies row by row)."""
+    cols = tf.concat([vertex_b, vertex_s + offset], axis=1)
+    if symmetric:
+        splat_values = tf.concat([weights_b * norm_b, weights_s * norm_s], axis=1)
+    else:
+        splat_values = tf.concat([weights_b, weights_s], axis=1)
+    slice_values = tf.concat([weights_b * (scale_b * norm_b), weights_s * (scale_s * norm_s)], axis=1)
+    return cols, splat_values, slice_values
+
+
+_joint_tables_xla = tf.function(_joint_tables, jit_compile=True, reduce_retracing=True)
 
 
 def _blur(grid, neighbours, directions):
@@ -288,6 +300,14 @@ def _slice_softmax_shifted(grid, shifted_logits, cols, slice_values):
 #: far from float32's overflow even summed over thousands of labels
 _SHIFTED_MAX_MESSAGE = 64.0
 
+def _softmax_and_shift(logits):
+    """``softmax(logits)`` and ``logits - max(logits)`` (per pixel) in one pass."""
+    shifted = logits - tf.reduce_max(logits, axis=-1, keepdims=True)
+    e = tf.exp(shifted)
+    return e * tf.math.reciprocal(tf.reduce_sum(e, axis=-1, keepdims=True)), shifted
+
+
+_softmax_and_shift_xla = tf.function(_softmax_and_shift, jit_compile=True)
 _slice_softmax_xla = tf.function(_slice_softmax, jit_compile=True)
 _slice_softmax_shifted_xla = tf.function(_slice_softmax_shifted, jit_compile=True)
 _softmax_xla = tf.function(_softmax, jit_compile=True)
@@ -313,13 +333,13 @@ def _mean_field_xla(unary_logits, message, num_iterations, compatibility=None):
     scatter and chained gathers measured slower. The blurred values are zero-padded to a bucket of
     sizes, so XLA compiles once per bucket, not once per image."""
     cols, slice_values = message.slice_table
-    q = _softmax_xla(unary_logits)
     bound = getattr(message, "max_message", None)
     if compatibility is None and bound is not None and bound <= _SHIFTED_MAX_MESSAGE:
-        shifted = unary_logits - tf.reduce_max(unary_logits, axis=-1, keepdims=True)
+        q, shifted = _softmax_and_shift_xla(unary_logits)
         for _ in range(int(num_iterations)):
             q = _slice_softmax_shifted_xla(_pad_to_bucket(message.splat_blur(q)), shifted, cols, slice_values)
         return q
+    q = _softmax_xla(unary_logits)
     extra = () if compatibility is None else (compatibility,)
     for _ in range(int(num_iterations)):
         q = _slice_softmax_xla(_pad_to_bucket(message.splat_blur(q)), unary_logits, cols, slice_values, *extra)
