@@ -115,8 +115,8 @@ class CRFFilters:
         mb = lb.num_vertices + 1
         d1b, d1s = lb.dim + 1, ls.dim + 1
         nb, ns = self.norms
-        tables = _joint_tables_xla if self.jit_compile else _joint_tables
-        cols, splat_values, slice_values = tables(
+        joint_tables = _joint_tables_xla if self.jit_compile else _joint_tables
+        cols, splat_values, slice_values = joint_tables(
             lb.vertex_index, ls.vertex_index, mb, lb.weights, ls.weights, nb, ns,
             bilateral_weight * lb.alpha, spatial_weight * ls.alpha, self.normalization == "symmetric")
         points = tf.shape(cols)[0]
@@ -125,15 +125,14 @@ class CRFFilters:
         splat_values, slicing_values = tf.reshape(splat_values, [-1]), tf.reshape(slice_values, [-1])
 
         if self.jit_compile:  # each direction one XLA loop over bucket-padded rows (compiled per bucket)
-            tables = (_pad_neighbours(lb.neighbours), _pad_neighbours(ls.neighbours))
-            blur = lambda g, k, dirs: _blur_xla(g, tables[k], dirs)  # noqa: E731
+            blur, nbrs_b, nbrs_s = _blur_xla, _pad_neighbours(lb.neighbours), _pad_neighbours(ls.neighbours)
         else:
-            blur = lambda g, k, dirs: _blur(g, (lb.neighbours, ls.neighbours)[k], dirs)  # noqa: E731
+            blur, nbrs_b, nbrs_s = _blur, lb.neighbours, ls.neighbours
 
         def splat_blur(q):
             grid = tf.raw_ops.SparseTensorDenseMatMul(a_indices=indices, a_values=splat_values, a_shape=shape, b=q,
                                                       adjoint_a=True)
-            return tf.concat([blur(grid[:mb], 0, d1b), blur(grid[mb:], 1, d1s)], axis=0)
+            return tf.concat([blur(grid[:mb], nbrs_b, d1b), blur(grid[mb:], nbrs_s, d1s)], axis=0)
 
         def message(q):
             return tf.raw_ops.SparseTensorDenseMatMul(a_indices=indices, a_values=slicing_values, a_shape=shape,
@@ -163,15 +162,16 @@ def _joint_tables(vertex_b, vertex_s, offset, weights_b, weights_s, norm_b, norm
 _joint_tables_xla = tf.function(_joint_tables, jit_compile=True, reduce_retracing=True)
 
 
+def _blur_direction(grid, lower, upper):
+    """One direction of the (1/2, 1, 1/2) blur: each row plus half its two neighbour rows."""
+    return grid + 0.5 * (tf.gather(grid, lower) + tf.gather(grid, upper))
+
+
 def _blur(grid, neighbours, directions):
     """The (1/2, 1, 1/2) blur of a lattice's (M+1, C) values along each of its d+1 directions."""
     for j in range(directions):
-        grid = grid + 0.5 * (tf.gather(grid, neighbours[j, 0]) + tf.gather(grid, neighbours[j, 1]))
+        grid = _blur_direction(grid, neighbours[j, 0], neighbours[j, 1])
     return grid
-
-
-def _blur_direction(grid, lower, upper):
-    return grid + 0.5 * (tf.gather(grid, lower) + tf.gather(grid, upper))
 
 
 _blur_direction_xla = tf.function(_blur_direction, jit_compile=True)
@@ -260,26 +260,42 @@ def _grid_lattice(batch, h, w, theta_gamma):
     return PermutohedralLattice(d1 - 1, vertex_index, weights, nb, total)
 
 
+def _sliced_message(grid, cols, slice_values):
+    """The message at the pixels: ``sum_k slice_values[:, k] * grid[cols[:, k]]`` by row gathers."""
+    msg = None
+    for k in range(cols.shape[1]):
+        m = tf.gather(grid, cols[:, k]) * slice_values[:, k : k + 1]
+        msg = m if msg is None else msg + m
+    return msg
+
+
+def _normalised(e):
+    """``e / sum(e)`` over the last axis as one reciprocal per pixel and a product per label, where
+    ``tf.nn.softmax`` divides every entry: under XLA on CPU 3.9 instead of 5.1 ms for the slice +
+    softmax of a 480x360 image with 12 labels (one thread); results within 1 ulp of it."""
+    return e * tf.math.reciprocal(tf.reduce_sum(e, axis=-1, keepdims=True))
+
+
 def _slice_softmax(grid, logits, cols, slice_values, compatibility=None):
     """``softmax(logits + pairwise)`` with the message sliced from the blurred lattice values
     ``grid`` (M, L) at the pixels (``cols``, ``slice_values``: (P, K) vertex ids and scaled
     barycentric weights) by gathers. Under XLA the gathers, the weighted sum, the compatibility and
     the softmax are one pass over the pixels."""
-    msg = None
-    for k in range(cols.shape[1]):
-        m = tf.gather(grid, cols[:, k]) * slice_values[:, k : k + 1]
-        msg = m if msg is None else msg + m
+    msg = _sliced_message(grid, cols, slice_values)
     if compatibility is not None:
         msg = -tf.linalg.matmul(msg, compatibility, transpose_b=True)
     return _softmax(logits + msg)
 
 
+def _softmax_and_shift(logits):
+    """``softmax(logits)`` and ``logits - max(logits)`` (per pixel) in one pass."""
+    shifted = logits - tf.reduce_max(logits, axis=-1, keepdims=True)
+    return _normalised(tf.exp(shifted)), shifted
+
+
 def _softmax(z):
-    """Softmax over the last axis with one reciprocal per pixel and a product per label, where
-    ``tf.nn.softmax`` divides every entry: under XLA on CPU 3.9 instead of 5.1 ms for the slice +
-    softmax of a 480x360 image with 12 labels (one thread); results within 1 ulp of it."""
-    e = tf.exp(z - tf.reduce_max(z, axis=-1, keepdims=True))
-    return e * tf.math.reciprocal(tf.reduce_sum(e, axis=-1, keepdims=True))
+    """Softmax over the last axis (see :func:`_normalised`)."""
+    return _softmax_and_shift(z)[0]
 
 
 def _slice_softmax_shifted(grid, shifted_logits, cols, slice_values):
@@ -288,24 +304,12 @@ def _slice_softmax_shifted(grid, shifted_logits, cols, slice_values):
     their per-pixel maximum (once), ``z = shifted + msg <= b`` cannot overflow and the largest
     logit's label has ``z >= 0``, so the sum is >= 1. One reduce less per iteration (0.8 of 3.9 ms at
     480x360); results equal to the max-shifted softmax's to rounding."""
-    msg = None
-    for k in range(cols.shape[1]):
-        m = tf.gather(grid, cols[:, k]) * slice_values[:, k : k + 1]
-        msg = m if msg is None else msg + m
-    e = tf.exp(shifted_logits + msg)
-    return e * tf.math.reciprocal(tf.reduce_sum(e, axis=-1, keepdims=True))
+    return _normalised(tf.exp(shifted_logits + _sliced_message(grid, cols, slice_values)))
 
 
 #: the largest message bound (sum of the kernel weights) for which the shifted softmax is used: exp(64) is
 #: far from float32's overflow even summed over thousands of labels
 _SHIFTED_MAX_MESSAGE = 64.0
-
-def _softmax_and_shift(logits):
-    """``softmax(logits)`` and ``logits - max(logits)`` (per pixel) in one pass."""
-    shifted = logits - tf.reduce_max(logits, axis=-1, keepdims=True)
-    e = tf.exp(shifted)
-    return e * tf.math.reciprocal(tf.reduce_sum(e, axis=-1, keepdims=True)), shifted
-
 
 _softmax_and_shift_xla = tf.function(_softmax_and_shift, jit_compile=True)
 _slice_softmax_xla = tf.function(_slice_softmax, jit_compile=True)
