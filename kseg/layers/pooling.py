@@ -16,8 +16,8 @@ mask form uses only strided slices, comparisons, ``where`` and reshapes, so it
 
 On the TensorFlow backend outside XLA the layer computes the same mask with TensorFlow's fused
 kernels instead (``tf.nn.max_pool2d``, and the mask as its gradient op ``MaxPoolGrad`` of ones):
-identical outputs and gradients, fewer passes over the map (benchmarks/pool_unpool.py). Under XLA (``jit_compile``), on JAX and in TFLite export the
-``keras.ops`` form above runs.
+identical outputs and gradients, fewer passes over the map (benchmarks/pool_unpool.py). Under
+XLA (``jit_compile``), on JAX and in TFLite export the ``keras.ops`` form above runs.
 
 Odd sizes follow Caffe's ceil rounding: a 45-pixel map pools to 23 and unpools back to 45,
 because the decoder takes its output shape from the encoder's mask.
