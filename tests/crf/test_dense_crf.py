@@ -193,6 +193,12 @@ def test_dense_crf_properties():
     qb = dense_crf(np.stack([u, u2]), np.stack([img, img2])).numpy()
     np.testing.assert_allclose(qb[0], q, atol=1e-5)
     np.testing.assert_allclose(qb[1], dense_crf(u2, img2).numpy(), atol=1e-5)
+    # the batch goes through tf.map_fn one image at a time, except with tflite_builtins (no control flow):
+    # there, and in CRFRNN, the images share one lattice (image index as the keys' top digit)
+    joint = dense_crf(np.stack([u, u2]), np.stack([img, img2]), tflite_builtins=True).numpy()
+    np.testing.assert_allclose(joint, qb, atol=1e-5)
+    with pytest.raises(ValueError, match="same number of images, got 2 and 1"):
+        dense_crf(np.stack([u, u2]), img[None])
 
 
 def test_dense_crf_in_graph_with_unknown_shapes():
@@ -202,6 +208,9 @@ def test_dense_crf_in_graph_with_unknown_shapes():
     )
     img, u = _image(7), _unary(7)
     np.testing.assert_allclose(fn(u[None], img[None])[0].numpy(), dense_crf(u, img, num_iterations=3).numpy(), atol=1e-5)
+    img2, u2 = _image(13), _unary(13)
+    q = fn(np.stack([u, u2]), np.stack([img, img2])).numpy()
+    np.testing.assert_allclose(q[1], dense_crf(u2, img2, num_iterations=3).numpy(), atol=1e-5)
 
 
 def test_dense_crf_xla_matches():
