@@ -269,11 +269,28 @@ def _sliced_message(grid, cols, slice_values):
     return msg
 
 
+def _label_reduce(x, op, reduce):
+    """``reduce(x, axis=-1, keepdims=True)`` as a chain of ``op`` over the label columns when the label
+    count is static and small: XLA fuses that chain into one point-wise loop, where its reduce goes to
+    a separate YNNPACK kernel (480x360, 12 labels, one thread: the slice + softmax 3.9 vs 4.6 ms)."""
+    n = x.shape[-1]
+    if n is None or n > _COLUMN_CHAIN_MAX_LABELS:
+        return reduce(x, axis=-1, keepdims=True)
+    acc = x[..., :1]
+    for k in range(1, n):
+        acc = op(acc, x[..., k : k + 1])
+    return acc
+
+
+#: label counts up to this reduce over labels as a chain of column operations (:func:`_label_reduce`)
+_COLUMN_CHAIN_MAX_LABELS = 64
+
+
 def _normalised(e):
     """``e / sum(e)`` over the last axis as one reciprocal per pixel and a product per label, where
     ``tf.nn.softmax`` divides every entry: under XLA on CPU 3.9 instead of 5.1 ms for the slice +
     softmax of a 480x360 image with 12 labels (one thread); results within 1 ulp of it."""
-    return e * tf.math.reciprocal(tf.reduce_sum(e, axis=-1, keepdims=True))
+    return e * tf.math.reciprocal(_label_reduce(e, tf.add, tf.reduce_sum))
 
 
 def _slice_softmax(grid, logits, cols, slice_values, compatibility=None):
@@ -289,7 +306,7 @@ def _slice_softmax(grid, logits, cols, slice_values, compatibility=None):
 
 def _softmax_and_shift(logits):
     """``softmax(logits)`` and ``logits - max(logits)`` (per pixel) in one pass."""
-    shifted = logits - tf.reduce_max(logits, axis=-1, keepdims=True)
+    shifted = logits - _label_reduce(logits, tf.maximum, tf.reduce_max)
     return _normalised(tf.exp(shifted)), shifted
 
 
