@@ -112,7 +112,12 @@ class CRFFilters:
         lb, ls = self.lattices
         if lb.tflite_builtins or ls.tflite_builtins:
             return lambda q: bilateral_weight * self.bilateral(q) + spatial_weight * self.spatial(q)
-        mb = lb.num_vertices + 1
+        mb, ms = lb.num_vertices + 1, ls.num_vertices + 1
+        if self.jit_compile:
+            # each block's rows zero-padded to its size bucket inside the splat's own grid: the blocks are
+            # then row ranges of it at aligned offsets (slicing them copies nothing), the blur's and the
+            # slice's XLA functions compile once per bucket, and no pad or concatenation copies the values
+            mb, ms = _bucket(mb), _bucket(ms)
         d1b, d1s = lb.dim + 1, ls.dim + 1
         nb, ns = self.norms
         joint_tables = _joint_tables_xla if self.jit_compile else _joint_tables
@@ -121,18 +126,31 @@ class CRFFilters:
             bilateral_weight * lb.alpha, spatial_weight * ls.alpha, self.normalization == "symmetric")
         points = tf.shape(cols)[0]
         indices = _pair_indices(cols)
-        shape = tf.cast(tf.stack([points, mb + ls.num_vertices + 1]), tf.int64)
+        shape = tf.cast(tf.stack([points, mb + ms]), tf.int64)
         splat_values, slicing_values = tf.reshape(splat_values, [-1]), tf.reshape(slice_values, [-1])
 
-        if self.jit_compile:  # each direction one XLA loop over bucket-padded rows (compiled per bucket)
-            blur, nbrs_b, nbrs_s = _blur_xla, _pad_neighbours(lb.neighbours), _pad_neighbours(ls.neighbours)
-        else:
-            blur, nbrs_b, nbrs_s = _blur, lb.neighbours, ls.neighbours
+        if self.jit_compile:  # each direction one XLA loop over the padded rows
 
-        def splat_blur(q):
-            grid = tf.raw_ops.SparseTensorDenseMatMul(a_indices=indices, a_values=splat_values, a_shape=shape, b=q,
-                                                      adjoint_a=True)
-            return tf.concat([blur(grid[:mb], nbrs_b, d1b), blur(grid[mb:], nbrs_s, d1s)], axis=0)
+            def splat_blur_blocks(q):
+                grid = tf.raw_ops.SparseTensorDenseMatMul(a_indices=indices, a_values=splat_values, a_shape=shape,
+                                                          b=q, adjoint_a=True)
+                grid_b, grid_s = tf.split(grid, tf.stack([mb, ms]), num=2)  # SplitV: views of the buffer
+                return _blur_xla(grid_b, nbrs_b), _blur_xla(grid_s, nbrs_s)
+
+            def splat_blur(q):
+                return tf.concat(splat_blur_blocks(q), axis=0)
+
+            # each direction's two neighbour columns sliced out once, not once an iteration
+            nbrs_b, nbrs_s = _direction_tables(_pad_neighbours(lb.neighbours)), _direction_tables(_pad_neighbours(ls.neighbours))
+            message_blocks = (splat_blur_blocks, (lb.vertex_index, ls.vertex_index))
+        else:
+
+            def splat_blur(q):
+                grid = tf.raw_ops.SparseTensorDenseMatMul(a_indices=indices, a_values=splat_values, a_shape=shape,
+                                                          b=q, adjoint_a=True)
+                return tf.concat([_blur(grid[:mb], lb.neighbours, d1b), _blur(grid[mb:], ls.neighbours, d1s)], axis=0)
+
+            message_blocks = None
 
         def message(q):
             return tf.raw_ops.SparseTensorDenseMatMul(a_indices=indices, a_values=slicing_values, a_shape=shape,
@@ -140,6 +158,8 @@ class CRFFilters:
 
         message.splat_blur = splat_blur
         message.slice_table = (cols, slice_values)
+        # with jit_compile: q -> the two blurred, bucket-padded blocks, and each block's (P, d+1) vertex ids
+        message.blocks = message_blocks
         # "after": each kernel's message is its weight times an average of Q's, in [0, w] per label
         message.max_message = (bilateral_weight + spatial_weight if self.normalization == "after"
                                and bilateral_weight >= 0 and spatial_weight >= 0 else None)
@@ -184,16 +204,20 @@ def _pad_neighbours(neighbours):
     return tf.pad(neighbours, [[0, 0], [0, 0], [0, _bucket(m) - m]], constant_values=m - 1)
 
 
-def _blur_xla(grid, padded_neighbours, directions):
-    """:func:`_blur` with each direction one XLA loop (the two row gathers, the sum and the scaling
-    fused): 1.6 instead of 2.5 ms for both lattices of a 480x360 image, same values. The rows are
-    zero-padded to the tables' bucket so that XLA compiles once per bucket of lattice sizes (one XLA
-    cluster for all directions fuses them into each other and was slower: 4.7 ms)."""
-    m = tf.shape(grid)[0]
-    g = tf.pad(grid, [[0, tf.shape(padded_neighbours)[-1] - m], [0, 0]])
-    for j in range(directions):
-        g = _blur_direction_xla(g, padded_neighbours[j, 0], padded_neighbours[j, 1])
-    return g[:m]
+def _direction_tables(neighbours):
+    """A (d+1, 2, M) neighbour table as d+1 pairs ``(lower, upper)`` of (M,) index vectors."""
+    return [(neighbours[j, 0], neighbours[j, 1]) for j in range(neighbours.shape[0])]
+
+
+def _blur_xla(grid, directions):
+    """:func:`_blur` of bucket-padded rows with each direction one XLA loop (the two row gathers, the
+    sum and the scaling fused): 1.6 instead of 2.5 ms for both lattices of a 480x360 image, same
+    values; XLA compiles once per bucket of lattice sizes (one XLA cluster for all directions fuses
+    them into each other and was slower: 4.7 ms). ``directions``: :func:`_direction_tables` of the
+    :func:`_pad_neighbours` table."""
+    for lower, upper in directions:
+        grid = _blur_direction_xla(grid, lower, upper)
+    return grid
 
 
 def _filter_ones(lat, jit_compile=False):
@@ -261,11 +285,16 @@ def _grid_lattice(batch, h, w, theta_gamma):
 
 
 def _sliced_message(grid, cols, slice_values):
-    """The message at the pixels: ``sum_k slice_values[:, k] * grid[cols[:, k]]`` by row gathers."""
-    msg = None
-    for k in range(cols.shape[1]):
-        m = tf.gather(grid, cols[:, k]) * slice_values[:, k : k + 1]
-        msg = m if msg is None else msg + m
+    """The message at the pixels: ``sum_k slice_values[:, k] * grid[cols[:, k]]`` by row gathers.
+    ``grid`` and ``cols`` may be tuples of blocks (block i's columns index block i's rows; the
+    columns of ``slice_values`` in block order)."""
+    blocks = zip(grid, cols) if isinstance(grid, (tuple, list)) else [(grid, cols)]
+    msg, k0 = None, 0
+    for g, c in blocks:
+        for k in range(c.shape[1]):
+            m = tf.gather(g, c[:, k]) * slice_values[:, k0 + k : k0 + k + 1]
+            msg = m if msg is None else msg + m
+        k0 += c.shape[1]
     return msg
 
 
@@ -354,16 +383,21 @@ def _mean_field_xla(unary_logits, message, num_iterations, compatibility=None):
     scatter and chained gathers measured slower. The blurred values are zero-padded to a bucket of
     sizes, so XLA compiles once per bucket, not once per image."""
     cols, slice_values = message.slice_table
+    if getattr(message, "blocks", None) is not None:  # the blocks are bucket-padded already
+        splat_blur, cols = message.blocks
+    else:
+        def splat_blur(q):
+            return _pad_to_bucket(message.splat_blur(q))
     bound = getattr(message, "max_message", None)
     if compatibility is None and bound is not None and bound <= _SHIFTED_MAX_MESSAGE:
         q, shifted = _softmax_and_shift_xla(unary_logits)
         for _ in range(int(num_iterations)):
-            q = _slice_softmax_shifted_xla(_pad_to_bucket(message.splat_blur(q)), shifted, cols, slice_values)
+            q = _slice_softmax_shifted_xla(splat_blur(q), shifted, cols, slice_values)
         return q
     q = _softmax_xla(unary_logits)
     extra = () if compatibility is None else (compatibility,)
     for _ in range(int(num_iterations)):
-        q = _slice_softmax_xla(_pad_to_bucket(message.splat_blur(q)), unary_logits, cols, slice_values, *extra)
+        q = _slice_softmax_xla(splat_blur(q), unary_logits, cols, slice_values, *extra)
     return q
 
 

@@ -184,9 +184,10 @@ def test_bucket_padded_xla_blur_equals_the_gather_blur():
     grid = tf.constant(values, tf.float32)
     padded = mf._pad_neighbours(lat.neighbours)
     assert padded.shape[-1] > m  # a real pad (the bucket is larger than M + 1 here)
-    got = mf._blur_xla(grid, padded, lat.dim + 1).numpy()
-    np.testing.assert_array_equal(got, mf._blur(grid, lat.neighbours, lat.dim + 1).numpy())
-    assert np.all(got[-1] == 0)  # the "no vertex" row stays zero
+    got = mf._blur_xla(mf._pad_to_bucket(grid), mf._direction_tables(padded)).numpy()
+    assert got.shape[0] == padded.shape[-1]
+    np.testing.assert_array_equal(got[:m], mf._blur(grid, lat.neighbours, lat.dim + 1).numpy())
+    assert np.all(got[m - 1 :] == 0)  # the "no vertex" row and the padding stay zero
 
 
 def test_neighbour_lookup_by_hash_table_equals_the_unique_form():
