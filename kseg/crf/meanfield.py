@@ -141,7 +141,7 @@ class CRFFilters:
                 return tf.concat(splat_blur_blocks(q), axis=0)
 
             # each direction's two neighbour columns sliced out once, not once an iteration
-            nbrs_b, nbrs_s = _direction_tables(_pad_neighbours(lb.neighbours)), _direction_tables(_pad_neighbours(ls.neighbours))
+            nbrs_b, nbrs_s = (_direction_tables(_pad_neighbours(lat.neighbours)) for lat in (lb, ls))
             message_blocks = (splat_blur_blocks, (lb.vertex_index, ls.vertex_index))
         else:
 
