@@ -62,10 +62,14 @@ class PermutohedralLattice:
         num_vertices: int32 scalar M.
         slice_matrix: SparseTensor (P, M+1) of the barycentric weights (slice = S g,
             splat = S^T v).
+        kernel_sums: optional float32 (P, 1), ``filter(ones)`` when already known (a lattice that
+            depends on the image size only caches it); None otherwise.
     """
 
-    def __init__(self, dim, vertex_index, weights, neighbours, num_vertices, tflite_builtins=False):
+    def __init__(self, dim, vertex_index, weights, neighbours, num_vertices, tflite_builtins=False,
+                 kernel_sums=None):
         self.dim = dim
+        self.kernel_sums = kernel_sums
         self.tflite_builtins = tflite_builtins
         self.vertex_index = vertex_index
         self.weights = weights

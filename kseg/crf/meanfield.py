@@ -75,7 +75,7 @@ class CRFFilters:
         self.jit_compile = jit_compile
         self.norms = []
         for lat in self.lattices:
-            norm = _filter_ones(lat, jit_compile)
+            norm = lat.kernel_sums if lat.kernel_sums is not None else _filter_ones(lat, jit_compile)
             if normalization == "after":
                 norm = 1.0 / (norm + 1e-20)
             elif normalization == "symmetric":
@@ -260,19 +260,21 @@ def build_filters(
 
 @functools.lru_cache(maxsize=16)
 def _grid_lattice_arrays(h, w, theta_gamma):
-    """The spatial kernel's lattice of one h x w image: it depends on the size only, so it is built
-    once (eagerly, also while a tf.function traces) and kept as numpy arrays."""
+    """The spatial kernel's lattice of one h x w image and its per-pixel kernel sums: they depend on
+    the size only, so they are built once (eagerly, also while a tf.function traces) and kept as
+    numpy arrays."""
     with tf.init_scope():
         _, spa, _ = pixel_features(tf.zeros([1, h, w, 3]), 1.0, 1.0, theta_gamma)
         lat = build_lattice(spa)
-        return lat.vertex_index.numpy(), lat.weights.numpy(), lat.neighbours.numpy(), int(lat.num_vertices)
+        return (lat.vertex_index.numpy(), lat.weights.numpy(), lat.neighbours.numpy(), int(lat.num_vertices),
+                _filter_ones(lat).numpy())
 
 
 def _grid_lattice(batch, h, w, theta_gamma):
     """:func:`build_lattice` of the spatial features of a batch of h x w images, from the cached one
     of a single image: image i's vertices are numbered i*M .. i*M + M - 1, as the grouped
     construction numbers them (its image index is the most significant digit of every key)."""
-    vertex_index, weights, neighbours, m = _grid_lattice_arrays(h, w, theta_gamma)
+    vertex_index, weights, neighbours, m, kernel_sums = _grid_lattice_arrays(h, w, theta_gamma)
     d1 = vertex_index.shape[1]
     offsets = tf.range(batch) * m
     vertex_index = tf.reshape(tf.constant(vertex_index)[None] + offsets[:, None, None], [-1, d1])
@@ -281,7 +283,8 @@ def _grid_lattice(batch, h, w, theta_gamma):
     nb = tf.constant(neighbours[:, :, :m])[:, :, None, :]  # (d1, 2, 1, M); M = "no vertex"
     nb = tf.where(nb == m, total, nb + offsets[None, None, :, None])
     nb = tf.concat([tf.reshape(nb, [d1, 2, -1]), tf.fill([d1, 2, 1], total)], axis=-1)
-    return PermutohedralLattice(d1 - 1, vertex_index, weights, nb, total)
+    kernel_sums = tf.tile(tf.constant(kernel_sums), [batch, 1])
+    return PermutohedralLattice(d1 - 1, vertex_index, weights, nb, total, kernel_sums=kernel_sums)
 
 
 def _sliced_message(grid, cols, slice_values):

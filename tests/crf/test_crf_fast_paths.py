@@ -29,6 +29,10 @@ def test_cached_spatial_lattice_equals_the_built_one(batch, h, w, theta):
     np.testing.assert_array_equal(cached.vertex_index.numpy(), built.vertex_index.numpy())
     np.testing.assert_array_equal(cached.weights.numpy(), built.weights.numpy())
     np.testing.assert_array_equal(cached.neighbours.numpy(), built.neighbours.numpy())
+    # its cached kernel sums are the built lattice's filter(ones), image by image
+    assert built.kernel_sums is None and cached.kernel_sums.shape == (batch * h * w, 1)
+    np.testing.assert_allclose(cached.kernel_sums.numpy(), built.filter(tf.ones([batch * h * w, 1])).numpy(),
+                               rtol=1e-6)
 
 
 def _elevate(f):
