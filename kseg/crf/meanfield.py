@@ -160,9 +160,17 @@ class CRFFilters:
         message.slice_table = (cols, slice_values)
         # with jit_compile: q -> the two blurred, bucket-padded blocks, and each block's (P, d+1) vertex ids
         message.blocks = message_blocks
-        # "after": each kernel's message is its weight times an average of Q's, in [0, w] per label
-        message.max_message = (bilateral_weight + spatial_weight if self.normalization == "after"
-                               and bilateral_weight >= 0 and spatial_weight >= 0 else None)
+        # An upper bound of every message entry (for the XLA loop's shifted softmax; None: none known).
+        # With non-negative kernel weights the filter is monotone and 0 <= Q <= 1, so message(Q) <=
+        # message(1) per pixel. "after": each kernel's message is its weight times an average of Q's,
+        # so the bound is w_b + w_s; otherwise (symmetric, none) the largest entry of message(1), a
+        # scalar tensor, computed on demand (one more splat, blur and slice of a single column).
+        if bilateral_weight < 0 or spatial_weight < 0:
+            message.max_message = None
+        elif self.normalization == "after":
+            message.max_message = bilateral_weight + spatial_weight
+        else:
+            message.max_message = lambda: tf.reduce_max(message(tf.ones([points, 1])))
         return message
 
 
@@ -394,17 +402,26 @@ def _mean_field_xla(unary_logits, message, num_iterations, compatibility=None):
     else:
         def splat_blur(q):
             return _pad_to_bucket(message.splat_blur(q))
-    bound = getattr(message, "max_message", None)
-    if compatibility is None and bound is not None and bound <= _SHIFTED_MAX_MESSAGE:
+
+    def shifted_loop():
         q, shifted = _softmax_and_shift_xla(unary_logits)
         for _ in range(int(num_iterations)):
             q = _slice_softmax_shifted_xla(splat_blur(q), shifted, cols, slice_values)
         return q
-    q = _softmax_xla(unary_logits)
-    extra = () if compatibility is None else (compatibility,)
-    for _ in range(int(num_iterations)):
-        q = _slice_softmax_xla(splat_blur(q), unary_logits, cols, slice_values, *extra)
-    return q
+
+    def standard_loop():
+        q = _softmax_xla(unary_logits)
+        extra = () if compatibility is None else (compatibility,)
+        for _ in range(int(num_iterations)):
+            q = _slice_softmax_xla(splat_blur(q), unary_logits, cols, slice_values, *extra)
+        return q
+
+    bound = getattr(message, "max_message", None)
+    if compatibility is not None or bound is None:
+        return standard_loop()
+    if callable(bound):  # a bound known only at run time (symmetric normalisation): checked there
+        return tf.cond(bound() <= _SHIFTED_MAX_MESSAGE, shifted_loop, standard_loop)
+    return shifted_loop() if bound <= _SHIFTED_MAX_MESSAGE else standard_loop()
 
 
 def mean_field(unary_logits, messages, num_iterations, compatibility=None):
