@@ -197,9 +197,9 @@ def test_crfrnn_config_keras_file_and_saved_model(tmp_path):
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
     np.testing.assert_allclose(loaded(img).numpy(), expected, atol=1e-5)
-    # The SavedModel runs as a graph (other thread pools, so the splat sums in another order); three
-    # mean-field iterations with weights 2-4 amplify that float32 rounding: over 12 random initialisations
-    # of the score layer up to 1.04e-4 on logits of ~7 (it failed the former atol=1e-4 now and then).
+    # The SavedModel runs as an optimised graph, not eagerly: float32 rounding differs, and three
+    # mean-field iterations with weights 2-4 amplify it: over 12 random initialisations of the score
+    # layer up to 1.04e-4 on logits of ~7 (the former atol=1e-4 failed now and then).
     np.testing.assert_allclose(_saved_model_roundtrip(model, img, tmp_path), expected, atol=5e-4)
 
 
