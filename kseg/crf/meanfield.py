@@ -417,9 +417,9 @@ def _mean_field_xla(unary_logits, message, num_iterations, compatibility=None):
         return q
 
     bound = getattr(message, "max_message", None)
-    if compatibility is not None or bound is None:
+    if compatibility is not None or bound is None or int(num_iterations) == 0:
         return standard_loop()
-    if callable(bound):  # a bound known only at run time (symmetric normalisation): checked there
+    if callable(bound):  # a bound known only at run time (symmetric or no normalisation): checked there
         return tf.cond(bound() <= _SHIFTED_MAX_MESSAGE, shifted_loop, standard_loop)
     return shifted_loop() if bound <= _SHIFTED_MAX_MESSAGE else standard_loop()
 
