@@ -67,6 +67,23 @@ def _saved_model_roundtrip(model, img, tmp_path):
     return loaded.signatures["serving_default"](images=tf.constant(img))["outputs"].numpy()
 
 
+def test_dense_crf_layer_jit_compile(tmp_path):
+    """jit_compile=True (the XLA fast path of dense_crf) gives the default's probabilities, survives the
+    config and a .keras file, and refuses tflite_builtins."""
+    logits, img = _inputs()
+    fast = DenseCRF(num_iterations=4, theta_alpha=20.0, jit_compile=True, name="crf")
+    want = DenseCRF(num_iterations=4, theta_alpha=20.0)([logits, img]).numpy()
+    np.testing.assert_allclose(fast([logits, img]).numpy(), want, atol=1e-5)
+    assert fast.get_config()["jit_compile"] is True and DenseCRF.from_config(fast.get_config()).jit_compile
+    model = _tiny_model(fast)
+    model.save(tmp_path / "crf.keras")
+    loaded = keras.saving.load_model(tmp_path / "crf.keras", safe_mode=True)
+    assert loaded.get_layer("crf").jit_compile
+    np.testing.assert_allclose(loaded.predict(img, verbose=0), model.predict(img, verbose=0), atol=1e-5)
+    with pytest.raises(ValueError, match="tflite_builtins=True and jit_compile=True exclude each other"):
+        DenseCRF(tflite_builtins=True, jit_compile=True)
+
+
 def test_dense_crf_in_saved_model(tmp_path):
     model = _tiny_model(DenseCRF(num_iterations=3, name="crf"))
     _, img = _inputs()
