@@ -104,12 +104,22 @@ def _pair_indices(cols):
     pass over the entries instead of TensorFlow's Pack along a last axis of size 2 (element by
     element; the CRF set-up's slowest op before, ~30 ms at 480x360 on one busy thread) or a transpose.
     """
-    points, k = tf.shape(cols)[0], cols.shape[1]
     if sys.byteorder != "little":
+        points, k = tf.shape(cols)[0], cols.shape[1]
         rows = tf.repeat(tf.range(points), k)
         return tf.transpose(tf.stack([rows, tf.reshape(cols, [-1])]))
-    rows = tf.repeat(tf.range(points, dtype=tf.int64), k)
-    return tf.bitcast(rows + tf.cast(tf.reshape(cols, [-1]), tf.int64) * (1 << 32), tf.int32)
+    return _pair_indices_from_codes(_pair_codes(cols))
+
+
+def _pair_codes(cols):
+    """(P, K) int64 ``row + col * 2^32`` of :func:`_pair_indices` (a broadcast add: no repeated rows)."""
+    rows = tf.range(tf.shape(cols)[0], dtype=tf.int64)[:, None]
+    return rows + tf.cast(cols, tf.int64) * (1 << 32)
+
+
+def _pair_indices_from_codes(codes):
+    """:func:`_pair_indices` from its :func:`_pair_codes` (little-endian only: one bitcast)."""
+    return tf.bitcast(tf.reshape(codes, [-1]), tf.int32)
 
 
 def _elevation_matrix(d):

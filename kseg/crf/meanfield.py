@@ -19,11 +19,13 @@ the softmax removes. TF-only code.
 """
 
 import functools
+import sys
 
 import numpy as np
 import tensorflow as tf
 
-from kseg.crf.lattice import PermutohedralLattice, build_lattice, _pair_indices
+from kseg.crf.lattice import (PermutohedralLattice, _pair_codes, _pair_indices, _pair_indices_from_codes,
+                              build_lattice)
 
 __all__ = ["dense_crf", "mean_field", "pixel_features", "CRFFilters", "build_filters"]
 
@@ -121,11 +123,11 @@ class CRFFilters:
         d1b, d1s = lb.dim + 1, ls.dim + 1
         nb, ns = self.norms
         joint_tables = _joint_tables_xla if self.jit_compile else _joint_tables
-        cols, splat_values, slice_values = joint_tables(
+        cols, splat_values, slice_values, pair_codes = joint_tables(
             lb.vertex_index, ls.vertex_index, mb, lb.weights, ls.weights, nb, ns,
             bilateral_weight * lb.alpha, spatial_weight * ls.alpha, self.normalization == "symmetric")
         points = tf.shape(cols)[0]
-        indices = _pair_indices(cols)
+        indices = _pair_indices_from_codes(pair_codes) if sys.byteorder == "little" else _pair_indices(cols)
         shape = tf.cast(tf.stack([points, mb + ms]), tf.int64)
         splat_values, slicing_values = tf.reshape(splat_values, [-1]), tf.reshape(slice_values, [-1])
 
@@ -176,15 +178,16 @@ class CRFFilters:
 
 def _joint_tables(vertex_b, vertex_s, offset, weights_b, weights_s, norm_b, norm_s, scale_b, scale_s, symmetric):
     """The joint grid's per-pixel tables: vertex columns (the spatial ones after the bilateral
-    block), splat values and slice values (P, d1b + d1s). Under XLA (``jit_compile``) the three
-    concatenations are one pass (TensorFlow's concat along the last axis copies row by row)."""
+    block), splat values and slice values (P, d1b + d1s), and the sparse matrix's index pairs as
+    :func:`~kseg.crf.lattice._pair_codes`. Under XLA (``jit_compile``) the three concatenations and the
+    codes are one pass (TensorFlow's concat along the last axis copies row by row)."""
     cols = tf.concat([vertex_b, vertex_s + offset], axis=1)
     if symmetric:
         splat_values = tf.concat([weights_b * norm_b, weights_s * norm_s], axis=1)
     else:
         splat_values = tf.concat([weights_b, weights_s], axis=1)
     slice_values = tf.concat([weights_b * (scale_b * norm_b), weights_s * (scale_s * norm_s)], axis=1)
-    return cols, splat_values, slice_values
+    return cols, splat_values, slice_values, _pair_codes(cols)
 
 
 _joint_tables_xla = tf.function(_joint_tables, jit_compile=True, reduce_retracing=True)
@@ -256,14 +259,36 @@ def build_filters(
     for name, val in (("theta_alpha", theta_alpha), ("theta_beta", theta_beta), ("theta_gamma", theta_gamma)):
         if not float(val) > 0:
             raise ValueError(f"{name} must be > 0, got {val}")
-    image = tf.stop_gradient(tf.cast(image, tf.float32))
-    bil, spa, group = pixel_features(image, theta_alpha, theta_beta, theta_gamma)
+    image = tf.stop_gradient(image)
     h, w = image.shape[1], image.shape[2]
+    single = image.shape[0] == 1  # one image (statically): no image index in the lattice keys
+    if jit_compile and h is not None and w is not None and not tflite_builtins:
+        # the bilateral features in one XLA pass, the spatial lattice from the cache
+        # (the stds as tensors: as constants XLA turns the divisions into products, 1 ulp off)
+        bil = _bilateral_features_xla(image, tf.constant(theta_alpha, tf.float32), tf.constant(theta_beta, tf.float32))
+        group = None if single else tf.repeat(tf.range(tf.shape(image)[0]), int(h) * int(w))
+    else:
+        bil, spa, group = pixel_features(image, theta_alpha, theta_beta, theta_gamma)
+        group = None if single else group
     if h is not None and w is not None and not tflite_builtins:
-        spatial = _grid_lattice(tf.shape(image)[0], int(h), int(w), float(theta_gamma))
+        batch = image.shape[0] if image.shape[0] is not None else tf.shape(image)[0]
+        spatial = _grid_lattice(batch, int(h), int(w), float(theta_gamma))
     else:
         spatial = build_lattice(spa, group, jit_compile, tflite_builtins)
     return CRFFilters(build_lattice(bil, group, jit_compile, tflite_builtins), spatial, normalization, jit_compile)
+
+
+def _bilateral_features(image, theta_alpha, theta_beta):
+    """:func:`pixel_features`' bilateral part, ``(x, y) / theta_alpha, rgb / theta_beta`` (B*H*W, 5),
+    written so that XLA makes it one pass over the image (the same divisions, the same values)."""
+    image = tf.cast(image, tf.float32)
+    shape = tf.shape(image)
+    ys, xs = tf.meshgrid(tf.range(shape[1], dtype=tf.float32), tf.range(shape[2], dtype=tf.float32), indexing="ij")
+    xy = tf.broadcast_to(tf.stack([xs, ys], axis=-1)[None], tf.concat([shape[:3], [2]], axis=0))
+    return tf.reshape(tf.concat([xy / theta_alpha, image / theta_beta], axis=-1), [-1, 5])
+
+
+_bilateral_features_xla = tf.function(_bilateral_features, jit_compile=True, reduce_retracing=True)
 
 
 @functools.lru_cache(maxsize=16)
@@ -284,6 +309,9 @@ def _grid_lattice(batch, h, w, theta_gamma):
     construction numbers them (its image index is the most significant digit of every key)."""
     vertex_index, weights, neighbours, m, kernel_sums = _grid_lattice_arrays(h, w, theta_gamma)
     d1 = vertex_index.shape[1]
+    if isinstance(batch, int) and batch == 1:  # the cached arrays as they are: no offsets, no tiles
+        return PermutohedralLattice(d1 - 1, tf.constant(vertex_index), tf.constant(weights), tf.constant(neighbours),
+                                    tf.constant(m), kernel_sums=tf.constant(kernel_sums))
     offsets = tf.range(batch) * m
     vertex_index = tf.reshape(tf.constant(vertex_index)[None] + offsets[:, None, None], [-1, d1])
     weights = tf.reshape(tf.tile(tf.constant(weights)[None], [batch, 1, 1]), [-1, d1])
@@ -309,21 +337,28 @@ def _sliced_message(grid, cols, slice_values):
     return msg
 
 
-def _label_sum(e):
-    """``reduce_sum(e, axis=-1, keepdims=True)`` as a chain of adds over the label columns when the
-    label count is static and small: XLA fuses that chain and the reciprocal into one point-wise loop
-    over the stored ``e``, where its reduce goes to a separate YNNPACK kernel (480x360, 12 labels, one
-    thread: the slice + softmax 3.9 vs 4.6 ms)."""
-    n = e.shape[-1]
+def _label_chain(x, op, reduce):
+    """``reduce(x, axis=-1, keepdims=True)`` as a chain of ``op`` over the label columns when the label
+    count is static and small: XLA fuses that chain into one point-wise loop over a *stored* ``x``
+    (the exponentials, the unary logits), where its reduce goes to a separate YNNPACK kernel (480x360,
+    12 labels, one thread: the slice + softmax 3.9 vs 4.6 ms, the first softmax 4.2 vs 4.9 ms). Not
+    for a fused ``x``: XLA would recompute ``x``'s producer for each column (the message's gathers in
+    the standard slice + softmax: 4.2 -> 19.9 ms)."""
+    n = x.shape[-1]
     if n is None or n > _COLUMN_CHAIN_MAX_LABELS:
-        return tf.reduce_sum(e, axis=-1, keepdims=True)
-    acc = e[..., :1]
+        return reduce(x, axis=-1, keepdims=True)
+    acc = x[..., :1]
     for k in range(1, n):
-        acc = acc + e[..., k : k + 1]
+        acc = op(acc, x[..., k : k + 1])
     return acc
 
 
-#: label counts up to this sum over labels as a chain of column adds (:func:`_label_sum`)
+def _label_sum(e):
+    """``reduce_sum(e, axis=-1, keepdims=True)`` of the stored exponentials (:func:`_label_chain`)."""
+    return _label_chain(e, tf.add, tf.reduce_sum)
+
+
+#: label counts up to this reduce over labels as a chain of column operations (:func:`_label_chain`)
 _COLUMN_CHAIN_MAX_LABELS = 64
 
 
@@ -345,11 +380,12 @@ def _slice_softmax(grid, logits, cols, slice_values, compatibility=None):
     return _softmax(logits + msg)
 
 
-def _softmax_and_shift(logits):
-    """``softmax(logits)`` and ``logits - max(logits)`` (per pixel) in one pass."""
-    # the max stays a reduce: as a column chain XLA fuses the message's gathers into each of its 12
-    # slices (the standard slice + softmax 4.2 -> 19.9 ms at 480x360), where the sum reads the stored e
-    shifted = logits - tf.reduce_max(logits, axis=-1, keepdims=True)
+def _softmax_and_shift(logits, stored=False):
+    """``softmax(logits)`` and ``logits - max(logits)`` (per pixel) in one pass. ``stored``: the logits
+    are an input, not computed in the same XLA function, so the max may be a column chain
+    (:func:`_label_chain`)."""
+    peak = _label_chain(logits, tf.maximum, tf.reduce_max) if stored else tf.reduce_max(logits, -1, keepdims=True)
+    shifted = logits - peak
     return _normalised(tf.exp(shifted)), shifted
 
 
@@ -371,7 +407,7 @@ def _slice_softmax_shifted(grid, shifted_logits, cols, slice_values):
 #: far from float32's overflow even summed over thousands of labels
 _SHIFTED_MAX_MESSAGE = 64.0
 
-_softmax_and_shift_xla = tf.function(_softmax_and_shift, jit_compile=True)
+_softmax_and_shift_xla = tf.function(functools.partial(_softmax_and_shift, stored=True), jit_compile=True)
 _slice_softmax_xla = tf.function(_slice_softmax, jit_compile=True)
 _slice_softmax_shifted_xla = tf.function(_slice_softmax_shifted, jit_compile=True)
 _softmax_xla = tf.function(_softmax, jit_compile=True)

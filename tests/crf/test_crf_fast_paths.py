@@ -25,6 +25,10 @@ def test_cached_spatial_lattice_equals_the_built_one(batch, h, w, theta):
     _, spa, group = pixel_features(tf.zeros([batch, h, w, 3]), 1.0, 1.0, theta)
     built = build_lattice(spa, group)
     cached = _grid_lattice(tf.constant(batch), h, w, theta)
+    if batch == 1:  # a static batch of one takes the cached arrays as they are: the same lattice
+        static = _grid_lattice(1, h, w, theta)
+        for name in ("vertex_index", "weights", "neighbours", "num_vertices", "kernel_sums"):
+            np.testing.assert_array_equal(getattr(static, name).numpy(), getattr(cached, name).numpy())
     assert int(cached.num_vertices) == int(built.num_vertices)
     np.testing.assert_array_equal(cached.vertex_index.numpy(), built.vertex_index.numpy())
     np.testing.assert_array_equal(cached.weights.numpy(), built.weights.numpy())
@@ -214,3 +218,15 @@ def test_neighbour_lookup_by_hash_table_equals_the_unique_form():
     np.testing.assert_array_equal(a.neighbours.numpy(), b.neighbours.numpy())
     nb = a.neighbours.numpy()
     assert 0 < (nb[:, :, :m] == m).mean() < 1  # some neighbours absent, some present
+
+
+def test_xla_bilateral_features_equal_pixel_features():
+    """jit_compile computes the bilateral features in one XLA pass: the same values as pixel_features
+    (uint8 and float images, a batch of two)."""
+    from kseg.crf import meanfield as mf
+
+    rng = np.random.default_rng(14)
+    for image in (rng.integers(0, 256, (2, 7, 9, 3)).astype(np.uint8), rng.uniform(0, 255, (1, 5, 4, 3))):
+        want = mf.pixel_features(tf.constant(image), 121.0, 5.0, 3.0)[0].numpy()
+        got = mf._bilateral_features_xla(tf.constant(image), tf.constant(121.0), tf.constant(5.0)).numpy()
+        np.testing.assert_array_equal(got, want)
