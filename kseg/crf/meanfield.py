@@ -554,9 +554,9 @@ def dense_crf(
             mean-field iteration, the slice + softmax (once per bucket of lattice sizes; the graph
             then needs XLA's JIT kernels wherever it is served). CPU cost at 480x360, 12 labels,
             10 iterations (``benchmarks/dense_crf_cpu.py --paired``): with XLA on one TensorFlow
-            thread ~0.48-0.51x the CPU-seconds of Krähenbühl's single-threaded C++ (960x720:
-            ~0.45-0.50x; symmetric normalisation ~0.5x), ~0.9x without; TensorFlow's default thread
-            pools lower the wall time but spend more CPU-seconds.
+            thread ~0.47x the CPU-seconds of Krähenbühl's single-threaded C++ (960x720: ~0.45x;
+            symmetric normalisation ~0.5x), ~0.9x without; TensorFlow's default thread pools lower
+            the wall time but spend more CPU-seconds.
         tflite_builtins: splat/slice with gather + segment sums so that every op converts to a
             TFLite builtin (same result, ~2-3x slower in TensorFlow).
 
