@@ -96,11 +96,12 @@ class PermutohedralLattice:
         return lattice_filter(self, values)
 
 
-def _pair_indices(cols):
+def _pair_indices(cols, codes=None):
     """The (P K, 2) int32 [row, col] index pairs, row-major, of a sparse matrix with K entries in
     every row, ``cols`` (P, K) int32 (``SparseTensorDenseMatMul`` takes int32 indices).
 
-    Little-endian: one int64 ``row + col * 2^32`` per entry, bitcast to its two int32 halves -- one
+    Little-endian: one int64 ``row + col * 2^32`` per entry (:func:`_pair_codes`; ``codes``: those
+    codes when already computed, e.g. inside an XLA pass), bitcast to its two int32 halves -- one
     pass over the entries instead of TensorFlow's Pack along a last axis of size 2 (element by
     element; the CRF set-up's slowest op before, ~30 ms at 480x360 on one busy thread) or a transpose.
     """
@@ -108,18 +109,13 @@ def _pair_indices(cols):
         points, k = tf.shape(cols)[0], cols.shape[1]
         rows = tf.repeat(tf.range(points), k)
         return tf.transpose(tf.stack([rows, tf.reshape(cols, [-1])]))
-    return _pair_indices_from_codes(_pair_codes(cols))
+    return tf.bitcast(tf.reshape(_pair_codes(cols) if codes is None else codes, [-1]), tf.int32)
 
 
 def _pair_codes(cols):
     """(P, K) int64 ``row + col * 2^32`` of :func:`_pair_indices` (a broadcast add: no repeated rows)."""
     rows = tf.range(tf.shape(cols)[0], dtype=tf.int64)[:, None]
     return rows + tf.cast(cols, tf.int64) * (1 << 32)
-
-
-def _pair_indices_from_codes(codes):
-    """:func:`_pair_indices` from its :func:`_pair_codes` (little-endian only: one bitcast)."""
-    return tf.bitcast(tf.reshape(codes, [-1]), tf.int32)
 
 
 def _elevation_matrix(d):

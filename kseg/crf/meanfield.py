@@ -19,13 +19,11 @@ the softmax removes. TF-only code.
 """
 
 import functools
-import sys
 
 import numpy as np
 import tensorflow as tf
 
-from kseg.crf.lattice import (PermutohedralLattice, _pair_codes, _pair_indices, _pair_indices_from_codes,
-                              build_lattice)
+from kseg.crf.lattice import PermutohedralLattice, _pair_codes, _pair_indices, build_lattice
 
 __all__ = ["dense_crf", "mean_field", "pixel_features", "CRFFilters", "build_filters"]
 
@@ -55,15 +53,24 @@ def pixel_features(image, theta_alpha, theta_beta, theta_gamma):
     """
     image = tf.cast(image, tf.float32)
     shape = tf.shape(image)
-    b, h, w = shape[0], shape[1], shape[2]
-    ys, xs = tf.meshgrid(tf.range(h, dtype=tf.float32), tf.range(w, dtype=tf.float32), indexing="ij")
-    xy = tf.reshape(tf.stack([xs, ys], axis=-1), [1, -1, 2])
-    xy = tf.tile(xy, [b, 1, 1])
-    rgb = tf.reshape(image, [b, -1, 3])
-    bilateral = tf.concat([xy / theta_alpha, rgb / theta_beta], axis=-1)
-    spatial = xy / theta_gamma
-    group = tf.repeat(tf.range(b), h * w)
-    return tf.reshape(bilateral, [-1, 5]), tf.reshape(spatial, [-1, 2]), group
+    xy = _pixel_xy(image)
+    group = tf.repeat(tf.range(shape[0]), shape[1] * shape[2])
+    return _bilateral_features(image, theta_alpha, theta_beta, xy), tf.reshape(xy / theta_gamma, [-1, 2]), group
+
+
+def _pixel_xy(image):
+    """(B, H, W, 2) float32 pixel coordinates (x = column, y = row) of a (B, H, W, 3) float image."""
+    shape = tf.shape(image)
+    ys, xs = tf.meshgrid(tf.range(shape[1], dtype=tf.float32), tf.range(shape[2], dtype=tf.float32), indexing="ij")
+    return tf.broadcast_to(tf.stack([xs, ys], axis=-1)[None], tf.concat([shape[:3], [2]], axis=0))
+
+
+def _bilateral_features(image, theta_alpha, theta_beta, xy=None):
+    """:func:`pixel_features`' bilateral part, ``(x, y) / theta_alpha, rgb / theta_beta`` (B*H*W, 5)
+    (``xy``: :func:`_pixel_xy` of the image when already computed). Under XLA one pass over the image."""
+    image = tf.cast(image, tf.float32)
+    xy = _pixel_xy(image) if xy is None else xy
+    return tf.reshape(tf.concat([xy / theta_alpha, image / theta_beta], axis=-1), [-1, 5])
 
 
 class CRFFilters:
@@ -127,16 +134,18 @@ class CRFFilters:
             lb.vertex_index, ls.vertex_index, mb, lb.weights, ls.weights, nb, ns,
             bilateral_weight * lb.alpha, spatial_weight * ls.alpha, self.normalization == "symmetric")
         points = tf.shape(cols)[0]
-        indices = _pair_indices_from_codes(pair_codes) if sys.byteorder == "little" else _pair_indices(cols)
+        indices = _pair_indices(cols, pair_codes)
         shape = tf.cast(tf.stack([points, mb + ms]), tf.int64)
         splat_values, slicing_values = tf.reshape(splat_values, [-1]), tf.reshape(slice_values, [-1])
+
+        def splat(q):
+            return tf.raw_ops.SparseTensorDenseMatMul(a_indices=indices, a_values=splat_values, a_shape=shape, b=q,
+                                                      adjoint_a=True)
 
         if self.jit_compile:  # each direction one XLA loop over the padded rows
 
             def splat_blur_blocks(q):
-                grid = tf.raw_ops.SparseTensorDenseMatMul(a_indices=indices, a_values=splat_values, a_shape=shape,
-                                                          b=q, adjoint_a=True)
-                grid_b, grid_s = tf.split(grid, tf.stack([mb, ms]), num=2)  # SplitV: views of the buffer
+                grid_b, grid_s = tf.split(splat(q), tf.stack([mb, ms]), num=2)  # SplitV: views of the buffer
                 return _blur_xla(grid_b, nbrs_b), _blur_xla(grid_s, nbrs_s)
 
             def splat_blur(q):
@@ -148,8 +157,7 @@ class CRFFilters:
         else:
 
             def splat_blur(q):
-                grid = tf.raw_ops.SparseTensorDenseMatMul(a_indices=indices, a_values=splat_values, a_shape=shape,
-                                                          b=q, adjoint_a=True)
+                grid = splat(q)
                 return tf.concat([_blur(grid[:mb], lb.neighbours, d1b), _blur(grid[mb:], ls.neighbours, d1s)], axis=0)
 
             message_blocks = None
@@ -262,7 +270,8 @@ def build_filters(
     image = tf.stop_gradient(image)
     h, w = image.shape[1], image.shape[2]
     single = image.shape[0] == 1  # one image (statically): no image index in the lattice keys
-    if jit_compile and h is not None and w is not None and not tflite_builtins:
+    cached_spatial = h is not None and w is not None and not tflite_builtins  # size known: _grid_lattice
+    if jit_compile and cached_spatial:
         # the bilateral features in one XLA pass, the spatial lattice from the cache
         # (the stds as tensors: as constants XLA turns the divisions into products, 1 ulp off)
         bil = _bilateral_features_xla(image, tf.constant(theta_alpha, tf.float32), tf.constant(theta_beta, tf.float32))
@@ -270,22 +279,12 @@ def build_filters(
     else:
         bil, spa, group = pixel_features(image, theta_alpha, theta_beta, theta_gamma)
         group = None if single else group
-    if h is not None and w is not None and not tflite_builtins:
+    if cached_spatial:
         batch = image.shape[0] if image.shape[0] is not None else tf.shape(image)[0]
         spatial = _grid_lattice(batch, int(h), int(w), float(theta_gamma))
     else:
         spatial = build_lattice(spa, group, jit_compile, tflite_builtins)
     return CRFFilters(build_lattice(bil, group, jit_compile, tflite_builtins), spatial, normalization, jit_compile)
-
-
-def _bilateral_features(image, theta_alpha, theta_beta):
-    """:func:`pixel_features`' bilateral part, ``(x, y) / theta_alpha, rgb / theta_beta`` (B*H*W, 5),
-    written so that XLA makes it one pass over the image (the same divisions, the same values)."""
-    image = tf.cast(image, tf.float32)
-    shape = tf.shape(image)
-    ys, xs = tf.meshgrid(tf.range(shape[1], dtype=tf.float32), tf.range(shape[2], dtype=tf.float32), indexing="ij")
-    xy = tf.broadcast_to(tf.stack([xs, ys], axis=-1)[None], tf.concat([shape[:3], [2]], axis=0))
-    return tf.reshape(tf.concat([xy / theta_alpha, image / theta_beta], axis=-1), [-1, 5])
 
 
 _bilateral_features_xla = tf.function(_bilateral_features, jit_compile=True, reduce_retracing=True)
