@@ -32,6 +32,7 @@ Example:
 import contextlib
 import copy
 import functools
+import math
 import pathlib
 import warnings
 
@@ -328,7 +329,7 @@ def export_tflite(
             released as soon as the SavedModel the converter reads is written, so the conversion's
             peak memory does not hold the Keras model too (``kseg export`` passes its path:
             FCN-8s' float conversion peaks at 3.39 GB instead of 3.85, ``benchmarks/peak_memory.py
-            --from-file``; the int8 peak is TensorFlow's calibrator's own and does not move).
+            --from-file``; int8: 3.95 GB, with kseg's own calibration, :func:`_calibrate`).
         path: output file, ending in ``.tflite``.
         quantize: ``"none"`` (float32), ``"float16"`` (float16 weights), ``"dynamic"``
             (int8 weights, float activations) or ``"int8"`` (full-integer weights and
@@ -525,12 +526,13 @@ def _float_model_handed_over(active):
 
 
 def _lean_calibration(converter):
-    """Full-integer conversion frees the calibrator before quantising.
+    """Full-integer conversion calibrates with kseg's own pass and frees it before quantising.
 
     TensorFlow 2.21's ``_quantize`` keeps the float model with its added intermediate tensors and
     the calibrator (its own copy of that model and an interpreter with every activation) alive
-    while the MLIR quantiser runs. This makes the same calls with the same arguments in the same
-    order, dropping each object once the next has what it needs, so the file is byte for byte the
+    while the MLIR quantiser runs. This makes the same quantiser call with the same arguments,
+    the statistics from :func:`_calibrate` (TensorFlow's calibrator where that does not apply),
+    dropping each object once the next has what it needs, so the file is byte for byte the
     same (tested) and FCN-8s' int8 export peaks lower (``benchmarks/peak_memory.py``). Any case
     it does not cover (calibrate-only, 16-bit activations, the old quantiser, custom ops, another
     TensorFlow) runs the converter's own method. Returns True when it is installed (then
@@ -558,12 +560,16 @@ def _lean_calibration(converter):
                             enable_variable_quantization, debug_options)
         if not isinstance(converter.representative_dataset, lite.RepresentativeDataset):
             converter.representative_dataset = lite.RepresentativeDataset(converter.representative_dataset)
-        model = calibrator.add_intermediate_tensors(result)
-        del result  # handed over: no frame holds the float model any more
-        calibrate = calibrator.Calibrator(model, [], [])
-        del model
-        calibrated = calibrate.calibrate(converter.representative_dataset.input_gen)
-        del calibrate  # its model copy and interpreter, before the quantiser starts
+        box = [result]
+        del result  # handed over: no frame but `box` holds the float model any more
+        calibrated = _calibrate(box, converter.representative_dataset.input_gen)
+        if calibrated is None:  # a model kseg's calibration does not cover: TensorFlow's calibrator
+            model = calibrator.add_intermediate_tensors(box.pop())
+            calibrate = calibrator.Calibrator(model, [], [])
+            del model
+            calibrated = calibrate.calibrate(converter.representative_dataset.input_gen)
+            del calibrate  # its model copy and interpreter, before the quantiser starts
+        _return_freed_memory()
         return lite._mlir_quantize(  # noqa: SLF001
             calibrated,
             converter._experimental_disable_per_channel,  # noqa: SLF001
@@ -577,6 +583,193 @@ def _lean_calibration(converter):
 
     converter._quantize = quantize  # noqa: SLF001
     return True
+
+
+#: Operators for which TensorFlow's calibrator adds intermediate tensors or logs inside the kernel
+#: (the LSTM and RNN family): models with them are calibrated by TensorFlow's calibrator.
+_RECURRENT_OPS = ("LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "RNN",
+                  "UNIDIRECTIONAL_SEQUENCE_RNN", "BIDIRECTIONAL_SEQUENCE_RNN", "SVDF")
+#: vtable slots (byte offsets) of ``Tensor.quantization``, ``Model.buffers`` and ``Buffer.data`` in
+#: the TFLite schema (fields 4, 4 and 0).
+_TENSOR_QUANTIZATION_SLOT, _MODEL_BUFFERS_SLOT, _BUFFER_DATA_SLOT = 12, 12, 4
+
+
+def _calibration_plan(content):
+    """Where kseg's calibration writes into the float model `content`: ``(tensors, buffers)``, the
+    float32 activations TensorFlow's calibrator would log, each with the position of its
+    ``quantization`` field, and the buffers with data, each ``(position of its entry in
+    Model.buffers, position of its data, size)``; None where kseg's calibration does not apply
+    (more than one subgraph, recurrent or custom operators, variable tensors, buffers already stored
+    by offset, a tensor without a quantization table to point elsewhere)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(content, 0)
+    if model.SubgraphsLength() != 1:
+        return None
+    recurrent = {getattr(schema.BuiltinOperator, name) for name in _RECURRENT_OPS}
+    codes = [model.OperatorCodes(i) for i in range(model.OperatorCodesLength())]
+    if any(c.CustomCode() is not None or max(c.BuiltinCode(), c.DeprecatedBuiltinCode()) in recurrent for c in codes):
+        return None
+    entries = model._tab.Vector(model._tab.Offset(_MODEL_BUFFERS_SLOT))  # noqa: SLF001
+    buffers = {}
+    for j in range(model.BuffersLength()):
+        buffer = model.Buffers(j)
+        if buffer.Offset() > 1:
+            return None
+        if buffer.DataLength():
+            data = buffer._tab.Vector(buffer._tab.Offset(_BUFFER_DATA_SLOT))  # noqa: SLF001
+            buffers[j] = (entries + 4 * j, data, buffer.DataLength())
+    graph = model.Subgraphs(0)
+    indices = set()
+    for k in range(graph.OperatorsLength()):
+        op = graph.Operators(k)
+        if op.IntermediatesLength():
+            return None
+        indices.update(op.InputsAsNumpy().tolist() if op.InputsLength() else [])
+        indices.update(op.OutputsAsNumpy().tolist() if op.OutputsLength() else [])
+    tensors = {}
+    for i in sorted(indices - {-1}):  # as TensorFlow's GetLoggableTensorIndices: float32, no constant data
+        tensor = graph.Tensors(i)
+        if tensor.IsVariable():
+            return None
+        if tensor.Type() != schema.TensorType.FLOAT32 or tensor.Buffer() in buffers:
+            continue
+        slot = tensor._tab.Offset(_TENSOR_QUANTIZATION_SLOT)  # noqa: SLF001
+        if not slot:
+            return None
+        tensors[i] = tensor._tab.Pos + slot  # noqa: SLF001
+    return (tensors, buffers) if tensors else None
+
+
+def _calibrate(box, input_gen):
+    """kseg's calibration of a float TFLite model (``box = [content]``, emptied here) on the samples of
+    `input_gen`; the calibrated model (bytes), or None (`box` left full) where it does not apply.
+
+    TensorFlow 2.21's ``Calibrator`` copies the model twice over (``add_intermediate_tensors``, its
+    ``ModelT`` object tree) and packs a third copy to write the statistics in: FCN-8s' full-integer
+    export (0.5 GB of weights) peaked at 5.06 GB, 1.25x its memory budget, most of it in that C++. This
+    does what it does with one interpreter on the model as it is: the interpreter of TensorFlow's own
+    TFLite runtime, its kernels without delegates (the calibrator's, so the same values), every
+    tensor kept (``experimental_preserve_all_tensors``); the same tensors logged (those TensorFlow's
+    calibrator logs: the operators' float32 inputs and outputs without constant data); the running
+    min / max over every sample, NaNs skipped. The statistics go into the flatbuffer without
+    unpacking it: a ``QuantizationParameters`` table per tensor appended after the model and the
+    tensor's ``quantization`` field pointed at it (flatbuffer offsets are relative; the empty tables
+    the converter wrote stay behind unreferenced). The same way each buffer's table is replaced by
+    one that gives its data by ``offset`` and ``size`` (the schema's form for models past 2 GB,
+    here pointing at the data where it is): TensorFlow's quantiser unpacks the whole model into an
+    object tree it does not use, and buffers given by offset are not copied into it (FCN-8s: 0.5 GB
+    less). The quantiser writes the same file either way (tests/test_export.py compares them).
+    """
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    tf = _tf()
+    content = box[0]
+    plan = _calibration_plan(content)
+    if plan is None:
+        return None
+    tensors, buffers = plan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation: TensorFlow's kernels are the point
+        interpreter = tf.lite.Interpreter(
+            model_content=content, experimental_preserve_all_tensors=True,
+            # the calibrator's interpreter leaves the thread count unset, which TFLite's Eigen kernels
+            # take as 4 threads (eigen_support.cc); their sums depend on the split, so the same here
+            num_threads=4,
+            experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    inputs = [d["index"] for d in interpreter.get_input_details()]
+    # TensorFlow's MinMax starts from FLT_MAX and numeric_limits<float>::min() (FLT_MIN, the smallest
+    # positive float): a tensor never above 0 gets max 1.2e-38, as there
+    low = dict.fromkeys(tensors, float(np.finfo(np.float32).max))
+    high = dict.fromkeys(tensors, float(np.finfo(np.float32).tiny))
+    seen = set()
+    shapes = None
+    for sample in input_gen():
+        if not isinstance(sample, list) or len(sample) != len(inputs):
+            return None  # signature-keyed samples: TensorFlow's calibrator
+        sample = [np.asarray(x) for x in sample]
+        if shapes != [x.shape for x in sample]:  # as the calibrator: the inputs sized to the samples
+            shapes = [x.shape for x in sample]
+            for index, shape in zip(inputs, shapes):
+                interpreter.resize_tensor_input(index, shape)
+            interpreter.allocate_tensors()
+        for index, x in zip(inputs, sample):
+            interpreter.set_tensor(index, x)
+        interpreter.invoke()
+        for i in tensors:
+            values = interpreter.tensor(i)()  # a view: no copy of the activation
+            lo = float(np.fmin.reduce(values, axis=None)) if values.size else math.nan  # NaNs skipped
+            if not math.isnan(lo):
+                low[i], high[i] = min(low[i], lo), max(high[i], float(np.fmax.reduce(values, axis=None)))
+                seen.add(i)
+            del values
+    del interpreter
+    if len(seen) != len(tensors):  # no sample, or a tensor empty or all NaN: TensorFlow's calibrator says what
+        return None
+
+    builder = flatbuffers.Builder(48 * len(tensors) + 24 * len(buffers))
+    patches = []  # (position of a uoffset field in `content`, the builder's offset of the table it gets)
+    for i, field in tensors.items():
+        vectors = []
+        for value in (low[i], high[i]):
+            schema.QuantizationParametersStartMinVector(builder, 1)
+            builder.PrependFloat32(value)
+            vectors.append(builder.EndVector())
+        schema.QuantizationParametersStart(builder)
+        schema.QuantizationParametersAddMin(builder, vectors[0])
+        schema.QuantizationParametersAddMax(builder, vectors[1])
+        patches.append((field, schema.QuantizationParametersEnd(builder)))
+    for entry, data, size in buffers.values():
+        schema.BufferStart(builder)
+        schema.BufferAddOffset(builder, data)  # from the start of the file
+        schema.BufferAddSize(builder, size)
+        patches.append((entry, schema.BufferEnd(builder)))
+    calibrated = _with_tables_appended(content, bytes(builder.Bytes[builder.Head():]), patches)
+    del content
+    box.clear()
+    check = schema.Model.GetRootAsModel(calibrated, 0)
+    for i in tensors:
+        q = check.Subgraphs(0).Tensors(i).Quantization()
+        if (q.Min(0), q.Max(0)) != (np.float32(low[i]), np.float32(high[i])):
+            raise AssertionError(f"kseg's calibration wrote tensor {i}'s statistics wrongly")  # a bug of kseg's
+    for j, (_, data, size) in buffers.items():
+        if (check.Buffers(j).Offset(), check.Buffers(j).Size(), check.Buffers(j).DataLength()) != (data, size, 0):
+            raise AssertionError(f"kseg's calibration wrote buffer {j} wrongly")
+    return calibrated
+
+
+def _with_tables_appended(content, tail, patches):
+    """`content` with `tail` (a flatbuffers builder's tables, no root: every offset in it relative)
+    appended, and each ``(field, table)`` of `patches` done: the uoffset at position `field` pointed at
+    the table the builder placed at `table` (counted from its end). One copy of `content`."""
+    import struct
+
+    # the builder aligns relative to its end: the tail ends on an 8-byte boundary of the new file
+    pad = -(len(content) + len(tail)) % 8
+    end = len(content) + pad + len(tail)
+    view, parts, done = memoryview(content), [], 0
+    for field, table in sorted(patches):
+        parts += [view[done:field], struct.pack("<I", end - table - field)]
+        done = field + 4
+    parts += [view[done:], bytes(pad), tail]
+    joined = b"".join(parts)
+    del parts
+    view.release()
+    return joined
+
+
+def _return_freed_memory():
+    """Hand the heap the calibration freed back to the system (glibc's ``malloc_trim``) before the
+    quantiser's peak: FCN-8s' int8 export ~0.2 GB lower. Elsewhere (no glibc) nothing."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _crfs_without_builtins(model):

@@ -290,6 +290,96 @@ def test_lean_calibration_writes_the_converters_own_int8_file(tiny, tmp_path, mo
     assert lean == own
 
 
+def _float_flatbuffer(model, tmp_path, images):
+    """The float model the int8 export hands to its calibration (the converter's C++ output)."""
+    seen = []
+    real = export._calibrate
+
+    def spy(box, input_gen):
+        seen.append(bytes(box[0]))
+        return real(box, input_gen)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(export, "_calibrate", spy)
+        export.export_tflite(model, tmp_path / "spy.tflite", quantize="int8", representative_images=images)
+    return seen[0]
+
+
+def test_kseg_calibration_writes_tensorflows_statistics(tiny, tmp_path, monkeypatch):
+    """int8 export calibrates with kseg's own pass (one interpreter, the statistics written into the
+    flatbuffer without unpacking it), never TensorFlow's Calibrator; the min / max of every tensor
+    are the ones TensorFlow's calibrator writes, and the file is byte for byte the one its path makes."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.python.optimize import calibrator
+
+    images = np.random.default_rng(2).uniform(0, 255, (3, 16, 16, 3)).astype("float32")
+    float_model = _float_flatbuffer(tiny, tmp_path, images)
+    tensors, buffers = export._calibration_plan(float_model)
+    assert tensors and buffers  # the activations to log; the weights' buffers, handed on by offset
+    gen = export._representative(images, 16, 16)
+    box = [float_model]
+    ours = export._calibrate(box, gen)
+    assert box == []  # the float model released to the caller's quantiser
+    theirs = calibrator.Calibrator(calibrator.add_intermediate_tensors(float_model), [], []).calibrate(gen)
+
+    def stats(content):
+        graph = schema.Model.GetRootAsModel(content, 0).Subgraphs(0)
+        out = {}
+        for i in range(graph.TensorsLength()):
+            q = graph.Tensors(i).Quantization()
+            if q is not None and q.MinLength():
+                out[i] = (q.Min(0), q.Max(0))
+        return out
+
+    expected = stats(theirs)
+    assert set(expected) == set(tensors) and stats(ours) == expected
+    assert any(hi > lo for lo, hi in expected.values())
+    model = schema.Model.GetRootAsModel(ours, 0)
+    for j, (_, data, size) in buffers.items():  # by offset: the same bytes, where they were
+        buffer = model.Buffers(j)
+        assert buffer.DataLength() == 0 and buffer.Size() == size
+        assert ours[buffer.Offset():buffer.Offset() + size] == float_model[data:data + size]
+
+    def refuse(*args, **kw):
+        raise AssertionError("TensorFlow's calibrator ran")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(calibrator, "Calibrator", refuse)
+        patch.setattr(calibrator, "add_intermediate_tensors", refuse)
+        kseg_file = pathlib.Path(export.export_tflite(tiny, tmp_path / "kseg.tflite", quantize="int8",
+                                                      representative_images=images)).read_bytes()
+    monkeypatch.setattr(export, "_calibrate", lambda box, input_gen: None)  # TensorFlow's calibrator instead
+    tf_file = pathlib.Path(export.export_tflite(tiny, tmp_path / "tf.tflite", quantize="int8",
+                                                representative_images=images)).read_bytes()
+    assert kseg_file == tf_file
+
+
+def test_kseg_calibration_leaves_other_models_to_tensorflow(tiny, tmp_path):
+    """Signature-keyed samples and recurrent (LSTM) operators go to TensorFlow's calibrator: `_calibrate`
+    answers None and leaves the model where it was."""
+    images = np.random.default_rng(3).uniform(0, 255, (2, 16, 16, 3)).astype("float32")
+    float_model = _float_flatbuffer(tiny, tmp_path, images)
+    box = [float_model]
+    assert export._calibrate(box, lambda: iter([{"images": images[:1]}])) is None
+    assert box == [float_model]
+
+    import keras
+
+    inputs = keras.Input((5, 3), batch_size=1)
+    lstm = keras.Model(inputs, keras.layers.LSTM(4)(inputs))
+    converter = tf.lite.TFLiteConverter.from_keras_model(lstm)
+    content = converter.convert()
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(content, 0)
+    codes = {max(model.OperatorCodes(i).BuiltinCode(), model.OperatorCodes(i).DeprecatedBuiltinCode())
+             for i in range(model.OperatorCodesLength())}
+    if schema.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM in codes:
+        assert export._calibration_plan(content) is None
+    else:  # converted to a loop: more than one subgraph
+        assert model.SubgraphsLength() > 1 and export._calibration_plan(content) is None
+
+
 def test_tflite_from_a_keras_file_frees_the_model_before_converting(tiny, tmp_path, monkeypatch):
     """``export_tflite(path_to_.keras)`` (what ``kseg export`` runs) loads the model itself and frees
     it once the SavedModel is written: no Keras model is alive while TensorFlow's converter runs
