@@ -652,7 +652,8 @@ def _calibrate(box, input_gen):
     TFLite runtime, its kernels without delegates (the calibrator's, so the same values), every
     tensor kept (``experimental_preserve_all_tensors``); the same tensors logged (those TensorFlow's
     calibrator logs: the operators' float32 inputs and outputs without constant data); the running
-    min / max over every sample, NaNs skipped. The statistics go into the flatbuffer without
+    min / max over every sample, NaNs skipped, and an input that TFLite overwrites in place given its
+    output's range too, as the calibrator logs it (:func:`_in_place_pairs`). The statistics go into the flatbuffer without
     unpacking it: a ``QuantizationParameters`` table per tensor appended after the model and the
     tensor's ``quantization`` field pointed at it (flatbuffer offsets are relative; the empty tables
     the converter wrote stay behind unreferenced). The same way each buffer's table is replaced by
@@ -707,6 +708,10 @@ def _calibrate(box, input_gen):
     del interpreter
     if len(seen) != len(tensors):  # no sample, or a tensor empty or all NaN: TensorFlow's calibrator says what
         return None
+    for i, o in _in_place_pairs(content, tensors, shapes):
+        # TensorFlow's calibrator logs an operator's inputs again after it ran: an input the operator
+        # overwrote in place (TFLite shares its memory with the output) gets the output's range too
+        low[i], high[i] = min(low[i], low[o]), max(high[i], high[o])
 
     builder = flatbuffers.Builder(48 * len(tensors) + 24 * len(buffers))
     patches = []  # (position of a uoffset field in `content`, the builder's offset of the table it gets)
@@ -737,6 +742,39 @@ def _calibrate(box, input_gen):
         if (check.Buffers(j).Offset(), check.Buffers(j).Size(), check.Buffers(j).DataLength()) != (data, size, 0):
             raise AssertionError(f"kseg's calibration wrote buffer {j} wrongly")
     return calibrated
+
+
+def _in_place_pairs(content, tensors, shapes):
+    """``(input, output)`` pairs of the logged `tensors` that an operator of the model `content` runs in
+    place: TFLite's memory planner gives the output the input's memory (in an interpreter that does
+    not keep every tensor, as TensorFlow's calibrator's), so both have the same address there; inputs
+    sized to `shapes`."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    tf = _tf()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(
+            model_content=content, num_threads=4,
+            experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    for detail, shape in zip(interpreter.get_input_details(), shapes):
+        interpreter.resize_tensor_input(detail["index"], shape)
+    interpreter.allocate_tensors()
+
+    def address(i):
+        values = interpreter.tensor(i)()
+        return values.__array_interface__["data"][0] if values.size else None
+
+    graph = schema.Model.GetRootAsModel(content, 0).Subgraphs(0)
+    pairs = []
+    for k in range(graph.OperatorsLength()):
+        op = graph.Operators(k)
+        ins = [i for i in (op.InputsAsNumpy().tolist() if op.InputsLength() else []) if i in tensors]
+        outs = [o for o in (op.OutputsAsNumpy().tolist() if op.OutputsLength() else []) if o in tensors]
+        for i in ins:
+            pairs += [(i, o) for o in outs if o != i and address(i) is not None and address(i) == address(o)]
+    del interpreter
+    return pairs
 
 
 def _with_tables_appended(content, tail, patches):

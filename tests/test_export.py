@@ -354,6 +354,28 @@ def test_kseg_calibration_writes_tensorflows_statistics(tiny, tmp_path, monkeypa
     assert kseg_file == tf_file
 
 
+def test_kseg_calibration_follows_tensorflows_in_place_operators(tmp_path, monkeypatch):
+    """TFLite runs some operators in place (SegNet's: the preprocessing, its pooling masks), and
+    TensorFlow's calibrator logging an input after its operator ran sees the output there; kseg's
+    calibration, whose interpreter keeps every tensor apart, adds the output's range to such inputs,
+    and the int8 file is byte for byte TensorFlow's (without that, not)."""
+    model = kseg.SegNet(num_classes=3, input_shape=(16, 16, 3), width_multiplier=0.0625)
+    images = np.random.default_rng(4).uniform(0, 255, (3, 16, 16, 3)).astype("float32")
+    float_model = _float_flatbuffer(model, tmp_path, images)
+    tensors, _ = export._calibration_plan(float_model)
+    pairs = export._in_place_pairs(float_model, tensors, [(1, 16, 16, 3)])
+    assert pairs and all(i in tensors and o in tensors for i, o in pairs)
+    kwargs = dict(quantize="int8", representative_images=images)
+    kseg_file = pathlib.Path(export.export_tflite(model, tmp_path / "kseg.tflite", **kwargs)).read_bytes()
+    with monkeypatch.context() as patch:
+        patch.setattr(export, "_in_place_pairs", lambda *args: [])
+        apart = pathlib.Path(export.export_tflite(model, tmp_path / "apart.tflite", **kwargs)).read_bytes()
+    monkeypatch.setattr(export, "_calibrate", lambda box, input_gen: None)
+    tf_file = pathlib.Path(export.export_tflite(model, tmp_path / "tf.tflite", **kwargs)).read_bytes()
+    assert kseg_file == tf_file
+    assert apart != tf_file
+
+
 def test_kseg_calibration_leaves_other_models_to_tensorflow(tiny, tmp_path):
     """Signature-keyed samples and recurrent (LSTM) operators go to TensorFlow's calibrator: `_calibrate`
     answers None and leaves the model where it was."""
