@@ -667,7 +667,7 @@ def _calibrate(box, input_gen):
 
     tf = _tf()
     content = box[0]
-    plan = _calibration_plan(content)
+    plan = _calibration_plan(content) if hasattr(tf.lite, "Interpreter") else None
     if plan is None:
         return None
     tensors, buffers = plan
