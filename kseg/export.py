@@ -589,6 +589,10 @@ def _lean_calibration(converter):
 #: (the LSTM and RNN family): models with them are calibrated by TensorFlow's calibrator.
 _RECURRENT_OPS = ("LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "RNN",
                   "UNIDIRECTIONAL_SEQUENCE_RNN", "BIDIRECTIONAL_SEQUENCE_RNN", "SVDF")
+#: kseg's calibration keeps every activation of the model at once, TensorFlow's calibrator four to five
+#: copies of the model (and the activations live at one time): kseg's is used while the activations
+#: come to at most this many times the model's bytes (FCN-8s: weights dominate; SegNet: activations do).
+KSEG_CALIBRATION_MAX_ACTIVATIONS = 4
 #: vtable slots (byte offsets) of ``Tensor.quantization``, ``Model.buffers`` and ``Buffer.data`` in
 #: the TFLite schema (fields 4, 4 and 0).
 _TENSOR_QUANTIZATION_SLOT, _MODEL_BUFFERS_SLOT, _BUFFER_DATA_SLOT = 12, 12, 4
@@ -668,7 +672,7 @@ def _calibrate(box, input_gen):
     tf = _tf()
     content = box[0]
     plan = _calibration_plan(content) if hasattr(tf.lite, "Interpreter") else None
-    if plan is None:
+    if plan is None or _activation_bytes(content) > KSEG_CALIBRATION_MAX_ACTIVATIONS * len(content):
         return None
     tensors, buffers = plan
     with warnings.catch_warnings():
@@ -742,6 +746,25 @@ def _calibrate(box, input_gen):
         if (check.Buffers(j).Offset(), check.Buffers(j).Size(), check.Buffers(j).DataLength()) != (data, size, 0):
             raise AssertionError(f"kseg's calibration wrote buffer {j} wrongly")
     return calibrated
+
+
+def _activation_bytes(content):
+    """Bytes of every tensor of the TFLite model `content` without constant data, at its static shapes:
+    what an interpreter that keeps every tensor holds besides the model."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(content, 0)
+    sizes = {getattr(schema.TensorType, name): np.dtype(name.lower()).itemsize
+             for name in ("FLOAT32", "FLOAT16", "INT32", "INT64", "INT16", "INT8", "UINT8", "BOOL", "FLOAT64")}
+    total = 0
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+        for i in range(graph.TensorsLength()):
+            tensor = graph.Tensors(i)
+            if model.Buffers(tensor.Buffer()).DataLength() == 0:
+                shape = tensor.ShapeAsNumpy() if tensor.ShapeLength() else np.ones(0, np.int64)
+                total += int(np.prod(np.maximum(shape, 1), dtype=np.int64)) * sizes.get(tensor.Type(), 4)
+    return total
 
 
 def _in_place_pairs(content, tensors, shapes):

@@ -384,6 +384,17 @@ def test_kseg_calibration_leaves_other_models_to_tensorflow(tiny, tmp_path):
     box = [float_model]
     assert export._calibrate(box, lambda: iter([{"images": images[:1]}])) is None
     assert box == [float_model]
+    gen = export._representative(images, 16, 16)
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    tree = schema.ModelT.InitFromPackedBuf(float_model, 0)  # the activations counted another way
+    expected = sum(int(np.prod(t.shape)) * (4 if t.type in (0, 2) else 8 if t.type == 4 else 1)
+                   for t in tree.subgraphs[0].tensors if tree.buffers[t.buffer].data is None)
+    assert export._activation_bytes(float_model) == expected > 0
+    with pytest.MonkeyPatch.context() as patch:  # activations over the limit: TensorFlow's calibrator
+        patch.setattr(export, "KSEG_CALIBRATION_MAX_ACTIVATIONS", expected / len(float_model) * 0.99)
+        assert export._calibrate(box, gen) is None and box == [float_model]
+    assert export._calibrate(box, gen) is not None and box == []
 
     import keras
 
