@@ -712,10 +712,11 @@ def _calibrate(box, input_gen):
     del interpreter
     if len(seen) != len(tensors):  # no sample, or a tensor empty or all NaN: TensorFlow's calibrator says what
         return None
+    own = dict(low), dict(high)  # each tensor's own values, before any in-place range is added
     for i, o in _in_place_pairs(content, tensors, shapes):
         # TensorFlow's calibrator logs an operator's inputs again after it ran: an input the operator
         # overwrote in place (TFLite shares its memory with the output) gets the output's range too
-        low[i], high[i] = min(low[i], low[o]), max(high[i], high[o])
+        low[i], high[i] = min(low[i], own[0][o]), max(high[i], own[1][o])
 
     builder = flatbuffers.Builder(48 * len(tensors) + 24 * len(buffers))
     patches = []  # (position of a uoffset field in `content`, the builder's offset of the table it gets)
