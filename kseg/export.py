@@ -652,13 +652,15 @@ def _calibrate(box, input_gen):
     TensorFlow 2.21's ``Calibrator`` copies the model twice over (``add_intermediate_tensors``, its
     ``ModelT`` object tree) and packs a third copy to write the statistics in: FCN-8s' full-integer
     export (0.5 GB of weights) peaked at 5.06 GB, 1.25x its memory budget, most of it in that C++. This
-    does what it does with one interpreter on the model as it is: the interpreter of TensorFlow's own
+    does what it does with an interpreter on the model as it is: the interpreter of TensorFlow's own
     TFLite runtime, its kernels without delegates (the calibrator's, so the same values), every
     tensor kept (``experimental_preserve_all_tensors``); the same tensors logged (those TensorFlow's
     calibrator logs: the operators' float32 inputs and outputs without constant data); the running
     min / max over every sample, NaNs skipped, and an input that TFLite overwrites in place given its
-    output's range too, as the calibrator logs it (:func:`_in_place_pairs`). The statistics go into the flatbuffer without
-    unpacking it: a ``QuantizationParameters`` table per tensor appended after the model and the
+    output's range too, as the calibrator logs it (:func:`_in_place_pairs`). Keeping every tensor
+    costs the model's activations at once: kseg's way is taken while they come to at most
+    :data:`KSEG_CALIBRATION_MAX_ACTIVATIONS` times the model's bytes. The statistics go into the
+    flatbuffer without unpacking it: a ``QuantizationParameters`` table per tensor appended after the model and the
     tensor's ``quantization`` field pointed at it (flatbuffer offsets are relative; the empty tables
     the converter wrote stay behind unreferenced). The same way each buffer's table is replaced by
     one that gives its data by ``offset`` and ``size`` (the schema's form for models past 2 GB,
