@@ -610,9 +610,7 @@ def _calibration_plan(content):
     model = schema.Model.GetRootAsModel(content, 0)
     if model.SubgraphsLength() != 1:
         return None
-    recurrent = {getattr(schema.BuiltinOperator, name) for name in _RECURRENT_OPS}
-    codes = [model.OperatorCodes(i) for i in range(model.OperatorCodesLength())]
-    if any(c.CustomCode() is not None or max(c.BuiltinCode(), c.DeprecatedBuiltinCode()) in recurrent for c in codes):
+    if any(not builtin or name in _RECURRENT_OPS for name, builtin in tflite_operators(content)):
         return None
     entries = model._tab.Vector(model._tab.Offset(_MODEL_BUFFERS_SLOT))  # noqa: SLF001
     buffers = {}
@@ -624,13 +622,9 @@ def _calibration_plan(content):
             data = buffer._tab.Vector(buffer._tab.Offset(_BUFFER_DATA_SLOT))  # noqa: SLF001
             buffers[j] = (entries + 4 * j, data, buffer.DataLength())
     graph = model.Subgraphs(0)
-    indices = set()
-    for k in range(graph.OperatorsLength()):
-        op = graph.Operators(k)
-        if op.IntermediatesLength():
-            return None
-        indices.update(op.InputsAsNumpy().tolist() if op.InputsLength() else [])
-        indices.update(op.OutputsAsNumpy().tolist() if op.OutputsLength() else [])
+    if any(graph.Operators(k).IntermediatesLength() for k in range(graph.OperatorsLength())):
+        return None
+    indices = {i for ins, outs in _operator_tensors(graph) for i in ins + outs}
     tensors = {}
     for i in sorted(indices - {-1}):  # as TensorFlow's GetLoggableTensorIndices: float32, no constant data
         tensor = graph.Tensors(i)
@@ -677,14 +671,7 @@ def _calibrate(box, input_gen):
     if plan is None or _activation_bytes(content) > KSEG_CALIBRATION_MAX_ACTIVATIONS * len(content):
         return None
     tensors, buffers = plan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation: TensorFlow's kernels are the point
-        interpreter = tf.lite.Interpreter(
-            model_content=content, experimental_preserve_all_tensors=True,
-            # the calibrator's interpreter leaves the thread count unset, which TFLite's Eigen kernels
-            # take as 4 threads (eigen_support.cc); their sums depend on the split, so the same here
-            num_threads=4,
-            experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter = _calibrator_interpreter(content, experimental_preserve_all_tensors=True)
     inputs = [d["index"] for d in interpreter.get_input_details()]
     # TensorFlow's MinMax starts from FLT_MAX and numeric_limits<float>::min() (FLT_MIN, the smallest
     # positive float): a tensor never above 0 gets max 1.2e-38, as there
@@ -777,30 +764,38 @@ def _in_place_pairs(content, tensors, shapes):
     sized to `shapes`."""
     from tensorflow.lite.python import schema_py_generated as schema
 
-    tf = _tf()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        interpreter = tf.lite.Interpreter(
-            model_content=content, num_threads=4,
-            experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter = _calibrator_interpreter(content)
     for detail, shape in zip(interpreter.get_input_details(), shapes):
         interpreter.resize_tensor_input(detail["index"], shape)
     interpreter.allocate_tensors()
-
-    def address(i):
+    address = {}
+    for i in tensors:
         values = interpreter.tensor(i)()
-        return values.__array_interface__["data"][0] if values.size else None
-
-    graph = schema.Model.GetRootAsModel(content, 0).Subgraphs(0)
-    pairs = []
-    for k in range(graph.OperatorsLength()):
-        op = graph.Operators(k)
-        ins = [i for i in (op.InputsAsNumpy().tolist() if op.InputsLength() else []) if i in tensors]
-        outs = [o for o in (op.OutputsAsNumpy().tolist() if op.OutputsLength() else []) if o in tensors]
-        for i in ins:
-            pairs += [(i, o) for o in outs if o != i and address(i) is not None and address(i) == address(o)]
+        address[i] = values.__array_interface__["data"][0] if values.size else None
+        del values
     del interpreter
-    return pairs
+    graph = schema.Model.GetRootAsModel(content, 0).Subgraphs(0)
+    return [(i, o) for ins, outs in _operator_tensors(graph) for i in ins if i in tensors
+            for o in outs if o in tensors and o != i and address[i] is not None and address[i] == address[o]]
+
+
+def _operator_tensors(graph):
+    """``(inputs, outputs)`` tensor index lists of each operator of a TFLite subgraph, in execution order."""
+    ops = (graph.Operators(k) for k in range(graph.OperatorsLength()))
+    return [(op.InputsAsNumpy().tolist() if op.InputsLength() else [],
+             op.OutputsAsNumpy().tolist() if op.OutputsLength() else []) for op in ops]
+
+
+def _calibrator_interpreter(content, **options):
+    """A ``tf.lite.Interpreter`` as TensorFlow's calibrator runs the model: TensorFlow's own TFLite
+    kernels, no delegates, and 4 threads (the calibrator leaves the count unset, which TFLite's Eigen
+    kernels take as 4, eigen_support.cc; their sums depend on the split)."""
+    tf = _tf()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation: TensorFlow's kernels are the point
+        return tf.lite.Interpreter(
+            model_content=content, num_threads=4, **options,
+            experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
 
 
 def _with_tables_appended(content, tail, patches):
